@@ -1,0 +1,220 @@
+"""YAML loading that remembers where every value came from.
+
+Only the safe loader's constructors are used (no Python tags). Each mapping and sequence is returned as a
+`Node` wrapper that keeps line numbers per key, so validation can say "office.yaml:42: field 'zones[3].area'".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from models.errors import ConfigError
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that records the line of every mapping key and sequence item."""
+
+
+def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
+    loader.flatten_mapping(node)
+    out: dict = {}
+    lines: dict = {}
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str | int | float | bool):
+            raise ConfigError(
+                "mapping keys must be plain scalars", line=key_node.start_mark.line + 1,
+                expected="a string key", found=key)
+        if key in out:
+            raise ConfigError(f"duplicate key '{key}'", line=key_node.start_mark.line + 1, field=str(key))
+        out[key] = loader.construct_object(value_node, deep=True)
+        lines[key] = value_node.start_mark.line + 1
+    out_marked = MarkedDict(out)
+    out_marked.lines = lines
+    out_marked.line = node.start_mark.line + 1
+    return out_marked
+
+
+def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> list:
+    items = [loader.construct_object(child, deep=True) for child in node.value]
+    seq = MarkedList(items)
+    seq.lines = [child.start_mark.line + 1 for child in node.value]
+    seq.line = node.start_mark.line + 1
+    return seq
+
+
+class MarkedDict(dict):
+    """A dict that knows the source line of itself and of each key's value."""
+
+    lines: dict
+    line: int
+
+
+class MarkedList(list):
+    """A list that knows the source line of itself and of each item."""
+
+    lines: list
+    line: int
+
+
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_LineLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _construct_sequence)
+
+
+def load_yaml(path: str | Path) -> Any:
+    """Load one YAML document with line information; errors name the file and line."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("file not found", file=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("file is not valid UTF-8", file=str(path), found=str(exc)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read file ({exc.strerror})", file=str(path)) from None
+    return loads_yaml(text, str(path))
+
+
+def loads_yaml(text: str, filename: str = "<string>") -> Any:
+    """Parse YAML text with line information (safe constructors only)."""
+    try:
+        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader derives from SafeLoader
+    except ConfigError as exc:
+        exc.file = filename
+        raise ConfigError(exc.message, file=filename, line=exc.line, field=exc.field,
+                          expected=exc.expected, found=exc.found) from None
+    except yaml.constructor.ConstructorError as exc:
+        mark = exc.problem_mark
+        raise ConfigError(
+            "unsupported YAML tag (only plain YAML is accepted; Python tags are refused)",
+            file=filename, line=mark.line + 1 if mark else None,
+            expected="plain mappings, lists, strings and numbers", found=exc.problem) from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        raise ConfigError(f"YAML syntax error: {exc.problem}", file=filename,
+                          line=mark.line + 1 if mark else None) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"YAML error: {exc}", file=filename) from None
+    if data is None:
+        raise ConfigError("file is empty", file=filename, expected="a YAML mapping")
+    return data
+
+
+class Cursor:
+    """A position in a loaded document: the value, its dotted field path, its file and line.
+
+    Validation code walks the document through cursors so that every error it raises points at the spot.
+    """
+
+    def __init__(self, value: Any, file: str, field: str = "", line: int | None = None) -> None:
+        self.value = value
+        self.file = file
+        self.field = field
+        self.line = line if line is not None else getattr(value, "line", None)
+
+    # -- navigation -------------------------------------------------------------------------------
+    def _child_field(self, key: str | int) -> str:
+        if isinstance(key, int):
+            return f"{self.field}[{key}]"
+        return f"{self.field}.{key}" if self.field else str(key)
+
+    def has(self, key: str) -> bool:
+        return isinstance(self.value, dict) and key in self.value
+
+    def get(self, key: str, default: Any = ...) -> Cursor:
+        """The child at `key`; a missing key without default is an error naming the field."""
+        mapping = self.expect_mapping()
+        if key not in mapping:
+            if default is ...:
+                raise self.error(f"missing required field '{key}'", field=self._child_field(key),
+                                 expected=f"a value for '{key}'")
+            return Cursor(default, self.file, self._child_field(key), self.line)
+        line = getattr(mapping, "lines", {}).get(key, self.line)
+        return Cursor(mapping[key], self.file, self._child_field(key), line)
+
+    def items(self) -> Iterator[tuple[str, Cursor]]:
+        mapping = self.expect_mapping()
+        for key in mapping:
+            yield key, self.get(key)
+
+    def __iter__(self) -> Iterator[Cursor]:
+        seq = self.expect_list()
+        lines = getattr(seq, "lines", [self.line] * len(seq))
+        for i, item in enumerate(seq):
+            yield Cursor(item, self.file, self._child_field(i), lines[i])
+
+    def __len__(self) -> int:
+        return len(self.value) if isinstance(self.value, list | dict) else 0
+
+    # -- checks -----------------------------------------------------------------------------------
+    def error(self, message: str, *, field: str | None = None, expected: str | None = None,
+              found: Any = ...) -> ConfigError:
+        return ConfigError(message, file=self.file, line=self.line, field=field or self.field or None,
+                           expected=expected, found=self.value if found is ... else found)
+
+    def expect_mapping(self) -> dict:
+        if not isinstance(self.value, dict):
+            raise self.error("wrong type", expected="a mapping (key: value)")
+        return self.value
+
+    def expect_list(self) -> list:
+        if not isinstance(self.value, list):
+            raise self.error("wrong type", expected="a list")
+        return self.value
+
+    def only_keys(self, allowed: set[str] | frozenset[str]) -> None:
+        """Unknown keys are errors (they are usually typos that would silently do nothing)."""
+        for key in self.expect_mapping():
+            if key not in allowed:
+                child = self.get(key)
+                close = _closest(str(key), allowed)
+                hint = f" (did you mean '{close}'?)" if close else ""
+                raise child.error(f"unknown field '{key}'{hint}", expected="one of " + ", ".join(sorted(allowed)),
+                                  found=key)
+
+    def as_str(self) -> str:
+        if not isinstance(self.value, str) or not self.value:
+            raise self.error("wrong type", expected="a non-empty string")
+        return self.value
+
+    def as_bool(self) -> bool:
+        if not isinstance(self.value, bool):
+            raise self.error("wrong type", expected="true or false")
+        return self.value
+
+    def as_int(self, *, minimum: int | None = None) -> int:
+        if isinstance(self.value, bool) or not isinstance(self.value, int):
+            raise self.error("wrong type", expected="an integer")
+        if minimum is not None and self.value < minimum:
+            raise self.error("out of range", expected=f"an integer >= {minimum}")
+        return self.value
+
+    def as_float(self, *, unit: str | None = None, positive: bool = False, nonnegative: bool = False,
+                 low: float | None = None, high: float | None = None) -> float:
+        """A finite number, optionally with a unit converted to SI (see models.units)."""
+        from models.units import parse_quantity  # local: units imports this module for errors
+
+        value = parse_quantity(self, unit)
+        if not math.isfinite(value):
+            raise self.error("number is not finite", expected="a finite number")
+        if positive and not value > 0:
+            raise self.error("must be positive", expected="a value > 0")
+        if nonnegative and value < 0:
+            raise self.error("must not be negative", expected="a value >= 0")
+        if low is not None and value < low:
+            raise self.error("out of range", expected=f"a value >= {low}")
+        if high is not None and value > high:
+            raise self.error("out of range", expected=f"a value <= {high}")
+        return value
+
+
+def _closest(word: str, options: set[str] | frozenset[str]) -> str | None:
+    import difflib
+
+    match = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.75)
+    return match[0] if match else None
