@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 what="${1:-demo}"; shift || true
 
 need_pkgs=()
-for bin in mosquitto:mosquitto prometheus:prometheus promtool:prometheus openssl:openssl; do
+for bin in mosquitto:mosquitto mosquitto_passwd:mosquitto prometheus:prometheus promtool:prometheus openssl:openssl; do
   command -v "${bin%%:*}" >/dev/null 2>&1 || need_pkgs+=("${bin##*:}")
 done
 if [ "$what" = test ] && [ ${#need_pkgs[@]} -gt 0 ]; then
