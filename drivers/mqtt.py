@@ -361,6 +361,11 @@ class MqttBus:
             log.debug("publish to %s dropped: %s", topic, paho.error_string(info.rc))
 
     def subscribe(self, topic_filter: str, handler: Handler) -> None:
+        """Add a handler; the filter is subscribed now if connected, and again after every reconnect.
+
+        Retained messages come with the SUBSCRIBE, so a second handler on a filter that is already
+        subscribed does not get them (re-subscribing would replay them to the first handler too).
+        """
         validate_filter(topic_filter)
         with self._lock:
             self._handlers.append((topic_filter, handler))
