@@ -1,0 +1,7 @@
+"""Building physics: YAML model language -> differentiable simulator (numpy or cupy)."""
+
+from models.building import building_from_text, load_building
+from models.errors import ConfigError
+from models.simulator import Gradient, Simulator, Trajectory
+
+__all__ = ["ConfigError", "Gradient", "Simulator", "Trajectory", "building_from_text", "load_building"]

@@ -62,7 +62,7 @@ def _parse_unit(text: str) -> tuple[float, tuple[int, ...]]:
             continue
         for token in part.split("."):
             m = re.fullmatch(r"([A-Za-z°%]+)(\^?-?\d+)?", token)
-            if not m or m.group(1) not in _BASE and not (m.group(1)[:-1] in _BASE and m.group(1)[-1].isdigit()):
+            if not m or (m.group(1) not in _BASE and not (m.group(1)[:-1] in _BASE and m.group(1)[-1].isdigit())):
                 raise KeyError(token)
             name, power = m.group(1), int((m.group(2) or "1").lstrip("^"))
             f, d = _BASE[name]

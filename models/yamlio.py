@@ -83,7 +83,7 @@ def load_yaml(path: str | Path) -> Any:
 def loads_yaml(text: str, filename: str = "<string>") -> Any:
     """Parse YAML text with line information (safe constructors only)."""
     try:
-        data = yaml.load(text, Loader=_LineLoader)  # noqa: S506 - _LineLoader derives from SafeLoader
+        data = yaml.load(text, Loader=_LineLoader)
     except ConfigError as exc:
         exc.file = filename
         raise ConfigError(exc.message, file=filename, line=exc.line, field=exc.field,

@@ -1,0 +1,552 @@
+"""YAML building model -> validated `Network` with named parameters.
+
+Walls are declared by their layers (materials x thicknesses) as EnergyPlus and ISO 52016 users expect;
+the RC nodes are generated here. Raw nodes and conductances are allowed for everything else. Every error
+names the file, line and field; see models.errors.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from models import components as comp
+from models.network import FlowTerm, InputSpec, Network, Zone
+from models.yamlio import Cursor, load_yaml
+
+RHO_AIR = 1.2
+ZONE_KEYS = frozenset({"floor_area", "volume", "air_capacity_multiplier", "initial_temperature", "walls", "windows",
+                       "internal_mass", "infiltration", "internal_gains", "ground"})
+TOP_KEYS = frozenset({
+    "model", "description", "defaults", "materials", "constructions", "disturbances", "zones", "nodes",
+    "conductances", "heat_gains", "tanks", "radiant_slabs", "actuators", "sensors", "state_space", "custom",
+})
+
+
+def load_building(path: str | Path) -> Network:
+    """Parse and validate a building model file."""
+    path = Path(path)
+    doc = Cursor(load_yaml(path), str(path))
+    return _Builder(doc, path.parent).build()
+
+
+def building_from_text(text: str, filename: str = "<string>", base_dir: Path | None = None) -> Network:
+    from models.yamlio import loads_yaml
+
+    return _Builder(Cursor(loads_yaml(text, filename), filename), base_dir or Path(".")).build()
+
+
+class _Builder:
+    def __init__(self, doc: Cursor, base_dir: Path) -> None:
+        self.doc = doc
+        self.base = base_dir
+        self.net = Network(file=doc.file, name="")
+        self.materials: dict[str, dict[str, float]] = {}
+        self.constructions: dict[str, Cursor] = {}
+        self.defaults: dict[str, float] = {}
+        self.where: dict[str, Cursor] = {}  # node name -> where it was declared
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def reg(self, name: str, value: float, lower: float = 0.0):
+        i = self.net.params.add(name, value, lower=lower)
+        return lambda th, i=i: th[i]
+
+    def num(self, cur: Cursor, key: str, prefix: str, unit: str | None, default: float | None = None,
+            **checks: Any):
+        """Parameter `prefix.key` from cur[key] (or default), registered; returns (theta->value, value)."""
+        if cur.has(key):
+            value = cur.get(key).as_float(unit=unit, **checks)
+        elif default is not None:
+            value = default
+        else:
+            raise cur.error(f"missing required field '{key}'", field=f"{cur.field}.{key}" if cur.field else key,
+                            expected=f"a number{f' in {unit}' if unit else ''}", found=None)
+        fn = self.reg(f"{prefix}.{key}", value, lower=0.0 if checks.get("positive") else -math.inf)
+        return fn, value
+
+    def ref_node(self, cur: Cursor) -> int:
+        name = cur.as_str()
+        if name in self.net.nodes:
+            return self.net.node(name)
+        zone_names = [z.name for z in self.net.zones]
+        raise cur.error(f"unknown node '{name}'", expected="a zone or node declared in this file: "
+                        + ", ".join((zone_names + [n for n in self.net.nodes if n not in zone_names])[:12]))
+
+    def ref_dist(self, cur: Cursor) -> int:
+        name = cur.as_str()
+        if name not in self.net.disturbances:
+            raise cur.error(f"unknown disturbance '{name}'",
+                            expected="one declared under 'disturbances': " + ", ".join(self.net.disturbances))
+        return self.net.disturbances.index(name)
+
+    def ref_target(self, cur: Cursor) -> tuple[str, int]:
+        """A wall's far side: a node/zone or a temperature disturbance."""
+        name = cur.as_str()
+        if name in self.net.nodes:
+            return "node", self.net.node(name)
+        if name in self.net.disturbances:
+            if self.net.disturbance_units[self.net.disturbances.index(name)] != "degC":
+                raise cur.error(f"'{name}' is not a temperature", expected="a node or a disturbance with unit degC")
+            return "dist", self.net.disturbances.index(name)
+        raise cur.error(f"unknown node or disturbance '{name}'", expected="a zone, node or temperature disturbance")
+
+    def new_node(self, name: str, cur: Cursor, initial: float | None = None) -> int:
+        if name in self.net.nodes:
+            prev = self.where[name]
+            raise cur.error(f"name '{name}' is already used (line {prev.line})", expected="a unique name")
+        self.where[name] = cur
+        return self.net.add_node(name, self.defaults["initial_temperature"] if initial is None else initial, cur.line)
+
+    def connect(self, i: int, target: tuple[str, int], g, cur: Cursor) -> None:
+        kind, j = target
+        if kind == "node":
+            if j == i:
+                raise cur.error("a heat path from a node to itself makes no physical sense",
+                                expected="two different nodes")
+            self.net.edges.append((i, j, g))
+        else:
+            self.net.boundary.append((i, j, g))
+
+    # -- sections ---------------------------------------------------------------------------------
+    def build(self) -> Network:
+        d = self.doc
+        d.only_keys(TOP_KEYS)
+        self.net.name = d.get("model").as_str()
+        defaults = d.get("defaults", {})
+        defaults.only_keys({"initial_temperature", "air_capacity_multiplier", "h_inside", "h_outside"})
+        self.defaults = {
+            "initial_temperature": defaults.get("initial_temperature", 20.0).as_float(unit="degC", low=-50, high=150),
+            "air_capacity_multiplier": defaults.get("air_capacity_multiplier", 3.0).as_float(positive=True),
+            "h_inside": defaults.get("h_inside", 7.7).as_float(unit="W/(m2.K)", positive=True),
+            "h_outside": defaults.get("h_outside", 25.0).as_float(unit="W/(m2.K)", positive=True),
+        }
+        for name, cur in d.get("disturbances", {}).items():
+            cur.only_keys({"unit", "description"})
+            unit = cur.get("unit").as_str()
+            if unit not in ("degC", "W/m2", "1", "W"):
+                raise cur.get("unit").error("unsupported disturbance unit", expected="degC, W/m2, W or 1")
+            self.net.dist(name, unit)
+        for name, cur in d.get("materials", {}).items():
+            cur.only_keys({"conductivity", "density", "specific_heat"})
+            self.materials[name] = {
+                "conductivity": cur.get("conductivity").as_float(unit="W/(m.K)", positive=True),
+                "density": cur.get("density").as_float(unit="kg/m3", positive=True),
+                "specific_heat": cur.get("specific_heat").as_float(unit="J/(kg.K)", positive=True),
+            }
+        for name, cur in d.get("constructions", {}).items():
+            cur.only_keys({"layers", "model", "h_inside", "h_outside"})
+            if len(cur.get("layers")) == 0:
+                raise cur.get("layers").error("a construction needs at least one layer", expected="a non-empty list")
+            for layer in cur.get("layers"):
+                layer.only_keys({"material", "thickness"})
+                mat = layer.get("material").as_str()
+                if mat not in self.materials:
+                    raise layer.get("material").error(f"unknown material '{mat}'", expected="one of: "
+                                                      + ", ".join(self.materials))
+                layer.get("thickness").as_float(unit="m", positive=True, high=5.0)
+            model = cur.get("model", "layers").as_str()
+            if model not in ("layers", "lumped", "resistive"):
+                raise cur.get("model").error("unknown construction model", expected="layers, lumped or resistive")
+            self.constructions[name] = cur
+        for name, cur in d.get("zones", {}).items():
+            cur.only_keys(ZONE_KEYS)
+            area = cur.get("floor_area").as_float(unit="m2", positive=True)
+            vol = cur.get("volume").as_float(unit="m3", positive=True)
+            mult = cur.get("air_capacity_multiplier", self.defaults["air_capacity_multiplier"]).as_float(positive=True)
+            init = cur.get("initial_temperature", self.defaults["initial_temperature"]).as_float(unit="degC")
+            i = self.new_node(name, cur, init)
+            cap = self.reg(f"{name}.air_capacity", vol * RHO_AIR * comp.CP_AIR * mult)
+            self.net.caps.append((i, cap))
+            self.net.zones.append(Zone(name, i, area))
+        for name, cur in d.get("nodes", {}).items():
+            cur.only_keys({"capacitance", "initial_temperature"})
+            i = self.new_node(name, cur, cur.get("initial_temperature", self.defaults["initial_temperature"]).as_float(
+                unit="degC"))
+            self.net.caps.append((i, self.num(cur, "capacitance", name, "J/K", positive=True)[0]))
+        for name, cur in d.get("tanks", {}).items():
+            cur.only_keys({"volume", "loss_ua", "ambient", "initial_temperature"})
+            i = self.new_node(name, cur, cur.get("initial_temperature", 45.0).as_float(unit="degC", low=0, high=100))
+            vol = cur.get("volume").as_float(unit="m3", positive=True)
+            self.net.caps.append((i, self.reg(f"{name}.capacitance", vol * 1000.0 * comp.CP_WATER)))
+            self.connect(i, self.ref_target(cur.get("ambient")), self.num(cur, "loss_ua", name, "W/K", positive=True)[0],
+                         cur)
+        # Envelope elements refer to zones and nodes, so they come after all nodes exist.
+        self._envelope()
+        for name, cur in d.get("radiant_slabs", {}).items():
+            self._radiant_slab(name, cur)
+        for i, cur in enumerate(d.get("conductances", [])):
+            cur.only_keys({"name", "between", "ua"})
+            name = cur.get("name", f"conductances[{i}]").as_str()
+            pair = cur.get("between")
+            if len(pair.expect_list()) != 2:
+                raise pair.error("wrong length", expected="two names [a, b]")
+            a, b = list(pair)
+            ia = self.ref_node(a)
+            self.connect(ia, self.ref_target(b), self.num(cur, "ua", name, "W/K", positive=True)[0], cur)
+        for i, cur in enumerate(d.get("heat_gains", [])):
+            cur.only_keys({"name", "node", "disturbance", "gain"})
+            name = cur.get("name", f"heat_gains[{i}]").as_str()
+            node = self.ref_node(cur.get("node"))
+            dist = self.ref_dist(cur.get("disturbance"))
+            self.net.dist_heat.append((node, dist, self.num(cur, "gain", name, None, positive=True)[0]))
+        for name, cur in d.get("actuators", {}).items():
+            self._actuator(name, cur)
+        for name, cur in d.get("sensors", {}).items():
+            cur.only_keys({"node", "nodes"})
+            if cur.has("node"):
+                weights = {self.ref_node(cur.get("node")): 1.0}
+            elif cur.has("nodes"):
+                weights = {}
+                for node_name, w in cur.get("nodes").items():
+                    weights[self.ref_node(Cursor(node_name, w.file, w.field, w.line))] = w.as_float()
+                if abs(sum(weights.values()) - 1.0) > 1e-9:
+                    raise cur.get("nodes").error("sensor weights must sum to 1", expected="weights summing to 1",
+                                                 found=sum(weights.values()))
+            else:
+                raise cur.error("sensor needs 'node' or 'nodes'", expected="node: <name> or nodes: {name: weight}")
+            self.net.sensors.append((name, weights))
+        if d.has("state_space"):
+            from models.statespace import parse_state_space
+
+            for i, cur in enumerate(d.get("state_space")):
+                parse_state_space(self, cur, i)
+        if d.has("custom"):
+            from models.custom import parse_custom
+
+            for i, cur in enumerate(d.get("custom")):
+                parse_custom(self, cur, i)
+        self._check_physics()
+        return self.net
+
+    # -- envelope ---------------------------------------------------------------------------------
+    def _envelope(self) -> None:
+        for zname, zcur in self.doc.get("zones", {}).items():
+            iz = self.net.node(zname)
+            area = zcur.get("floor_area").as_float(unit="m2", positive=True)
+            vol = zcur.get("volume").as_float(unit="m3", positive=True)
+            mass = None
+            if zcur.has("internal_mass"):
+                mass = self._internal_mass(zname, iz, zcur.get("internal_mass"))
+            names: set[str] = set()
+            for w in zcur.get("walls", []):
+                w.only_keys({"name", "construction", "area", "to"})
+                wname = self._unique(w, names)
+                cons = self._construction(w.get("construction"))
+                target = self.ref_target(w.get("to"))
+                if target == ("node", iz):
+                    raise w.get("to").error("a wall from a zone to itself makes no physical sense",
+                                            expected="another zone, a node or an outdoor/ground temperature")
+                self._wall(f"{zname}.{wname}", iz, target, cons, w)
+            for w in zcur.get("windows", []):
+                w.only_keys({"name", "area", "u_value", "shgc", "irradiance", "to", "solar_to_mass"})
+                prefix = f"{zname}.{self._unique(w, names)}"
+                a, _ = self.num(w, "area", prefix, "m2", positive=True)
+                u, _ = self.num(w, "u_value", prefix, "W/(m2.K)", positive=True)
+                self.connect(iz, self.ref_target(w.get("to")), lambda th, a=a, u=u: a(th) * u(th), w)
+                if w.has("irradiance"):
+                    dist = self.ref_dist(w.get("irradiance"))
+                    if self.net.disturbance_units[dist] != "W/m2":
+                        raise w.get("irradiance").error("not an irradiance", expected="a disturbance with unit W/m2")
+                    shgc, _ = self.num(w, "shgc", prefix, None, positive=True, high=1.0)
+                    frac = w.get("solar_to_mass", 0.0).as_float(nonnegative=True, high=1.0) if mass is not None else 0.0
+                    self.net.dist_heat.append((iz, dist, lambda th, a=a, s=shgc, f=frac: (1 - f) * a(th) * s(th)))
+                    if frac:
+                        self.net.dist_heat.append((mass, dist, lambda th, a=a, s=shgc, f=frac: f * a(th) * s(th)))
+            if zcur.has("infiltration"):
+                c = zcur.get("infiltration")
+                c.only_keys({"ach", "to"})
+                ach, _ = self.num(c, "ach", f"{zname}.infiltration", "1", nonnegative=True, high=50)
+                g = lambda th, ach=ach, v=vol: ach(th) * v * RHO_AIR * comp.CP_AIR / 3600.0  # noqa: E731
+                self.connect(iz, self.ref_target(c.get("to")), g, c)
+            if zcur.has("internal_gains"):
+                c = zcur.get("internal_gains")
+                c.only_keys({"power_density", "disturbance", "radiative_fraction"})
+                pd, _ = self.num(c, "power_density", f"{zname}.internal_gains", "W/m2", nonnegative=True)
+                dist = self.ref_dist(c.get("disturbance"))
+                rad = c.get("radiative_fraction", 0.0).as_float(nonnegative=True, high=1.0) if mass is not None else 0.0
+                self.net.dist_heat.append((iz, dist, lambda th, pd=pd, r=rad, A=area: (1 - r) * pd(th) * A))
+                if rad:
+                    self.net.dist_heat.append((mass, dist, lambda th, pd=pd, r=rad, A=area: r * pd(th) * A))
+            if zcur.has("ground"):
+                c = zcur.get("ground")
+                c.only_keys({"area", "u_value", "to"})
+                a, _ = self.num(c, "area", f"{zname}.ground", "m2", positive=True)
+                u, _ = self.num(c, "u_value", f"{zname}.ground", "W/(m2.K)", positive=True)
+                self.connect(iz, self.ref_target(c.get("to")), lambda th, a=a, u=u: a(th) * u(th), c)
+
+    def _unique(self, cur: Cursor, names: set[str]) -> str:
+        name = cur.get("name").as_str()
+        if name in names or "." in name:
+            raise cur.get("name").error(f"element name '{name}' is used twice in this zone or contains '.'",
+                                        expected="a unique name without dots")
+        names.add(name)
+        return name
+
+    def _construction(self, cur: Cursor) -> Cursor:
+        name = cur.as_str()
+        if name not in self.constructions:
+            raise cur.error(f"unknown construction '{name}'", expected="one of: " + ", ".join(self.constructions))
+        return self.constructions[name]
+
+    def _layer_params(self, prefix: str, cons: Cursor) -> list[tuple[Any, Any, Any]]:
+        """Per-layer (thickness, conductivity, volumetric heat capacity) as parameter functions."""
+        out = []
+        for li, layer in enumerate(cons.get("layers")):
+            m = self.materials[layer.get("material").as_str()]
+            t = self.reg(f"{prefix}.layers[{li}].thickness", layer.get("thickness").as_float(unit="m", positive=True))
+            k = self.reg(f"{prefix}.layers[{li}].conductivity", m["conductivity"])
+            rc = self.reg(f"{prefix}.layers[{li}].heat_capacity", m["density"] * m["specific_heat"])
+            out.append((t, k, rc))
+        return out
+
+    def _films(self, cons: Cursor, outside_is_node: bool) -> tuple[float, float]:
+        h_in = cons.get("h_inside", self.defaults["h_inside"]).as_float(unit="W/(m2.K)", positive=True)
+        h_out_default = self.defaults["h_inside"] if outside_is_node else self.defaults["h_outside"]
+        h_out = cons.get("h_outside", h_out_default).as_float(unit="W/(m2.K)", positive=True)
+        return h_in, h_out
+
+    def _wall(self, prefix: str, iz: int, target: tuple[str, int], cons: Cursor, cur: Cursor) -> None:
+        area, _ = self.num(cur, "area", prefix, "m2", positive=True)
+        layers = self._layer_params(prefix, cons)
+        h_in, h_out = self._films(cons, target[0] == "node")
+        model = cons.get("model", "layers").as_str()
+        if model == "resistive":
+            def g(th, layers=layers, a=area):
+                r = 1 / h_in + 1 / h_out
+                for t, k, _ in layers:
+                    r = r + t(th) / k(th)
+                return a(th) / r
+            self.connect(iz, target, g, cur)
+            return
+        if model == "lumped":
+            values = [lay.get("thickness").as_float(unit="m") * self._rho_c(lay) for lay in cons.get("layers")]
+            heavy = max(range(len(layers)), key=values.__getitem__)
+            node = self.new_node(f"{prefix}", cur)
+            self.net.caps.append((node, lambda th, L=layers, a=area: a(th) * sum(t(th) * rc(th) for t, _, rc in L)))
+
+            def r_side(th, idx, film, half, L=layers):
+                r = 1 / film + half
+                for i in idx:
+                    r = r + L[i][0](th) / L[i][1](th)
+                return r
+            t_h, k_h, _ = layers[heavy]
+            self.net.edges.append((iz, node, lambda th, a=area: a(th) / r_side(
+                th, range(heavy), h_in, t_h(th) / (2 * k_h(th)))))
+            self.connect(node, target, lambda th, a=area: a(th) / r_side(
+                th, range(heavy + 1, len(layers)), h_out, t_h(th) / (2 * k_h(th))), cur)
+            return
+        prev = ("node", iz)
+        for li, (t, k, rc) in enumerate(layers):
+            node = self.new_node(f"{prefix}.layers[{li}]", cur)
+            self.net.caps.append((node, lambda th, a=area, t=t, rc=rc: a(th) * t(th) * rc(th)))
+            if li == 0:
+                g = lambda th, a=area, t=t, k=k: a(th) / (1 / h_in + t(th) / (2 * k(th)))  # noqa: E731
+            else:
+                tp, kp, _ = layers[li - 1]
+                g = lambda th, a=area, t=t, k=k, tp=tp, kp=kp: a(th) / (  # noqa: E731
+                    tp(th) / (2 * kp(th)) + t(th) / (2 * k(th)))
+            self.connect(node, prev, g, cur)
+            prev = ("node", node)
+        t, k, _ = layers[-1]
+        self.connect(prev[1], target, lambda th, a=area, t=t, k=k: a(th) / (t(th) / (2 * k(th)) + 1 / h_out), cur)
+
+    def _rho_c(self, layer: Cursor) -> float:
+        m = self.materials[layer.get("material").as_str()]
+        return m["density"] * m["specific_heat"]
+
+    def _internal_mass(self, zname: str, iz: int, cur: Cursor) -> int:
+        cur.only_keys({"area", "construction", "capacitance", "ua"})
+        node = self.new_node(f"{zname}.mass", cur)
+        if cur.has("construction"):
+            cons = self._construction(cur.get("construction"))
+            area, _ = self.num(cur, "area", f"{zname}.mass", "m2", positive=True)
+            layers = self._layer_params(f"{zname}.mass", cons)
+            h_in, _ = self._films(cons, True)
+            # Both faces exposed to the zone: the layers' half-thickness resistance to the mid-plane.
+            self.net.caps.append((node, lambda th, L=layers, a=area: a(th) * sum(t(th) * rc(th) for t, _, rc in L)))
+
+            def g(th, L=layers, a=area):
+                r = 1 / h_in
+                for t, k, _ in L:
+                    r = r + t(th) / (2 * k(th))
+                return 2 * a(th) / r
+            self.net.edges.append((iz, node, g))
+        else:
+            self.net.caps.append((node, self.num(cur, "capacitance", f"{zname}.mass", "J/K", positive=True)[0]))
+            self.net.edges.append((iz, node, self.num(cur, "ua", f"{zname}.mass", "W/K", positive=True)[0]))
+        return node
+
+    # -- hydronics --------------------------------------------------------------------------------
+    def _radiant_slab(self, name: str, cur: Cursor) -> None:
+        """Slab core + water in the tubes; tube-to-slab UA from geometry (ISO 11855 style resistances)."""
+        cur.only_keys({"zone", "area", "thickness", "material", "tube", "supply", "pump", "initial_temperature"})
+        iz = self.ref_node(cur.get("zone"))
+        supply = self.ref_node(cur.get("supply"))
+        init = cur.get("initial_temperature", self.defaults["initial_temperature"]).as_float(unit="degC")
+        mat_cur = cur.get("material")
+        mat = self.materials.get(mat_cur.as_str())
+        if mat is None:
+            raise mat_cur.error(f"unknown material '{mat_cur.value}'", expected="one of: " + ", ".join(self.materials))
+        area, A = self.num(cur, "area", name, "m2", positive=True)
+        thick, _ = self.num(cur, "thickness", name, "m", positive=True, high=1.0)
+        k_slab = self.reg(f"{name}.conductivity", mat["conductivity"])
+        rc = self.reg(f"{name}.heat_capacity", mat["density"] * mat["specific_heat"])
+        tube = cur.get("tube")
+        tube.only_keys({"spacing", "outer_diameter", "wall_thickness", "conductivity", "h_water"})
+        spacing, sp = self.num(tube, "spacing", f"{name}.tube", "m", positive=True, high=1.0)
+        d_o, do = self.num(tube, "outer_diameter", f"{name}.tube", "m", positive=True, high=0.2)
+        wall, wt = self.num(tube, "wall_thickness", f"{name}.tube", "m", positive=True)
+        if wt * 2 >= do:
+            raise tube.get("wall_thickness").error("tube wall is thicker than the tube radius",
+                                                   expected=f"less than {do / 2} m")
+        k_tube = self.num(tube, "conductivity", f"{name}.tube", "W/(m.K)", default=0.35, positive=True)[0]
+        h_w = self.num(tube, "h_water", f"{name}.tube", "W/(m2.K)", default=1500.0, positive=True)[0]
+        slab = self.new_node(f"{name}.slab", cur, init)
+        water = self.new_node(f"{name}.water", cur, init)
+        self.net.caps.append((slab, lambda th: area(th) * thick(th) * rc(th)))
+        self.net.caps.append((water, lambda th: area(th) / spacing(th) * math.pi * (d_o(th) - 2 * wall(th)) ** 2 / 4
+                              * 1000.0 * comp.CP_WATER))
+
+        def ua_tube(th):
+            import numpy as np
+
+            length = area(th) / spacing(th)
+            di = d_o(th) - 2 * wall(th)
+            r_conv = 1 / (h_w(th) * math.pi * di)
+            r_wall = np.log(d_o(th) / di) / (2 * math.pi * k_tube(th))
+            # Conduction from the tube into the slab core: the spacing-dependent term of ISO 11855.
+            r_slab = np.log(spacing(th) / (math.pi * d_o(th))) / (2 * math.pi * k_slab(th))
+            return length / (r_conv + r_wall + r_slab)
+        if sp <= math.pi * do:
+            raise tube.get("spacing").error("tube spacing must exceed pi times the outer diameter",
+                                            expected=f"more than {math.pi * do:.3f} m")
+        self.net.edges.append((water, slab, ua_tube))
+        h_s = self.defaults["h_inside"] + 3.0  # radiant + convective surface coefficient of a heated floor
+        self.net.edges.append((slab, iz, lambda th: area(th) / (1 / h_s + thick(th) / (2 * k_slab(th)))))
+        pump = cur.get("pump")
+        pump.only_keys({"max_flow", "power", "min_flow"})
+        self._pump(f"{name}.pump", pump, supply, water)
+        del A
+
+    def _pump(self, name: str, cur: Cursor, supply: int, loop: int) -> None:
+        m_max, mm = self.num(cur, "max_flow", name, "kg/s", positive=True)
+        p_max, _ = self.num(cur, "power", name, "W", nonnegative=True)
+        lo = cur.get("min_flow", 0.0).as_float(unit="kg/s", nonnegative=True, high=mm)
+        j = len(self.net.inputs)
+        self.net.inputs.append(InputSpec(name, "kg/s", lo, mm, name))
+        cp = lambda th: comp.CP_WATER  # noqa: E731
+        # Water leaves the supply node for the loop and returns at the loop temperature (closed circuit).
+        self.net.flows += [FlowTerm(loop, cp, j, None, supply), FlowTerm(loop, lambda th: -comp.CP_WATER, j, None, loop),
+                           FlowTerm(supply, cp, j, None, loop), FlowTerm(supply, lambda th: -comp.CP_WATER, j, None, supply)]
+        self.net.actuators.append(comp.Pump(name, "pump", [j], "kg/s",
+                                            params={"pump_power": self.net.params.index[f"{name}.power"],
+                                                    "max_flow": self.net.params.index[f"{name}.max_flow"]}))
+        del m_max, p_max
+
+    # -- actuators --------------------------------------------------------------------------------
+    def _actuator(self, name: str, cur: Cursor) -> None:
+        kind = cur.get("type").as_str()
+        net = self.net
+        if name in {a.name for a in net.actuators}:
+            raise cur.error(f"actuator '{name}' defined twice", expected="unique actuator names")
+        if kind == "ideal_hvac":
+            cur.only_keys({"type", "zone", "heating_capacity", "cooling_capacity", "cop_heating", "cop_cooling",
+                           "heating_fuel", "efficiency"})
+            iz = self.ref_node(cur.get("zone"))
+            _, hc = self.num(cur, "heating_capacity", name, "W", nonnegative=True)
+            _, cc = self.num(cur, "cooling_capacity", name, "W", default=0.0, nonnegative=True)
+            if hc == 0 and cc == 0:
+                raise cur.error("actuator has no capacity", expected="heating_capacity or cooling_capacity > 0")
+            fuel = cur.get("heating_fuel", "electric").as_str()
+            if fuel not in ("electric", "gas"):
+                raise cur.get("heating_fuel").error("unknown fuel", expected="electric or gas")
+            self.num(cur, "cop_heating", name, None, default=1.0, positive=True, high=10)
+            self.num(cur, "cop_cooling", name, None, default=3.0, positive=True, high=15)
+            self.num(cur, "efficiency", name, None, default=0.92, positive=True, high=1.2)
+            j = self._input(name, "W", -cc, hc)
+            net.input_heat.append((iz, j, lambda th: 1.0))
+            act = comp.IdealHVAC(name, kind, [j], "W", params=self._pidx(name, "cop_heating", "cop_cooling", "efficiency"),
+                                 heating_fuel=fuel)
+        elif kind in ("heat_pump", "boiler"):
+            keys = {"type", "node", "capacity", "efficiency"} if kind == "boiler" else {
+                "type", "node", "capacity", "carnot_efficiency", "supply_offset", "source", "max_cop"}
+            cur.only_keys(keys)
+            node = self.ref_node(cur.get("node"))
+            _, cap = self.num(cur, "capacity", name, "W", positive=True)
+            j = self._input(name, "W", 0.0, cap)
+            net.input_heat.append((node, j, lambda th: 1.0))
+            if kind == "boiler":
+                self.num(cur, "efficiency", name, None, default=0.92, positive=True, high=1.2)
+                act = comp.Boiler(name, kind, [j], "W", params=self._pidx(name, "efficiency"))
+            else:
+                src = self.ref_dist(cur.get("source"))
+                self.num(cur, "carnot_efficiency", name, None, default=0.45, positive=True, high=1.0)
+                self.num(cur, "supply_offset", name, "K", default=3.0, nonnegative=True, high=30)
+                self.num(cur, "max_cop", name, None, default=7.0, positive=True, high=20)
+                act = comp.HeatPump(name, kind, [j], "W", reads_x=[node], reads_d=[src],
+                                    params=self._pidx(name, "carnot_efficiency", "supply_offset", "max_cop"))
+        elif kind == "vav":
+            cur.only_keys({"type", "zone", "max_flow", "min_flow", "supply_min", "supply_max", "fan_power",
+                           "outdoor_fraction", "outdoor", "coil_fuel", "efficiency", "cop_cooling"})
+            iz = self.ref_node(cur.get("zone"))
+            _, mmax = self.num(cur, "max_flow", name, "kg/s", positive=True, high=100)
+            mmin = cur.get("min_flow", 0.0).as_float(unit="kg/s", nonnegative=True, high=mmax)
+            smin = cur.get("supply_min", 12.0).as_float(unit="degC", low=0, high=60)
+            smax = cur.get("supply_max", 35.0).as_float(unit="degC", low=smin, high=70)
+            self.num(cur, "fan_power", name, "W", default=0.0, nonnegative=True)
+            self.num(cur, "outdoor_fraction", name, None, default=0.3, nonnegative=True, high=1.0)
+            self.num(cur, "efficiency", name, None, default=0.92, positive=True, high=1.2)
+            self.num(cur, "cop_cooling", name, None, default=3.0, positive=True, high=15)
+            fuel = cur.get("coil_fuel", "electric").as_str()
+            if fuel not in ("electric", "gas"):
+                raise cur.get("coil_fuel").error("unknown fuel", expected="electric or gas")
+            out = self.ref_dist(cur.get("outdoor"))
+            jm = self._input(f"{name}.flow", "kg/s", mmin, mmax, owner=name)
+            js = self._input(f"{name}.supply_temperature", "degC", smin, smax, owner=name)
+            net.flows += [FlowTerm(iz, lambda th: comp.CP_AIR, jm, ("u", js), None),
+                          FlowTerm(iz, lambda th: -comp.CP_AIR, jm, None, iz)]
+            act = comp.VAV(name, kind, [jm, js], "kg/s", reads_x=[iz], reads_d=[out], coil_fuel=fuel,
+                           params=self._pidx(name, "fan_power", "outdoor_fraction", "efficiency", "cop_cooling",
+                                             "max_flow"))
+        elif kind == "hydronic_loop":
+            cur.only_keys({"type", "supply", "loop", "max_flow", "min_flow", "power"})
+            sup, loop = self.ref_node(cur.get("supply")), self.ref_node(cur.get("loop"))
+            if sup == loop:
+                raise cur.get("loop").error("a hydronic loop must return to a different node than it leaves",
+                                            expected="supply and loop to differ", found=cur.get("loop").value)
+            self._pump(name, cur, sup, loop)
+            return
+        else:
+            raise cur.get("type").error(f"unknown actuator type '{kind}'",
+                                        expected="ideal_hvac, heat_pump, boiler, vav or hydronic_loop")
+        net.actuators.append(act)
+
+    def _input(self, name: str, unit: str, lo: float, hi: float, owner: str | None = None) -> int:
+        self.net.inputs.append(InputSpec(name, unit, lo, hi, owner or name))
+        return len(self.net.inputs) - 1
+
+    def _pidx(self, prefix: str, *keys: str) -> dict[str, int]:
+        return {k: self.net.params.index[f"{prefix}.{k}"] for k in keys}
+
+    # -- whole-model checks -----------------------------------------------------------------------
+    def _check_physics(self) -> None:
+        net = self.net
+        if not net.zones and not net.state_space:
+            raise self.doc.error("the model has no zones", field="zones", expected="at least one zone", found=None)
+        linked = set()
+        for i, j, _ in net.edges:
+            linked |= {i, j}
+        for i, _, _ in net.boundary:
+            linked.add(i)
+        for f in net.flows:
+            linked.add(f.node)
+        for i, name in enumerate(net.nodes):
+            if i not in linked and not name.startswith("ss:"):
+                cur = self.where.get(name, self.doc)
+                raise cur.error(f"node '{name}' is not connected to anything (it would drift forever)",
+                                expected="a wall, conductance or flow that connects it", found=None)
+        if not net.boundary and not net.state_space:
+            raise self.doc.error("no heat path to the outside: temperatures would never settle", field="zones",
+                                 expected="a wall, window, infiltration or conductance to a temperature disturbance",
+                                 found=None)

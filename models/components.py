@@ -1,0 +1,148 @@
+"""Actuators: how a decision variable becomes heat in the network and power at the meter.
+
+Heat enters the network linearly (ideal heater, heat pump, boiler: thermal power is the decision) or
+bilinearly (VAV supply air, hydronic pump flow: mass flow times a temperature difference), see
+models.network.FlowTerm. Electric and gas power are pointwise functions of the actuator's own inputs and
+the few states and disturbances it reads; they are written with complex-safe operations so that
+models.simulator can take their exact elementwise derivatives by complex step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+CP_AIR = 1005.0     # J/(kg K)
+CP_WATER = 4186.0   # J/(kg K)
+KELVIN = 273.15
+
+
+def pos(v: Any, xp: Any = np) -> Any:
+    """max(v, 0) that passes a complex perturbation through on the active side (complex-step safe)."""
+    if not xp.iscomplexobj(v):
+        return xp.maximum(v, 0)
+    return xp.where(v.real > 0, v, 0)
+
+
+@dataclass
+class Actuator:
+    """Base: `inputs` are input columns, `reads_x`/`reads_d` the states/disturbances power depends on."""
+
+    name: str
+    kind: str
+    inputs: list[int]
+    unit: str = "W"
+    reads_x: list[int] = field(default_factory=list)
+    reads_d: list[int] = field(default_factory=list)
+    params: dict[str, int] = field(default_factory=dict)   # local name -> theta index
+
+    def p(self, theta: Any, key: str) -> Any:
+        return theta[self.params[key]]
+
+    def power(self, theta: Any, u: Any, x: Any, d: Any, xp: Any = np) -> tuple[Any, Any, Any]:
+        """(electric W, gas W, thermal W delivered) for u (..., len(inputs)), x (..., len(reads_x)), d."""
+        raise NotImplementedError
+
+    def linear_coeffs(self, theta: np.ndarray) -> tuple[float, float, float, float] | None:
+        """(el_pos, el_neg, gas_pos, gas_neg) when power is piecewise-linear in one input, else None."""
+        return None
+
+    def power_input_slopes(self, theta: Any, u: Any, xp: Any = np) -> tuple[Any, Any] | None:
+        """d(el)/du and d(gas)/du for piecewise-linear actuators (saves the complex step), else None."""
+        return None
+
+
+@dataclass
+class IdealHVAC(Actuator):
+    """Thermal power u in [-cooling, +heating] W delivered to a zone; COP per mode (1.0 = resistance)."""
+
+    heating_fuel: str = "electric"
+
+    def power(self, theta, u, x, d, xp=np):
+        q = u[..., 0]
+        heat, cool = pos(q, xp), pos(-q, xp)
+        cool_el = cool / self.p(theta, "cop_cooling")
+        if self.heating_fuel == "gas":
+            return cool_el, heat / self.p(theta, "efficiency"), q
+        return heat / self.p(theta, "cop_heating") + cool_el, 0 * q, q
+
+    def power_input_slopes(self, theta, u, xp=np):
+        q = u[..., 0]
+        heating = q > 0
+        cool = -1 / self.p(theta, "cop_cooling")
+        if self.heating_fuel == "gas":
+            return xp.where(heating, 0.0, cool), xp.where(heating, 1 / self.p(theta, "efficiency"), 0.0)
+        return xp.where(heating, 1 / self.p(theta, "cop_heating"), cool), None
+
+    def linear_coeffs(self, theta):
+        if self.heating_fuel == "gas":
+            return 0.0, 1 / theta[self.params["cop_cooling"]], 1 / theta[self.params["efficiency"]], 0.0
+        return 1 / theta[self.params["cop_heating"]], 1 / theta[self.params["cop_cooling"]], 0.0, 0.0
+
+
+@dataclass
+class Boiler(Actuator):
+    """Gas boiler: thermal power u in [0, capacity] W, gas = u / efficiency."""
+
+    def power(self, theta, u, x, d, xp=np):
+        q = u[..., 0]
+        return 0 * q, q / self.p(theta, "efficiency"), q
+
+    def linear_coeffs(self, theta):
+        return 0.0, 0.0, 1 / theta[self.params["efficiency"]], 0.0
+
+
+@dataclass
+class HeatPump(Actuator):
+    """Air-to-water heat pump delivering u W to a water node.
+
+    COP = carnot_efficiency * T_supply / (T_supply - T_source) in kelvin, with T_supply the water node
+    plus a condenser approach, capped at max_cop (a real unit's COP does not diverge at small lifts).
+    """
+
+    def cop(self, theta, t_water, t_source, xp=np):
+        t_sup = t_water + self.p(theta, "supply_offset") + KELVIN
+        lift = t_sup - (t_source + KELVIN)
+        min_lift = t_sup * self.p(theta, "carnot_efficiency") / self.p(theta, "max_cop")
+        lift = xp.where(lift.real > min_lift.real, lift, min_lift)
+        return self.p(theta, "carnot_efficiency") * t_sup / lift
+
+    def power(self, theta, u, x, d, xp=np):
+        q = u[..., 0]
+        return q / self.cop(theta, x[..., 0], d[..., 0], xp), 0 * q, q
+
+
+@dataclass
+class VAV(Actuator):
+    """Supply air: inputs flow (kg/s) and supply temperature (°C). Heat to zone m cp (Ts - Tz).
+
+    The coil conditions mixed air (outdoor fraction f of outdoor air, the rest return air) to Ts:
+    heating share / efficiency (electric or gas), cooling share / cooling COP; fan P = P_max (m/m_max)^3.
+    """
+
+    coil_fuel: str = "electric"
+
+    def power(self, theta, u, x, d, xp=np):
+        m, ts = u[..., 0], u[..., 1]
+        tz, tout = x[..., 0], d[..., 0]
+        f = self.p(theta, "outdoor_fraction")
+        t_mix = f * tout + (1 - f) * tz
+        coil = m * CP_AIR * (ts - t_mix)
+        heat, cool = pos(coil, xp), pos(-coil, xp)
+        fan = self.p(theta, "fan_power") * (m / self.p(theta, "max_flow")) ** 3
+        el = fan + cool / self.p(theta, "cop_cooling")
+        if self.coil_fuel == "gas":
+            return el, heat / self.p(theta, "efficiency"), m * CP_AIR * (ts - tz)
+        return el + heat / self.p(theta, "efficiency"), 0 * m, m * CP_AIR * (ts - tz)
+
+
+@dataclass
+class Pump(Actuator):
+    """Hydronic circulator: input flow (kg/s); electric P = P_max (m/m_max)^3 (affinity laws)."""
+
+    def power(self, theta, u, x, d, xp=np):
+        m = u[..., 0]
+        el = self.p(theta, "pump_power") * (m / self.p(theta, "max_flow")) ** 3
+        return el, 0 * m, 0 * m

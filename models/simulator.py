@@ -1,0 +1,444 @@
+"""The compiled building: batched simulation and exact adjoint gradients, written once against `xp`.
+
+Two integrators, both exact zero-order hold (inputs and disturbances held over each step):
+- linear networks (walls, windows, ideal heaters, heat pumps, boilers, state-space blocks) run through
+  models.linear in modal form: a few array calls for the whole horizon, forward and adjoint;
+- networks with bilinear flow terms (VAV supply air, pumped water loops) or custom components take one
+  matrix exponential per step of [[A(u_k), b(u_k, d_k)], [0, 0]] (A depends on the flow), which is still
+  exact for held inputs; the adjoint runs the adjoint Fréchet derivative of each step's exponential.
+Meter power (electric, gas) is a pointwise function per actuator; its elementwise derivatives are taken
+by complex step, exact to rounding. Parameter gradients chain dJ/d(continuous matrices) with the
+complex-step derivative of the assembly (models.network.assemble).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from models.expm import expm, expm_frechet_adjoint
+from models.linear import LinearModel
+from models.network import Network
+
+_H = 1e-30  # complex-step size: no subtractive cancellation, so it can be tiny
+
+
+def get_xp(backend: str) -> Any:
+    if backend == "numpy":
+        return np
+    if backend == "cupy":
+        import cupy
+
+        return cupy
+    raise ValueError(f"unknown backend {backend!r} (expected numpy or cupy)")
+
+
+@dataclass
+class Trajectory:
+    """A batched simulation: zones/sensors at x[1..K], powers over each step, per actuator."""
+
+    x0: Any
+    u: Any
+    d: Any
+    zones: Any      # (B, K, nz) °C
+    sensors: Any    # (B, K, ns)
+    p_el: Any       # (B, K, n_actuators) W
+    p_gas: Any      # (B, K, n_actuators) W
+    q_th: Any       # (B, K, n_actuators) W thermal
+    _sim: Any = field(repr=False, default=None)
+    _z: Any = field(repr=False, default=None)      # modal trajectory (linear path)
+    _x: Any = field(repr=False, default=None)      # states (bilinear path, or cached)
+
+    @property
+    def x(self) -> Any:
+        """States (B, K+1, n); computed on first access on the linear path."""
+        if self._x is None:
+            self._x = self._sim.linear.states(self._z)
+        return self._x
+
+
+@dataclass
+class Gradient:
+    u: Any                      # (B, K, nu)
+    x0: Any                     # (B, n)
+    d: Any | None = None        # (B, K, nd)
+    params: dict[str, float] = field(default_factory=dict)
+
+
+class Simulator:
+    """A building compiled at control step `dt` for one backend and dtype."""
+
+    def __init__(self, net: Network, dt: float, *, backend: str = "numpy", dtype: str = "float64",
+                 theta: np.ndarray | None = None) -> None:
+        self.net = net
+        self.dt = float(dt)
+        self.backend = backend
+        self.xp = get_xp(backend)
+        self.dtype = np.dtype(dtype)
+        self.theta = net.params.theta() if theta is None else np.asarray(theta, dtype=float)
+        self.n, self.nu, self.nd = net.n, len(net.inputs), len(net.disturbances)
+        self.state_names = list(net.nodes)
+        self.input_names = [i.name for i in net.inputs]
+        self.input_units = [i.unit for i in net.inputs]
+        self.disturbance_names = list(net.disturbances)
+        self.zone_names = [z.name for z in net.zones]
+        self.sensor_names = [s for s, _ in net.sensors]
+        self.actuator_names = [a.name for a in net.actuators]
+        self.floor_area = float(sum(z.floor_area for z in net.zones))
+        self.u_min = np.array([i.lower for i in net.inputs])
+        self.u_max = np.array([i.upper for i in net.inputs])
+        self.x_initial = np.array(net.initial, dtype=float)
+        self.Cz, self.Cs = net.output_matrices()
+        self.nz, self.ns = self.Cz.shape[0], self.Cs.shape[0]
+        self._compile()
+
+    # -- compilation ------------------------------------------------------------------------------
+    def _compile(self) -> None:
+        xp = self.xp
+        mats = self.net.assemble(self.theta)
+        self.mats = mats
+        self.bilinear = bool(mats["flows"]) or bool(self.net.custom)
+        Cy = np.vstack([self.Cz, self.Cs])
+        self.linear: LinearModel | None = None
+        if not self.bilinear:
+            self.linear = LinearModel(mats["Ac"], mats["Bc"], mats["Ec"], Cy, self.dt, caps=mats["caps"],
+                                      xp=xp, dtype=self.dtype)
+        else:
+            self._Ac = xp.asarray(mats["Ac"].astype(self.dtype))
+            self._Bc = xp.asarray(mats["Bc"].astype(self.dtype))
+            self._Ec = xp.asarray(mats["Ec"].astype(self.dtype))
+            self._flows = [(j, other, xp.asarray(P.astype(self.dtype)), xp.asarray(p.astype(self.dtype)))
+                           for j, other, P, p in mats["flows"]]
+            self._Cy = xp.asarray(Cy.astype(self.dtype))
+        self._groups = _group_actuators(self.net.actuators, self.xp)
+        coeffs = [a.linear_coeffs(self.theta) for a in self.net.actuators]
+        self.power_coeffs: dict[str, np.ndarray] | None = None
+        if all(c is not None for c in coeffs) and all(len(a.inputs) == 1 for a in self.net.actuators):
+            pc = np.zeros((4, self.nu))
+            for a, c in zip(self.net.actuators, coeffs, strict=True):
+                pc[:, a.inputs[0]] = c
+            self.power_coeffs = dict(zip(("el_pos", "el_neg", "gas_pos", "gas_neg"), pc, strict=True))
+        in_order = [a.inputs[0] for a in self.net.actuators] == list(range(self.nu))
+        self._pc = None
+        if self.power_coeffs is not None and in_order:
+            self._pc = tuple(self.xp.asarray(v.astype(self.dtype)) for v in pc)
+            self._has_gas = bool(np.any(pc[2:] != 0))
+
+    def with_params(self, updates: dict[str, float]) -> Simulator:
+        """A new simulator with some named parameters changed (calibration, sensitivity studies)."""
+        theta = self.theta.copy()
+        for name, idx in zip(updates, self.net.params.lookup(list(updates)), strict=True):
+            theta[idx] = updates[name]
+        return Simulator(self.net, self.dt, backend=self.backend, dtype=str(self.dtype), theta=theta)
+
+    def asarray(self, a: Any) -> Any:
+        return self.xp.asarray(a, dtype=self.dtype)
+
+    def initial_state(self, batch: int = 1) -> Any:
+        return self.xp.asarray(np.broadcast_to(self.x_initial, (batch, self.n)).astype(self.dtype))
+
+    # -- forward ----------------------------------------------------------------------------------
+    def simulate(self, x0: Any, u: Any, d: Any) -> Trajectory:
+        """x0 (B, n), u (B, K, nu), d (B, K, nd) -> Trajectory."""
+        xp = self.xp
+        x0, u, d = self.asarray(x0), self.asarray(u), self.asarray(d)
+        if self.linear is not None:
+            z = self.linear.modal_trajectory(x0, u, d)
+            y = self.linear.zones(z)
+            traj = Trajectory(x0, u, d, y[..., :self.nz], y[..., self.nz:], None, None, None, self, _z=z)
+        else:
+            x = self._bilinear_forward(x0, u, d)
+            y = x[:, 1:] @ self._Cy.T
+            traj = Trajectory(x0, u, d, y[..., :self.nz], y[..., self.nz:], None, None, None, self, _x=x)
+        traj.p_el, traj.p_gas, traj.q_th = self._powers(traj, self.theta)
+        del xp
+        return traj
+
+    def _powers(self, traj: Trajectory, theta: Any) -> tuple[Any, Any, Any]:
+        xp = self.xp
+        if self._pc is not None and theta is self.theta:
+            # Piecewise-linear meters, one actuator per input in order: a handful of whole-array calls.
+            el_pos, el_neg, gas_pos, gas_neg = self._pc
+            heat = xp.maximum(traj.u, 0)
+            cool = heat - traj.u
+            el = heat * el_pos + cool * el_neg
+            gas = heat * gas_pos + cool * gas_neg if self._has_gas else xp.zeros_like(el)
+            return el, gas, traj.u
+        B, K, _ = traj.u.shape
+        na = len(self.net.actuators)
+        dtype = np.result_type(self.dtype, theta.dtype)
+        out = [xp.zeros((B, K, na), dtype=dtype) for _ in range(3)]
+        xs = traj.x[:, :-1] if any(g.reads_x is not None for g in self._groups) else None
+        th = xp.asarray(theta)
+        for g in self._groups:
+            res = g.proto.power(th, *g.args(traj.u, xs, traj.d), xp)
+            for o, r in zip(out, res, strict=True):
+                o[..., g.index] = r
+        return tuple(out)
+
+    def _step_matrix(self, u_k: Any, d_k: Any) -> Any:
+        """[[A(u), b(u, d)], [0, 0]] * dt for one step, batched: (B, n+1, n+1)."""
+        xp = self.xp
+        B = u_k.shape[0]
+        n = self.n
+        M = xp.zeros((B, n + 1, n + 1), dtype=self.dtype)
+        M[:, :n, :n] = self._Ac
+        b = u_k @ self._Bc.T + d_k @ self._Ec.T
+        for j, other, P, p in self._flows:
+            f = self._factor(j, other, u_k, d_k)
+            M[:, :n, :n] += f[:, None, None] * P
+            b = b + f[:, None] * p
+        M[:, :n, n] = b
+        return M * self.dt
+
+    @staticmethod
+    def _factor(j: int, other: tuple[str, int] | None, u_k: Any, d_k: Any) -> Any:
+        f = u_k[:, j]
+        if other is not None:
+            f = f * (u_k[:, other[1]] if other[0] == "u" else d_k[:, other[1]])
+        return f
+
+    def _bilinear_forward(self, x0: Any, u: Any, d: Any) -> Any:
+        xp = self.xp
+        B, K, _ = u.shape
+        n = self.n
+        x = xp.empty((B, K + 1, n), dtype=self.dtype)
+        x[:, 0] = x0
+        for k in range(K):
+            M = self._step_matrix(u[:, k], d[:, k])
+            if self.net.custom:
+                M[:, :n, n] += self._custom_heat(x[:, k], u[:, k], d[:, k]) * self.dt
+            E = expm(M, xp)
+            x[:, k + 1] = xp.einsum("bij,bj->bi", E[:, :n, :n], x[:, k]) + E[:, :n, n]
+        return x
+
+    def _custom_heat(self, x_k: Any, u_k: Any, d_k: Any) -> Any:
+        """Custom components' heat (W) divided by node capacitance: the b-vector contribution."""
+        xp = self.xp
+        rate = xp.zeros_like(x_k)
+        inv_c = 1.0 / xp.asarray(self.mats["caps"].astype(self.dtype))
+        for c in self.net.custom:
+            q = c.heat(x_k[:, c.reads_x], u_k[:, c.reads_u], d_k[:, c.reads_d], xp)
+            rate[:, c.nodes] += q * inv_c[c.nodes]
+        return rate
+
+    # -- adjoint ----------------------------------------------------------------------------------
+    def gradient(self, traj: Trajectory, *, g_zones: Any = None, g_sensors: Any = None, g_el: Any = None,
+                 g_gas: Any = None, g_states: Any = None, params: tuple[str, ...] | list[str] = (),
+                 wrt_disturbances: bool = False) -> Gradient:
+        """Exact gradient of J given dJ/d(outputs): w.r.t. inputs, initial state, named parameters.
+
+        g_zones (B,K,nz), g_sensors (B,K,ns), g_el / g_gas (B,K,n_actuators), g_states (B,K+1,n).
+        """
+        xp = self.xp
+        B, K, _ = traj.u.shape
+        g_y = xp.zeros((B, K, self.nz + self.ns), dtype=self.dtype)
+        if g_zones is not None:
+            g_y[..., :self.nz] = g_zones
+        if g_sensors is not None:
+            g_y[..., self.nz:] = g_sensors
+        g_u_direct, g_x_direct, g_d_direct = self._power_vjp(traj, g_el, g_gas)
+        if g_states is not None:
+            g_x_direct = g_states if g_x_direct is None else g_x_direct + g_states
+        if self.linear is not None:
+            lin = self.linear
+            c = lin.cotangent_from_zones(g_y)
+            if g_x_direct is not None:
+                c += lin.cotangent_from_states(g_x_direct)
+            lam = lin.modal_adjoint(c)
+            g_u = lin.input_gradient(lam)
+            g_x0 = lin.initial_state_gradient(lam)
+            g_d = lin.disturbance_gradient(lam) if wrt_disturbances else None
+            cont = lin.continuous_gradients(traj.x0, traj._z, traj.u, traj.d, lam) if params else None
+        else:
+            g_u, g_x0, g_d, cont = self._bilinear_adjoint(traj, g_y, g_x_direct, bool(params))
+        if g_u_direct is not None:
+            g_u = g_u + g_u_direct
+        if wrt_disturbances and g_d_direct is not None:
+            g_d = g_d + g_d_direct
+        grads = Gradient(g_u, g_x0, g_d if wrt_disturbances else None)
+        if params:
+            grads.params = self._param_gradient(traj, list(params), cont, g_el, g_gas)
+        return grads
+
+    def _power_vjp(self, traj: Trajectory, g_el: Any, g_gas: Any) -> tuple[Any, Any, Any]:
+        """Elementwise complex-step derivatives of the meter powers, contracted with g_el and g_gas.
+
+        Each actuator's power depends only on its own inputs, states and disturbances at the same step,
+        so one complex evaluation per argument column gives the derivatives for the whole horizon.
+        """
+        if g_el is None and g_gas is None:
+            return None, None, None
+        xp = self.xp
+        B, K, _ = traj.u.shape
+        g_u = xp.zeros((B, K, self.nu), dtype=self.dtype)
+        g_x = None
+        g_d = xp.zeros((B, K, self.nd), dtype=self.dtype)
+        xs = traj.x[:, :-1] if any(g.reads_x is not None for g in self._groups) else None
+        cdt = np.result_type(self.dtype, np.complex64)
+        th = xp.asarray(self.theta)
+        for grp in self._groups:
+            args = grp.args(traj.u, xs, traj.d)
+            ge = None if g_el is None else g_el[..., grp.index]
+            gg = None if g_gas is None else g_gas[..., grp.index]
+            slopes = grp.proto.power_input_slopes(th, args[0], xp)
+            if slopes is not None and grp.reads_x is None and grp.reads_d is None:
+                g = 0
+                if ge is not None and slopes[0] is not None:
+                    g = g + ge * slopes[0]
+                if gg is not None and slopes[1] is not None:
+                    g = g + gg * slopes[1]
+                _scatter_add(g_u, grp.inputs[:, 0], g, xp)
+                continue
+            for which, cols in enumerate((grp.inputs, grp.reads_x, grp.reads_d)):
+                if cols is None:
+                    continue
+                for c_local in range(cols.shape[1]):
+                    pert = [None if v is None else v.astype(cdt) for v in args]
+                    pert[which][..., c_local] += 1j * _H
+                    el, gas, _ = grp.proto.power(th, *pert, xp)
+                    g = 0
+                    if ge is not None:
+                        g = g + ge * (el.imag / _H)
+                    if gg is not None:
+                        g = g + gg * (gas.imag / _H)
+                    col = cols[:, c_local]
+                    if which == 1:
+                        if g_x is None:
+                            g_x = xp.zeros((B, K + 1, self.n), dtype=self.dtype)
+                        _scatter_add(g_x[:, :-1], col, g, xp)
+                    else:
+                        _scatter_add(g_u if which == 0 else g_d, col, g, xp)
+        return g_u, g_x, g_d
+
+    def _bilinear_adjoint(self, traj: Trajectory, g_y: Any, g_x_direct: Any, want_cont: bool):
+        xp = self.xp
+        x, u, d = traj.x, traj.u, traj.d
+        B, K, _ = u.shape
+        n = self.n
+        c = xp.zeros((B, K + 1, n), dtype=self.dtype)
+        c[:, 1:] = g_y @ self._Cy
+        if g_x_direct is not None:
+            c += g_x_direct
+        g_u = xp.zeros_like(u)
+        g_d = xp.zeros_like(d)
+        acc = {"A": 0, "b_u": 0, "b_d": 0, "P": [0] * len(self._flows), "p": [0] * len(self._flows)
+               } if want_cont else None
+        lam = c[:, K]
+        inv_c = 1.0 / xp.asarray(self.mats["caps"].astype(self.dtype)) if self.net.custom else None
+        for k in range(K - 1, -1, -1):
+            M = self._step_matrix(u[:, k], d[:, k])
+            if self.net.custom:
+                M[:, :n, n] += self._custom_heat(x[:, k], u[:, k], d[:, k]) * self.dt
+            E = expm(M, xp)
+            G = xp.zeros_like(M)
+            G[:, :n, :n] = lam[:, :, None] * x[:, k][:, None, :]
+            G[:, :n, n] = lam
+            GM = expm_frechet_adjoint(M, G, xp) * self.dt
+            gA, gb = GM[:, :n, :n], GM[:, :n, n]
+            g_u[:, k] += gb @ self._Bc
+            g_d[:, k] += gb @ self._Ec
+            for t, (j, other, P, p) in enumerate(self._flows):
+                s = xp.einsum("bij,ij->b", gA, P) + gb @ p
+                if other is None:
+                    g_u[:, k, j] += s
+                else:
+                    o = u[:, k, other[1]] if other[0] == "u" else d[:, k, other[1]]
+                    g_u[:, k, j] += s * o
+                    (g_u if other[0] == "u" else g_d)[:, k, other[1]] += s * u[:, k, j]
+                if want_cont:
+                    f = self._factor(j, other, u[:, k], d[:, k])
+                    acc["P"][t] = acc["P"][t] + (f[:, None, None] * gA).sum(0)
+                    acc["p"][t] = acc["p"][t] + (f[:, None] * gb).sum(0)
+            lam_prev = c[:, k] + xp.einsum("bij,bi->bj", E[:, :n, :n], lam)
+            if self.net.custom:
+                g_q = gb * inv_c  # dJ/d(heat in W) at each node
+                for comp in self.net.custom:
+                    gx, gu_, gd_ = comp.heat_vjp(x[:, k, comp.reads_x], u[:, k, comp.reads_u], d[:, k, comp.reads_d],
+                                                 g_q[:, comp.nodes], xp)
+                    lam_prev[:, comp.reads_x] += gx
+                    g_u[:, k, comp.reads_u] += gu_
+                    g_d[:, k, comp.reads_d] += gd_
+            if want_cont:
+                acc["A"] = acc["A"] + gA.sum(0)
+                acc["b_u"] = acc["b_u"] + xp.einsum("bi,bj->ij", gb, u[:, k])
+                acc["b_d"] = acc["b_d"] + xp.einsum("bi,bj->ij", gb, d[:, k])
+            lam = lam_prev
+        return g_u, lam, g_d, acc
+
+    # -- parameters -------------------------------------------------------------------------------
+    def _param_gradient(self, traj: Trajectory, names: list[str], cont: Any, g_el: Any, g_gas: Any
+                        ) -> dict[str, float]:
+        xp = self.xp
+        to_host = (lambda a: a.get()) if xp is not np else np.asarray
+        out = {}
+        for name, idx in zip(names, self.net.params.lookup(names), strict=True):
+            th = self.theta.astype(complex)
+            th[idx] += 1j * _H
+            m = self.net.assemble(th)
+            dm = {k: (np.asarray(v).imag / _H) for k, v in m.items() if k != "flows"}
+            if self.linear is not None:
+                gAc, gBc, gEc = cont
+                val = float(np.sum(gAc * dm["Ac"]) + np.sum(gBc * dm["Bc"]) + np.sum(gEc * dm["Ec"]))
+            else:
+                val = float(np.sum(to_host(cont["A"]) * dm["Ac"]) + np.sum(to_host(cont["b_u"]) * dm["Bc"])
+                            + np.sum(to_host(cont["b_d"]) * dm["Ec"]))
+                for t, (_, _, P, p) in enumerate(m["flows"]):
+                    val += float(np.sum(to_host(cont["P"][t]) * (P.imag / _H))
+                                 + np.sum(to_host(cont["p"][t]) * (p.imag / _H)))
+            if g_el is not None or g_gas is not None:
+                el, gas, _ = self._powers(traj, th)
+                if g_el is not None:
+                    val += float(xp.sum(g_el * (el.imag / _H)))
+                if g_gas is not None:
+                    val += float(xp.sum(g_gas * (gas.imag / _H)))
+            out[name] = val
+        return out
+
+
+def _scatter_add(dest: Any, cols: Any, vals: Any, xp: Any) -> None:
+    """dest[..., cols] += vals, where cols may repeat (two actuators reading one state)."""
+    if len(set(cols.tolist() if hasattr(cols, "tolist") else cols)) == len(cols):
+        dest[..., cols] += vals
+    else:
+        for i, c in enumerate(cols.tolist()):
+            dest[..., c] += vals[..., i]
+
+
+@dataclass
+class _Group:
+    proto: Any          # an actuator of the group's class whose params hold index arrays over the group
+    index: Any          # actuator positions (na_g,)
+    inputs: Any         # (na_g, k_in) input columns
+    reads_x: Any        # (na_g, k_x) or None
+    reads_d: Any        # (na_g, k_d) or None
+
+    def args(self, u: Any, xs: Any, d: Any) -> list:
+        return [u[..., self.inputs], None if self.reads_x is None else xs[..., self.reads_x],
+                None if self.reads_d is None else d[..., self.reads_d]]
+
+
+def _group_actuators(actuators: list, xp: Any) -> list[_Group]:
+    groups: dict[tuple, list[tuple[int, Any]]] = {}
+    for i, a in enumerate(actuators):
+        key = (type(a), getattr(a, "heating_fuel", None), getattr(a, "coil_fuel", None), len(a.inputs),
+               len(a.reads_x), len(a.reads_d), tuple(sorted(a.params)))
+        groups.setdefault(key, []).append((i, a))
+    out = []
+    for members in groups.values():
+        acts = [a for _, a in members]
+        # A copy of the first actuator whose parameter indices are arrays over the group: its power()
+        # then evaluates every member at once (u is (..., na_g, k), parameters broadcast as (na_g,)).
+        proto = copy.copy(acts[0])
+        proto.params = {k: np.array([a.params[k] for a in acts]) for k in acts[0].params}
+        out.append(_Group(
+            proto=proto,
+            index=np.array([i for i, _ in members]),
+            inputs=np.array([a.inputs for a in acts]),
+            reads_x=np.array([a.reads_x for a in acts]) if proto.reads_x else None,
+            reads_d=np.array([a.reads_d for a in acts]) if proto.reads_d else None,
+        ))
+    return out
