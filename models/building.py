@@ -13,7 +13,7 @@ from typing import Any
 
 from models import components as comp
 from models.network import FlowTerm, InputSpec, Network, Zone
-from models.yamlio import Cursor, load_yaml
+from models.yamlio import Cursor, _closest, load_yaml
 
 RHO_AIR = 1.2
 ZONE_KEYS = frozenset({"floor_area", "volume", "air_capacity_multiplier", "initial_temperature", "walls", "windows",
@@ -37,6 +37,20 @@ def building_from_text(text: str, filename: str = "<string>", base_dir: Path | N
     return _Builder(Cursor(loads_yaml(text, filename), filename), base_dir or Path(".")).build()
 
 
+def _hint(name: object, options) -> str:
+    """' (did you mean 'x'?)' for a misspelt reference, else ''."""
+    close = _closest(str(name), frozenset(str(o) for o in options))
+    return f" (did you mean '{close}'?)" if close else ""
+
+
+def _listing(options, limit: int = 12) -> str:
+    names = [str(o) for o in options]
+    if not names:
+        return "none declared"
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 class _Builder:
     def __init__(self, doc: Cursor, base_dir: Path) -> None:
         self.doc = doc
@@ -48,7 +62,14 @@ class _Builder:
         self.where: dict[str, Cursor] = {}  # node name -> where it was declared
 
     # -- helpers ----------------------------------------------------------------------------------
-    def reg(self, name: str, value: float, lower: float = 0.0):
+    def reg(self, name: str, value: float, lower: float = 0.0, cur: Cursor | None = None):
+        if name in self.net.params.index:
+            # Two elements whose generated parameter names collide (for example two conductances with the
+            # same name): the parameter could not be addressed, so the model is ambiguous.
+            where = cur or self.doc
+            raise where.error(f"parameter name '{name}' is generated twice (two elements share a name)",
+                              field=where.field or None, expected="unique names for conductances, heat gains, "
+                              "actuators and state-space inputs", found=name)
         i = self.net.params.add(name, value, lower=lower)
         return lambda th, i=i: th[i]
 
@@ -62,7 +83,8 @@ class _Builder:
         else:
             raise cur.error(f"missing required field '{key}'", field=f"{cur.field}.{key}" if cur.field else key,
                             expected=f"a number{f' in {unit}' if unit else ''}", found=None)
-        fn = self.reg(f"{prefix}.{key}", value, lower=0.0 if checks.get("positive") else -math.inf)
+        fn = self.reg(f"{prefix}.{key}", value, lower=0.0 if checks.get("positive") else -math.inf,
+                      cur=cur.get(key) if cur.has(key) else cur)
         return fn, value
 
     def ref_node(self, cur: Cursor) -> int:
@@ -70,14 +92,15 @@ class _Builder:
         if name in self.net.nodes:
             return self.net.node(name)
         zone_names = [z.name for z in self.net.zones]
-        raise cur.error(f"unknown node '{name}'", expected="a zone or node declared in this file: "
-                        + ", ".join((zone_names + [n for n in self.net.nodes if n not in zone_names])[:12]))
+        known = zone_names + [n for n in self.net.nodes if n not in zone_names and not str(n).startswith("ss:")]
+        raise cur.error(f"unknown node '{name}'{_hint(name, known)}",
+                        expected="a zone or node declared in this file: " + _listing(known))
 
     def ref_dist(self, cur: Cursor) -> int:
         name = cur.as_str()
         if name not in self.net.disturbances:
-            raise cur.error(f"unknown disturbance '{name}'",
-                            expected="one declared under 'disturbances': " + ", ".join(self.net.disturbances))
+            raise cur.error(f"unknown disturbance '{name}'{_hint(name, self.net.disturbances)}",
+                            expected="one declared under 'disturbances': " + _listing(self.net.disturbances))
         return self.net.disturbances.index(name)
 
     def ref_target(self, cur: Cursor) -> tuple[str, int]:
@@ -89,7 +112,18 @@ class _Builder:
             if self.net.disturbance_units[self.net.disturbances.index(name)] != "degC":
                 raise cur.error(f"'{name}' is not a temperature", expected="a node or a disturbance with unit degC")
             return "dist", self.net.disturbances.index(name)
-        raise cur.error(f"unknown node or disturbance '{name}'", expected="a zone, node or temperature disturbance")
+        known = [n for n in self.net.nodes if not str(n).startswith("ss:")] + [
+            n for n, unit in zip(self.net.disturbances, self.net.disturbance_units, strict=True) if unit == "degC"]
+        raise cur.error(f"unknown node or disturbance '{name}'{_hint(name, known)}",
+                        expected="a zone, node or temperature disturbance: " + _listing(known))
+
+    def ref_temperature(self, cur: Cursor, what: str) -> int:
+        """A disturbance that must be a temperature (a heat pump's source, a VAV's outdoor air)."""
+        j = self.ref_dist(cur)
+        if self.net.disturbance_units[j] != "degC":
+            raise cur.error(f"{what} must be a temperature, but '{cur.value}' has unit "
+                            f"{self.net.disturbance_units[j]}", expected="a disturbance with unit degC")
+        return j
 
     def new_node(self, name: str, cur: Cursor, initial: float | None = None) -> int:
         if name in self.net.nodes:
@@ -142,8 +176,8 @@ class _Builder:
                 layer.only_keys({"material", "thickness"})
                 mat = layer.get("material").as_str()
                 if mat not in self.materials:
-                    raise layer.get("material").error(f"unknown material '{mat}'", expected="one of: "
-                                                      + ", ".join(self.materials))
+                    raise layer.get("material").error(f"unknown material '{mat}'{_hint(mat, self.materials)}",
+                                                      expected="one of: " + _listing(self.materials))
                 layer.get("thickness").as_float(unit="m", positive=True, high=5.0)
             model = cur.get("model", "layers").as_str()
             if model not in ("layers", "lumped", "resistive"):
@@ -169,24 +203,26 @@ class _Builder:
             i = self.new_node(name, cur, cur.get("initial_temperature", 45.0).as_float(unit="degC", low=0, high=100))
             vol = cur.get("volume").as_float(unit="m3", positive=True)
             self.net.caps.append((i, self.reg(f"{name}.capacitance", vol * 1000.0 * comp.CP_WATER)))
-            self.connect(i, self.ref_target(cur.get("ambient")), self.num(cur, "loss_ua", name, "W/K", positive=True)[0],
-                         cur)
+            loss = self.num(cur, "loss_ua", name, "W/K", positive=True)[0]
+            self.connect(i, self.ref_target(cur.get("ambient")), loss, cur.get("ambient"))
         # Envelope elements refer to zones and nodes, so they come after all nodes exist.
         self._envelope()
         for name, cur in d.get("radiant_slabs", {}).items():
             self._radiant_slab(name, cur)
+        seen: dict[str, Cursor] = {}
         for i, cur in enumerate(d.get("conductances", [])):
             cur.only_keys({"name", "between", "ua"})
-            name = cur.get("name", f"conductances[{i}]").as_str()
+            name = self._element_name(cur, f"conductances[{i}]", seen)
             pair = cur.get("between")
             if len(pair.expect_list()) != 2:
                 raise pair.error("wrong length", expected="two names [a, b]")
             a, b = list(pair)
             ia = self.ref_node(a)
-            self.connect(ia, self.ref_target(b), self.num(cur, "ua", name, "W/K", positive=True)[0], cur)
+            self.connect(ia, self.ref_target(b), self.num(cur, "ua", name, "W/K", positive=True)[0], pair)
+        seen = {}
         for i, cur in enumerate(d.get("heat_gains", [])):
             cur.only_keys({"name", "node", "disturbance", "gain"})
-            name = cur.get("name", f"heat_gains[{i}]").as_str()
+            name = self._element_name(cur, f"heat_gains[{i}]", seen)
             node = self.ref_node(cur.get("node"))
             dist = self.ref_dist(cur.get("disturbance"))
             self.net.dist_heat.append((node, dist, self.num(cur, "gain", name, None, positive=True)[0]))
@@ -264,6 +300,11 @@ class _Builder:
                 c.only_keys({"power_density", "disturbance", "radiative_fraction"})
                 pd, _ = self.num(c, "power_density", f"{zname}.internal_gains", "W/m2", nonnegative=True)
                 dist = self.ref_dist(c.get("disturbance"))
+                if self.net.disturbance_units[dist] != "1":
+                    raise c.get("disturbance").error(
+                        "internal gains scale with a fraction (occupancy schedule), but "
+                        f"'{c.get('disturbance').value}' has unit {self.net.disturbance_units[dist]}",
+                        expected="a disturbance with unit 1 (0..1 occupancy)")
                 rad = c.get("radiative_fraction", 0.0).as_float(nonnegative=True, high=1.0) if mass is not None else 0.0
                 self.net.dist_heat.append((iz, dist, lambda th, pd=pd, r=rad, A=area: (1 - r) * pd(th) * A))
                 if rad:
@@ -274,6 +315,15 @@ class _Builder:
                 a, _ = self.num(c, "area", f"{zname}.ground", "m2", positive=True)
                 u, _ = self.num(c, "u_value", f"{zname}.ground", "W/(m2.K)", positive=True)
                 self.connect(iz, self.ref_target(c.get("to")), lambda th, a=a, u=u: a(th) * u(th), c)
+
+    def _element_name(self, cur: Cursor, default: str, seen: dict[str, Cursor]) -> str:
+        """The optional `name` of a list element (conductance, heat gain); names address parameters."""
+        name = cur.get("name", default).as_str()
+        if name in seen:
+            raise cur.get("name").error(f"name '{name}' is used twice (first on line {seen[name].line})",
+                                        expected="a unique name")
+        seen[name] = cur.get("name", default)
+        return name
 
     def _unique(self, cur: Cursor, names: set[str]) -> str:
         name = cur.get("name").as_str()
@@ -286,7 +336,8 @@ class _Builder:
     def _construction(self, cur: Cursor) -> Cursor:
         name = cur.as_str()
         if name not in self.constructions:
-            raise cur.error(f"unknown construction '{name}'", expected="one of: " + ", ".join(self.constructions))
+            raise cur.error(f"unknown construction '{name}'{_hint(name, self.constructions)}",
+                            expected="one of: " + _listing(self.constructions))
         return self.constructions[name]
 
     def _layer_params(self, prefix: str, cons: Cursor) -> list[tuple[Any, Any, Any]]:
@@ -387,7 +438,8 @@ class _Builder:
         mat_cur = cur.get("material")
         mat = self.materials.get(mat_cur.as_str())
         if mat is None:
-            raise mat_cur.error(f"unknown material '{mat_cur.value}'", expected="one of: " + ", ".join(self.materials))
+            raise mat_cur.error(f"unknown material '{mat_cur.value}'{_hint(mat_cur.value, self.materials)}",
+                                expected="one of: " + _listing(self.materials))
         area, A = self.num(cur, "area", name, "m2", positive=True)
         thick, _ = self.num(cur, "thickness", name, "m", positive=True, high=1.0)
         k_slab = self.reg(f"{name}.conductivity", mat["conductivity"])
@@ -437,8 +489,9 @@ class _Builder:
         self.net.inputs.append(InputSpec(name, "kg/s", lo, mm, name))
         cp = lambda th: comp.CP_WATER  # noqa: E731
         # Water leaves the supply node for the loop and returns at the loop temperature (closed circuit).
-        self.net.flows += [FlowTerm(loop, cp, j, None, supply), FlowTerm(loop, lambda th: -comp.CP_WATER, j, None, loop),
-                           FlowTerm(supply, cp, j, None, loop), FlowTerm(supply, lambda th: -comp.CP_WATER, j, None, supply)]
+        neg = lambda th: -comp.CP_WATER  # noqa: E731
+        self.net.flows += [FlowTerm(loop, cp, j, None, supply), FlowTerm(loop, neg, j, None, loop),
+                           FlowTerm(supply, cp, j, None, loop), FlowTerm(supply, neg, j, None, supply)]
         self.net.actuators.append(comp.Pump(name, "pump", [j], "kg/s",
                                             params={"pump_power": self.net.params.index[f"{name}.power"],
                                                     "max_flow": self.net.params.index[f"{name}.max_flow"]}))
@@ -466,7 +519,8 @@ class _Builder:
             self.num(cur, "efficiency", name, None, default=0.92, positive=True, high=1.2)
             j = self._input(name, "W", -cc, hc)
             net.input_heat.append((iz, j, lambda th: 1.0))
-            act = comp.IdealHVAC(name, kind, [j], "W", params=self._pidx(name, "cop_heating", "cop_cooling", "efficiency"),
+            act = comp.IdealHVAC(name, kind, [j], "W",
+                                 params=self._pidx(name, "cop_heating", "cop_cooling", "efficiency"),
                                  heating_fuel=fuel)
         elif kind in ("heat_pump", "boiler"):
             keys = {"type", "node", "capacity", "efficiency"} if kind == "boiler" else {
@@ -480,7 +534,7 @@ class _Builder:
                 self.num(cur, "efficiency", name, None, default=0.92, positive=True, high=1.2)
                 act = comp.Boiler(name, kind, [j], "W", params=self._pidx(name, "efficiency"))
             else:
-                src = self.ref_dist(cur.get("source"))
+                src = self.ref_temperature(cur.get("source"), "a heat pump's source")
                 self.num(cur, "carnot_efficiency", name, None, default=0.45, positive=True, high=1.0)
                 self.num(cur, "supply_offset", name, "K", default=3.0, nonnegative=True, high=30)
                 self.num(cur, "max_cop", name, None, default=7.0, positive=True, high=20)
@@ -501,7 +555,7 @@ class _Builder:
             fuel = cur.get("coil_fuel", "electric").as_str()
             if fuel not in ("electric", "gas"):
                 raise cur.get("coil_fuel").error("unknown fuel", expected="electric or gas")
-            out = self.ref_dist(cur.get("outdoor"))
+            out = self.ref_temperature(cur.get("outdoor"), "a VAV's outdoor air")
             jm = self._input(f"{name}.flow", "kg/s", mmin, mmax, owner=name)
             js = self._input(f"{name}.supply_temperature", "degC", smin, smax, owner=name)
             net.flows += [FlowTerm(iz, lambda th: comp.CP_AIR, jm, ("u", js), None),
@@ -518,7 +572,8 @@ class _Builder:
             self._pump(name, cur, sup, loop)
             return
         else:
-            raise cur.get("type").error(f"unknown actuator type '{kind}'",
+            kinds = ("ideal_hvac", "heat_pump", "boiler", "vav", "hydronic_loop")
+            raise cur.get("type").error(f"unknown actuator type '{kind}'{_hint(kind, kinds)}",
                                         expected="ideal_hvac, heat_pump, boiler, vav or hydronic_loop")
         net.actuators.append(act)
 
@@ -546,7 +601,33 @@ class _Builder:
                 cur = self.where.get(name, self.doc)
                 raise cur.error(f"node '{name}' is not connected to anything (it would drift forever)",
                                 expected="a wall, conductance or flow that connects it", found=None)
-        if not net.boundary and not net.state_space:
-            raise self.doc.error("no heat path to the outside: temperatures would never settle", field="zones",
-                                 expected="a wall, window, infiltration or conductance to a temperature disturbance",
-                                 found=None)
+        # Every group of coupled nodes needs a heat path to a boundary temperature (outdoor, ground, a
+        # supply-air temperature); without one its temperature has a zero eigenvalue and drifts forever.
+        parent = list(range(net.n))
+
+        def find(i: int) -> int:
+            while parent[i] != i:
+                parent[i] = parent[parent[i]]
+                i = parent[i]
+            return i
+
+        anchored: set[int] = {i for i, _, _ in net.boundary}
+        for i, j, _ in net.edges:
+            parent[find(i)] = find(j)
+        for f in net.flows:
+            if f.state is not None:
+                parent[find(f.node)] = find(f.state)
+            elif f.other is not None:
+                anchored.add(f.node)  # supply air at an input or disturbance temperature
+        anchored_roots = {find(i) for i in anchored}
+        for i, name in enumerate(net.nodes):
+            if str(name).startswith("ss:") or find(i) in anchored_roots:
+                continue
+            group = [str(net.nodes[j]) for j in range(net.n) if find(j) == find(i)]
+            cur = self.where.get(name, self.doc)
+            raise cur.error(f"no heat path to the outside from '{name}'"
+                            + (f" (nor from {', '.join(group[1:6])}{'...' if len(group) > 6 else ''})"
+                               if len(group) > 1 else "") + ": its temperature would never settle",
+                            field=cur.field or "zones",
+                            expected="a wall, window, infiltration, ground or conductance to a temperature disturbance",
+                            found=None)

@@ -63,7 +63,11 @@ def registered() -> dict[str, type[CustomComponent]]:
 def parse_custom(b: Any, cur: Cursor, index: int) -> None:
     type_name = cur.get("type").as_str()
     if type_name not in _REGISTRY:
-        raise cur.get("type").error(f"unknown custom component type '{type_name}'",
+        from models.yamlio import _closest
+
+        close = _closest(type_name, frozenset(_REGISTRY))
+        hint = f" (did you mean '{close}'?)" if close else ""
+        raise cur.get("type").error(f"unknown custom component type '{type_name}'{hint}",
                                     expected="a type registered with models.custom.register_component: "
                                     + (", ".join(sorted(_REGISTRY)) or "none registered"))
     comp = _REGISTRY[type_name]()

@@ -53,10 +53,17 @@ class Trajectory:
     _x: Any = field(repr=False, default=None)      # states (bilinear path, or cached)
 
     @property
+    def z(self) -> Any:
+        """Modal trajectory (linear path), recomputed on demand when the fast pass did not keep it."""
+        if self._z is None:
+            self._z = self._sim.linear.modal_trajectory(self.x0, self.u, self.d)
+        return self._z
+
+    @property
     def x(self) -> Any:
         """States (B, K+1, n); computed on first access on the linear path."""
         if self._x is None:
-            self._x = self._sim.linear.states(self._z)
+            self._x = self._sim.linear.states(self.z)
         return self._x
 
 
@@ -101,7 +108,18 @@ class Simulator:
         mats = self.net.assemble(self.theta)
         self.mats = mats
         self.bilinear = bool(mats["flows"]) or bool(self.net.custom)
-        Cy = np.vstack([self.Cz, self.Cs])
+        # Sensors that read a zone node exactly are not computed twice.
+        rows: list[np.ndarray] = []
+        def row_index(r: np.ndarray) -> int:
+            for i, q in enumerate(rows):
+                if np.array_equal(q, r):
+                    return i
+            rows.append(r)
+            return len(rows) - 1
+        self._zone_rows = np.array([row_index(r) for r in self.Cz], dtype=int)
+        self._sensor_rows = np.array([row_index(r) for r in self.Cs], dtype=int)
+        Cy = np.array(rows) if rows else np.zeros((0, self.n))
+        self.ny = Cy.shape[0]
         self.linear: LinearModel | None = None
         if not self.bilinear:
             self.linear = LinearModel(mats["Ac"], mats["Bc"], mats["Ec"], Cy, self.dt, caps=mats["caps"],
@@ -121,6 +139,7 @@ class Simulator:
             for a, c in zip(self.net.actuators, coeffs, strict=True):
                 pc[:, a.inputs[0]] = c
             self.power_coeffs = dict(zip(("el_pos", "el_neg", "gas_pos", "gas_neg"), pc, strict=True))
+        self._reads_states = any(a.reads_x for a in self.net.actuators)
         in_order = [a.inputs[0] for a in self.net.actuators] == list(range(self.nu))
         self._pc = None
         if self.power_coeffs is not None and in_order:
@@ -146,27 +165,35 @@ class Simulator:
         xp = self.xp
         x0, u, d = self.asarray(x0), self.asarray(u), self.asarray(d)
         if self.linear is not None:
-            z = self.linear.modal_trajectory(x0, u, d)
-            y = self.linear.zones(z)
-            traj = Trajectory(x0, u, d, y[..., :self.nz], y[..., self.nz:], None, None, None, self, _z=z)
+            # The modal trajectory is kept only when meters read states; Trajectory.x recomputes it.
+            z, y = self.linear.forward(x0, u, d, keep_z=self._reads_states)
+            traj = Trajectory(x0, u, d, self._take(y, self._zone_rows), self._take(y, self._sensor_rows),
+                              None, None, None, self, _z=z)
         else:
             x = self._bilinear_forward(x0, u, d)
             y = x[:, 1:] @ self._Cy.T
-            traj = Trajectory(x0, u, d, y[..., :self.nz], y[..., self.nz:], None, None, None, self, _x=x)
+            traj = Trajectory(x0, u, d, self._take(y, self._zone_rows), self._take(y, self._sensor_rows),
+                              None, None, None, self, _x=x)
         traj.p_el, traj.p_gas, traj.q_th = self._powers(traj, self.theta)
         del xp
         return traj
 
+    @staticmethod
+    def _take(y: Any, rows: np.ndarray) -> Any:
+        if len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):
+            return y[..., rows[0]:rows[0] + len(rows)]
+        return y[..., rows]
+
     def _powers(self, traj: Trajectory, theta: Any) -> tuple[Any, Any, Any]:
         xp = self.xp
         if self._pc is not None and theta is self.theta:
-            # Piecewise-linear meters, one actuator per input in order: a handful of whole-array calls.
+            # Piecewise-linear meters, one actuator per input in order: power = u * slope(sign of u).
             el_pos, el_neg, gas_pos, gas_neg = self._pc
-            heat = xp.maximum(traj.u, 0)
-            cool = heat - traj.u
-            el = heat * el_pos + cool * el_neg
-            gas = heat * gas_pos + cool * gas_neg if self._has_gas else xp.zeros_like(el)
-            return el, gas, traj.u
+            u = traj.u
+            heating = u > 0
+            el = u * xp.where(heating, el_pos, -el_neg)
+            gas = u * xp.where(heating, gas_pos, -gas_neg) if self._has_gas else xp.zeros_like(u)
+            return el, gas, u
         B, K, _ = traj.u.shape
         na = len(self.net.actuators)
         dtype = np.result_type(self.dtype, theta.dtype)
@@ -235,34 +262,39 @@ class Simulator:
         """
         xp = self.xp
         B, K, _ = traj.u.shape
-        g_y = xp.zeros((B, K, self.nz + self.ns), dtype=self.dtype)
-        if g_zones is not None:
-            g_y[..., :self.nz] = g_zones
-        if g_sensors is not None:
-            g_y[..., self.nz:] = g_sensors
+        if g_sensors is None and g_zones is not None and np.array_equal(self._zone_rows, np.arange(self.ny)):
+            g_y = self.asarray(g_zones)  # the common case: outputs are the zones, nothing to scatter
+        else:
+            g_y = xp.zeros((B, K, self.ny), dtype=self.dtype)
+            if g_zones is not None:
+                self._add_rows(g_y, self._zone_rows, g_zones)
+            if g_sensors is not None:
+                self._add_rows(g_y, self._sensor_rows, g_sensors)
         g_u_direct, g_x_direct, g_d_direct = self._power_vjp(traj, g_el, g_gas)
         if g_states is not None:
             g_x_direct = g_states if g_x_direct is None else g_x_direct + g_states
         if self.linear is not None:
             lin = self.linear
-            c = lin.cotangent_from_zones(g_y)
-            if g_x_direct is not None:
-                c += lin.cotangent_from_states(g_x_direct)
-            lam = lin.modal_adjoint(c)
-            g_u = lin.input_gradient(lam)
-            g_x0 = lin.initial_state_gradient(lam)
-            g_d = lin.disturbance_gradient(lam) if wrt_disturbances else None
-            cont = lin.continuous_gradients(traj.x0, traj._z, traj.u, traj.d, lam) if params else None
+            g_u, g_x0, g_d, lam = lin.backward(g_y, g_x_direct, want_lam=bool(params), want_d=wrt_disturbances)
+            cont = lin.continuous_gradients(traj.x0, traj.z, traj.u, traj.d, lam) if params else None
         else:
             g_u, g_x0, g_d, cont = self._bilinear_adjoint(traj, g_y, g_x_direct, bool(params))
         if g_u_direct is not None:
-            g_u = g_u + g_u_direct
+            g_u += g_u_direct
         if wrt_disturbances and g_d_direct is not None:
             g_d = g_d + g_d_direct
         grads = Gradient(g_u, g_x0, g_d if wrt_disturbances else None)
         if params:
             grads.params = self._param_gradient(traj, list(params), cont, g_el, g_gas)
         return grads
+
+    @staticmethod
+    def _add_rows(g_y: Any, rows: np.ndarray, g: Any) -> None:
+        if len(set(rows.tolist())) == len(rows):
+            g_y[..., rows] += g
+        else:
+            for i, r in enumerate(rows.tolist()):
+                g_y[..., r] += g[..., i]
 
     def _power_vjp(self, traj: Trajectory, g_el: Any, g_gas: Any) -> tuple[Any, Any, Any]:
         """Elementwise complex-step derivatives of the meter powers, contracted with g_el and g_gas.
@@ -274,6 +306,15 @@ class Simulator:
             return None, None, None
         xp = self.xp
         B, K, _ = traj.u.shape
+        if self._pc is not None:
+            el_pos, el_neg, gas_pos, gas_neg = self._pc
+            heating = traj.u > 0
+            g_u = 0
+            if g_el is not None:
+                g_u = g_el * xp.where(heating, el_pos, -el_neg)
+            if g_gas is not None and self._has_gas:
+                g_u = g_u + g_gas * xp.where(heating, gas_pos, -gas_neg)
+            return g_u, None, None
         g_u = xp.zeros((B, K, self.nu), dtype=self.dtype)
         g_x = None
         g_d = xp.zeros((B, K, self.nd), dtype=self.dtype)
@@ -442,3 +483,4 @@ def _group_actuators(actuators: list, xp: Any) -> list[_Group]:
             reads_d=np.array([a.reads_d for a in acts]) if proto.reads_d else None,
         ))
     return out
+

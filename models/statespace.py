@@ -29,9 +29,20 @@ from models.network import InputSpec, Zone
 from models.yamlio import Cursor
 
 
+def _at(cur: Cursor, key: str) -> Cursor:
+    """Where matrix `key` was given: its own field when inline, else the `file` field it came from."""
+    if cur.has(key) or not cur.has("file"):
+        return cur.get(key)
+    return cur.get("file")
+
+
 def _matrix(b: Any, cur: Cursor, key: str, arrays: dict[str, np.ndarray] | None) -> np.ndarray:
     if arrays is not None and key in arrays:
-        m = np.asarray(arrays[key], dtype=float)
+        try:
+            m = np.asarray(arrays[key], dtype=float)
+        except (TypeError, ValueError):
+            raise cur.get("file").error(f"matrix {key} in the file is not numeric",
+                                        expected="numeric arrays A, B, E, C", found=str(arrays[key].dtype)) from None
     else:
         c = cur.get(key)
         try:
@@ -41,11 +52,11 @@ def _matrix(b: Any, cur: Cursor, key: str, arrays: dict[str, np.ndarray] | None)
         if m.ndim == 1:
             m = m[None, :] if key == "C" else m[:, None]
     if m.ndim != 2:
-        raise cur.error(f"matrix {key} must be 2-dimensional", field=f"{cur.field}.{key}", expected="a matrix",
-                        found=f"shape {m.shape}")
+        raise _at(cur, key).error(f"matrix {key} must be 2-dimensional", field=f"{cur.field}.{key}",
+                                  expected="a matrix (list of rows)", found=f"shape {m.shape}")
     if not np.all(np.isfinite(m)):
-        raise cur.error(f"matrix {key} has non-finite entries", field=f"{cur.field}.{key}", expected="finite numbers",
-                        found="NaN or Inf")
+        raise _at(cur, key).error(f"matrix {key} has non-finite entries", field=f"{cur.field}.{key}",
+                                  expected="finite numbers", found="NaN, Inf or an empty entry")
     return m
 
 
@@ -53,6 +64,8 @@ def parse_state_space(b: Any, cur: Cursor, index: int) -> None:
     """Add one identified block to the network being built by models.building._Builder `b`."""
     cur.only_keys({"name", "time", "dt", "A", "B", "E", "C", "file", "inputs", "disturbances", "zones"})
     name = cur.get("name").as_str()
+    if f"ss:{name}[0]" in b.net.nodes:
+        raise cur.get("name").error(f"state_space block '{name}' is declared twice", expected="a unique name")
     arrays = None
     if cur.has("file"):
         path = (b.base / cur.get("file").as_str()).resolve()
@@ -61,7 +74,8 @@ def parse_state_space(b: Any, cur: Cursor, index: int) -> None:
                 with np.load(path) as data:
                     arrays = {k: data[k] for k in data.files}
             except (OSError, ValueError) as exc:
-                raise cur.get("file").error(f"cannot read {path}: {exc}", expected="an .npz with arrays A, B, E, C") from None
+                raise cur.get("file").error(f"cannot read {path}: {exc}",
+                                            expected="an .npz with arrays A, B, E, C") from None
         elif path.suffix == ".csv":
             arrays = {}
             for key in "ABEC":
@@ -81,7 +95,7 @@ def parse_state_space(b: Any, cur: Cursor, index: int) -> None:
     for key, m, shape in (("A", A, (n, n)), ("B", B, (n, len(inputs))), ("E", E, (n, len(dists))),
                           ("C", C, (len(zones), n))):
         if m.shape != shape and not (key == "E" and not dists and m.size == 0):
-            raise cur.error(f"matrix {key} has the wrong shape", field=f"{cur.field}.{key}",
+            raise _at(cur, key).error(f"matrix {key} has the wrong shape", field=f"{cur.field}.{key}",
                             expected=f"shape {shape} (states x inputs/disturbances, zones x states)",
                             found=f"shape {m.shape}")
     time = cur.get("time", "continuous").as_str()
@@ -91,9 +105,14 @@ def parse_state_space(b: Any, cur: Cursor, index: int) -> None:
         dt = cur.get("dt").as_float(unit="s", positive=True)
         lam, V = np.linalg.eig(A)
         if np.any(np.abs(lam) >= 1) or np.any((lam.real <= 0) & (np.abs(lam.imag) < 1e-12)):
-            raise cur.get("A").error("discrete A must be stable with no eigenvalue on the negative real axis",
+            raise _at(cur, "A").error("discrete A must be stable with no eigenvalue on the negative real axis",
                                      expected="eigenvalues inside the unit circle, not real-negative",
                                      found=np.round(lam, 4).tolist())
+        if np.linalg.cond(V) > 1e10:
+            raise _at(cur, "A").error("discrete A is not diagonalisable (repeated eigenvalues without a full set "
+                                      "of eigenvectors), so it has no continuous-time equivalent here",
+                                      field=f"{cur.field}.A", expected="a diagonalisable A",
+                                      found=np.round(lam, 6).tolist())
         Ac = (V @ np.diag(np.log(lam)) @ np.linalg.inv(V)).real / dt
         # Bd = (A - I) Ac^-1 Bc  =>  Bc = Ac (A - I)^-1 Bd  (exact zero-order hold inverse)
         M = np.linalg.solve(A - np.eye(n), np.hstack([B, E]) if E.size else B)
@@ -101,7 +120,7 @@ def parse_state_space(b: Any, cur: Cursor, index: int) -> None:
         B, E = BE[:, :B.shape[1]], BE[:, B.shape[1]:] if E.size else E
         A = Ac
     elif np.any(np.linalg.eigvals(A).real >= 0):
-        raise cur.get("A").error("continuous A must be stable", expected="eigenvalues with negative real part",
+        raise _at(cur, "A").error("continuous A must be stable", expected="eigenvalues with negative real part",
                                  found=np.round(np.linalg.eigvals(A), 6).tolist())
     net = b.net
     # The block's states are nodes of unit "capacitance": its matrices are rates already.
@@ -125,7 +144,7 @@ def parse_state_space(b: Any, cur: Cursor, index: int) -> None:
                 net.input_heat.append((base + i, k, b.reg(f"{name}.B[{i}][{j}]", B[i, j], lower=-np.inf)))
         b.num(ic, "cop_heating", iname, None, default=1.0, positive=True)
         b.num(ic, "cop_cooling", iname, None, default=3.0, positive=True)
-        b.reg(f"{iname}.efficiency", 1.0)
+        b.reg(f"{iname}.efficiency", 1.0, cur=ic.get("name"))
         net.actuators.append(comp.IdealHVAC(iname, "ideal_hvac", [k], "W",
                                             params=b._pidx(iname, "cop_heating", "cop_cooling", "efficiency")))
     for j, dc in enumerate(dists):

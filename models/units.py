@@ -45,6 +45,7 @@ _BASE: dict[str, tuple[float, tuple[int, int, int, int]]] = {
     "degC": (1.0, (0, 0, 0, 1)),
     "°C": (1.0, (0, 0, 0, 1)),
 }
+_CELSIUS = ("degC", "°C")  # absolute temperatures; "K" in such a field is converted with the offset
 # Dimensions by exponent (kg, m, s, K) for products of base units.
 _NUMBER = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan)\s*(.*?)\s*$")
 
@@ -87,6 +88,10 @@ def convert(text: str, unit: str) -> float:
     f_want, d_want = _parse_unit(unit)
     if d_given != d_want:
         raise ValueError(f"unit {given!r} is not compatible with {unit!r}")
+    if unit in _CELSIUS and given.strip() == "K":
+        # An absolute temperature written in kelvin ("294.15 K") is 21 °C, not 294.15 °C. Temperature
+        # differences ("supply_offset: 3 K") are fields in K and keep their value.
+        return value - 273.15
     return value * f_given / f_want
 
 

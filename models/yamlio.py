@@ -29,11 +29,16 @@ def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
         if not isinstance(key, str | int | float | bool):
             raise ConfigError(
                 "mapping keys must be plain scalars", line=key_node.start_mark.line + 1,
-                expected="a string key", found=key)
+                field=_path(loader, node) or None, expected="a string key", found=key)
         if key in out:
-            raise ConfigError(f"duplicate key '{key}'", line=key_node.start_mark.line + 1, field=str(key))
+            first = lines[key]
+            raise ConfigError(f"duplicate key '{key}' (first given on line {first})",
+                              line=key_node.start_mark.line + 1, field=_join(_path(loader, node), key),
+                              expected="each key once per mapping", found=key)
         out[key] = loader.construct_object(value_node, deep=True)
-        lines[key] = value_node.start_mark.line + 1
+        # The key's line, not the value's: a block mapping or list value starts on the next line, but an
+        # error about the field (unknown, missing inside, wrong type) belongs where its name is written.
+        lines[key] = key_node.start_mark.line + 1
     out_marked = MarkedDict(out)
     out_marked.lines = lines
     out_marked.line = node.start_mark.line + 1
@@ -46,6 +51,48 @@ def _construct_sequence(loader: _LineLoader, node: yaml.SequenceNode) -> list:
     seq.lines = [child.start_mark.line + 1 for child in node.value]
     seq.line = node.start_mark.line + 1
     return seq
+
+
+def _join(path: str, key: object) -> str:
+    if isinstance(key, int) and not isinstance(key, bool):
+        return f"{path}[{key}]" if path else f"[{key}]"
+    return f"{path}.{key}" if path else str(key)
+
+
+def _path(loader: _LineLoader, node: yaml.Node) -> str:
+    return getattr(loader, "paths", {}).get(id(node), "")
+
+
+def _assign_paths(loader: _LineLoader, node: yaml.Node, path: str, seen: set[int]) -> None:
+    """Dotted field path of every collection node, and refusal of tags the safe loader cannot build.
+
+    Runs on the composed node graph before construction, so that duplicate keys and refused tags can be
+    reported with the field they sit in ('zones.z01.volume'), not just a line.
+    """
+    if id(node) in seen:  # an alias of an anchored node: already visited
+        return
+    seen.add(id(node))
+    if node.tag not in loader.yaml_constructors:
+        tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+        raise ConfigError(f"unsupported YAML tag '{tag}' (only plain YAML is accepted; Python tags are refused)",
+                          line=node.start_mark.line + 1, field=path or None,
+                          expected="plain mappings, lists, strings and numbers", found=tag)
+    loader.paths[id(node)] = path
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
+            if key == "<<":
+                _assign_paths(loader, value_node, path, seen)
+                continue
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag == "tag:yaml.org,2002:int":
+                try:
+                    key = int(key, 0)
+                except ValueError:
+                    pass
+            _assign_paths(loader, value_node, _join(path, str(key) if not isinstance(key, int) else key), seen)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, child in enumerate(node.value):
+            _assign_paths(loader, child, _join(path, i), seen)
 
 
 class MarkedDict(dict):
@@ -70,38 +117,61 @@ def load_yaml(path: str | Path) -> Any:
     """Load one YAML document with line information; errors name the file and line."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError("file not found", file=str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError("file is not valid UTF-8", file=str(path), found=str(exc)) from None
+    except IsADirectoryError:
+        raise ConfigError("is a directory, not a file", file=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read file ({exc.strerror})", file=str(path)) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ConfigError("file is not valid UTF-8 text (save it as UTF-8)", file=str(path), line=line,
+                          expected="UTF-8 text", found=raw[exc.start:exc.end]) from None
     return loads_yaml(text, str(path))
 
 
 def loads_yaml(text: str, filename: str = "<string>") -> Any:
     """Parse YAML text with line information (safe constructors only)."""
+    loader = None
     try:
-        data = yaml.load(text, Loader=_LineLoader)
+        loader = _LineLoader(text)
+        node = loader.get_single_node()
+        if node is None:
+            raise ConfigError("file is empty", file=filename, line=1, expected="a YAML mapping (model: ...)",
+                              found="no content")
+        loader.paths = {}
+        _assign_paths(loader, node, "", set())
+        data = loader.construct_document(node)
     except ConfigError as exc:
-        exc.file = filename
         raise ConfigError(exc.message, file=filename, line=exc.line, field=exc.field,
                           expected=exc.expected, found=exc.found) from None
     except yaml.constructor.ConstructorError as exc:
         mark = exc.problem_mark
         raise ConfigError(
-            "unsupported YAML tag (only plain YAML is accepted; Python tags are refused)",
+            f"unsupported YAML content ({exc.problem}); only plain YAML is accepted",
             file=filename, line=mark.line + 1 if mark else None,
-            expected="plain mappings, lists, strings and numbers", found=exc.problem) from None
+            expected="plain mappings, lists, strings and numbers") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
-        raise ConfigError(f"YAML syntax error: {exc.problem}", file=filename,
-                          line=mark.line + 1 if mark else None) from None
+        context = f" ({exc.context})" if exc.context else ""
+        lines = text.splitlines()
+        found = lines[mark.line].strip() if mark and mark.line < len(lines) else None
+        raise ConfigError(f"YAML syntax error: {exc.problem}{context}", file=filename,
+                          line=mark.line + 1 if mark else None, expected="valid YAML syntax",
+                          found=found or None) from None
+    except yaml.reader.ReaderError as exc:
+        line = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(f"YAML cannot contain this character ({exc.reason})", file=filename, line=line,
+                          expected="printable text", found=chr(exc.character) if isinstance(exc.character, int)
+                          else exc.character) from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"YAML error: {exc}", file=filename) from None
-    if data is None:
-        raise ConfigError("file is empty", file=filename, expected="a YAML mapping")
+        raise ConfigError("YAML error: " + " ".join(str(exc).split()), file=filename) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     return data
 
 
