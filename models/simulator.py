@@ -207,26 +207,35 @@ class Simulator:
         return tuple(out)
 
     def _step_matrix(self, u_k: Any, d_k: Any) -> Any:
-        """[[A(u), b(u, d)], [0, 0]] * dt for one step, batched: (B, n+1, n+1)."""
+        """[[A(u), b(u, d)], [0, 0]] * dt for any leading shape of u_k (..., nu): (..., n+1, n+1)."""
         xp = self.xp
-        B = u_k.shape[0]
         n = self.n
-        M = xp.zeros((B, n + 1, n + 1), dtype=self.dtype)
-        M[:, :n, :n] = self._Ac
+        M = xp.zeros((*u_k.shape[:-1], n + 1, n + 1), dtype=self.dtype)
+        M[..., :n, :n] = self._Ac
         b = u_k @ self._Bc.T + d_k @ self._Ec.T
         for j, other, P, p in self._flows:
             f = self._factor(j, other, u_k, d_k)
-            M[:, :n, :n] += f[:, None, None] * P
-            b = b + f[:, None] * p
-        M[:, :n, n] = b
+            M[..., :n, :n] += f[..., None, None] * P
+            b = b + f[..., None] * p
+        M[..., :n, n] = b
         return M * self.dt
 
     @staticmethod
     def _factor(j: int, other: tuple[str, int] | None, u_k: Any, d_k: Any) -> Any:
-        f = u_k[:, j]
+        f = u_k[..., j]
         if other is not None:
-            f = f * (u_k[:, other[1]] if other[0] == "u" else d_k[:, other[1]])
+            f = f * (u_k[..., other[1]] if other[0] == "u" else d_k[..., other[1]])
         return f
+
+    def _chunks(self, B: int, K: int) -> list[range]:
+        """Steps whose exponentials are computed together: all at once for small batches (few array
+        calls), fewer for large ones (bounded memory); one at a time with custom components, whose heat
+        depends on the state at the start of the step."""
+        if self.net.custom:
+            size = 1
+        else:
+            size = max(1, min(K, 16384 // max(1, B)))
+        return [range(k, min(K, k + size)) for k in range(0, K, size)]
 
     def _bilinear_forward(self, x0: Any, u: Any, d: Any) -> Any:
         xp = self.xp
@@ -234,12 +243,14 @@ class Simulator:
         n = self.n
         x = xp.empty((B, K + 1, n), dtype=self.dtype)
         x[:, 0] = x0
-        for k in range(K):
-            M = self._step_matrix(u[:, k], d[:, k])
+        for ks in self._chunks(B, K):
+            sl = slice(ks.start, ks.stop)
+            M = self._step_matrix(u[:, sl], d[:, sl])
             if self.net.custom:
-                M[:, :n, n] += self._custom_heat(x[:, k], u[:, k], d[:, k]) * self.dt
+                M[:, 0, :n, n] += self._custom_heat(x[:, ks.start], u[:, ks.start], d[:, ks.start]) * self.dt
             E = expm(M, xp)
-            x[:, k + 1] = xp.einsum("bij,bj->bi", E[:, :n, :n], x[:, k]) + E[:, :n, n]
+            for i, k in enumerate(ks):
+                x[:, k + 1] = xp.einsum("bij,bj->bi", E[:, i, :n, :n], x[:, k]) + E[:, i, :n, n]
         return x
 
     def _custom_heat(self, x_k: Any, u_k: Any, d_k: Any) -> Any:
@@ -370,44 +381,49 @@ class Simulator:
                } if want_cont else None
         lam = c[:, K]
         inv_c = 1.0 / xp.asarray(self.mats["caps"].astype(self.dtype)) if self.net.custom else None
-        for k in range(K - 1, -1, -1):
-            M = self._step_matrix(u[:, k], d[:, k])
+        for ks in reversed(self._chunks(B, K)):
+            sl = slice(ks.start, ks.stop)
+            uc, dc = u[:, sl], d[:, sl]
+            M = self._step_matrix(uc, dc)
             if self.net.custom:
-                M[:, :n, n] += self._custom_heat(x[:, k], u[:, k], d[:, k]) * self.dt
+                M[:, 0, :n, n] += self._custom_heat(x[:, ks.start], u[:, ks.start], d[:, ks.start]) * self.dt
             E = expm(M, xp)
+            # dJ/dE_k = [[lam_{k+1} x_k^T, lam_{k+1}], [0, 0]]; lam_k = c_k + Phi_k^T lam_{k+1}
             G = xp.zeros_like(M)
-            G[:, :n, :n] = lam[:, :, None] * x[:, k][:, None, :]
-            G[:, :n, n] = lam
+            for i in range(len(ks) - 1, -1, -1):
+                k = ks[i]
+                G[:, i, :n, :n] = lam[:, :, None] * x[:, k][:, None, :]
+                G[:, i, :n, n] = lam
+                lam = c[:, k] + xp.einsum("bij,bi->bj", E[:, i, :n, :n], lam)
             GM = expm_frechet_adjoint(M, G, xp) * self.dt
-            gA, gb = GM[:, :n, :n], GM[:, :n, n]
-            g_u[:, k] += gb @ self._Bc
-            g_d[:, k] += gb @ self._Ec
+            gA, gb = GM[..., :n, :n], GM[..., :n, n]
+            g_u[:, sl] += gb @ self._Bc
+            g_d[:, sl] += gb @ self._Ec
             for t, (j, other, P, p) in enumerate(self._flows):
-                s = xp.einsum("bij,ij->b", gA, P) + gb @ p
+                s = xp.einsum("bkij,ij->bk", gA, P) + gb @ p
                 if other is None:
-                    g_u[:, k, j] += s
+                    g_u[:, sl, j] += s
                 else:
-                    o = u[:, k, other[1]] if other[0] == "u" else d[:, k, other[1]]
-                    g_u[:, k, j] += s * o
-                    (g_u if other[0] == "u" else g_d)[:, k, other[1]] += s * u[:, k, j]
+                    o = uc[..., other[1]] if other[0] == "u" else dc[..., other[1]]
+                    g_u[:, sl, j] += s * o
+                    (g_u if other[0] == "u" else g_d)[:, sl, other[1]] += s * uc[..., j]
                 if want_cont:
-                    f = self._factor(j, other, u[:, k], d[:, k])
-                    acc["P"][t] = acc["P"][t] + (f[:, None, None] * gA).sum(0)
-                    acc["p"][t] = acc["p"][t] + (f[:, None] * gb).sum(0)
-            lam_prev = c[:, k] + xp.einsum("bij,bi->bj", E[:, :n, :n], lam)
+                    f = self._factor(j, other, uc, dc)
+                    acc["P"][t] = acc["P"][t] + xp.einsum("bk,bkij->ij", f, gA)
+                    acc["p"][t] = acc["p"][t] + xp.einsum("bk,bki->i", f, gb)
             if self.net.custom:
-                g_q = gb * inv_c  # dJ/d(heat in W) at each node
+                k = ks.start
+                g_q = gb[:, 0] * inv_c  # dJ/d(heat in W) at each node over step k
                 for comp in self.net.custom:
                     gx, gu_, gd_ = comp.heat_vjp(x[:, k, comp.reads_x], u[:, k, comp.reads_u], d[:, k, comp.reads_d],
                                                  g_q[:, comp.nodes], xp)
-                    lam_prev[:, comp.reads_x] += gx
+                    lam[:, comp.reads_x] += gx
                     g_u[:, k, comp.reads_u] += gu_
                     g_d[:, k, comp.reads_d] += gd_
             if want_cont:
-                acc["A"] = acc["A"] + gA.sum(0)
-                acc["b_u"] = acc["b_u"] + xp.einsum("bi,bj->ij", gb, u[:, k])
-                acc["b_d"] = acc["b_d"] + xp.einsum("bi,bj->ij", gb, d[:, k])
-            lam = lam_prev
+                acc["A"] = acc["A"] + gA.sum((0, 1))
+                acc["b_u"] = acc["b_u"] + xp.einsum("bki,bkj->ij", gb, uc)
+                acc["b_d"] = acc["b_d"] + xp.einsum("bki,bkj->ij", gb, dc)
         return g_u, lam, g_d, acc
 
     # -- parameters -------------------------------------------------------------------------------
