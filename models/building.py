@@ -128,7 +128,8 @@ class _Builder:
     def new_node(self, name: str, cur: Cursor, initial: float | None = None) -> int:
         if name in self.net.nodes:
             prev = self.where[name]
-            raise cur.error(f"name '{name}' is already used (line {prev.line})", expected="a unique name")
+            raise cur.error(f"name '{name}' is already used (line {prev.line})", expected="a unique name",
+                            found=name)
         self.where[name] = cur
         return self.net.add_node(name, self.defaults["initial_temperature"] if initial is None else initial, cur.line)
 

@@ -106,8 +106,9 @@ def parse_state_space(b: Any, cur: Cursor, index: int) -> None:
         lam, V = np.linalg.eig(A)
         if np.any(np.abs(lam) >= 1) or np.any((lam.real <= 0) & (np.abs(lam.imag) < 1e-12)):
             raise _at(cur, "A").error("discrete A must be stable with no eigenvalue on the negative real axis",
-                                     expected="eigenvalues inside the unit circle, not real-negative",
-                                     found=np.round(lam, 4).tolist())
+                                      field=f"{cur.field}.A",
+                                      expected="eigenvalues inside the unit circle, not real-negative",
+                                      found=np.round(lam, 4).tolist())
         if np.linalg.cond(V) > 1e10:
             raise _at(cur, "A").error("discrete A is not diagonalisable (repeated eigenvalues without a full set "
                                       "of eigenvectors), so it has no continuous-time equivalent here",
@@ -120,8 +121,9 @@ def parse_state_space(b: Any, cur: Cursor, index: int) -> None:
         B, E = BE[:, :B.shape[1]], BE[:, B.shape[1]:] if E.size else E
         A = Ac
     elif np.any(np.linalg.eigvals(A).real >= 0):
-        raise _at(cur, "A").error("continuous A must be stable", expected="eigenvalues with negative real part",
-                                 found=np.round(np.linalg.eigvals(A), 6).tolist())
+        raise _at(cur, "A").error("continuous A must be stable", field=f"{cur.field}.A",
+                                  expected="eigenvalues with negative real part",
+                                  found=np.round(np.linalg.eigvals(A), 6).tolist())
     net = b.net
     # The block's states are nodes of unit "capacitance": its matrices are rates already.
     base = net.n

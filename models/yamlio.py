@@ -202,7 +202,7 @@ class Cursor:
         if key not in mapping:
             if default is ...:
                 raise self.error(f"missing required field '{key}'", field=self._child_field(key),
-                                 expected=f"a value for '{key}'")
+                                 expected=f"a value for '{key}'", found=[str(k) for k in mapping])
             return Cursor(default, self.file, self._child_field(key), self.line)
         line = getattr(mapping, "lines", {}).get(key, self.line)
         return Cursor(mapping[key], self.file, self._child_field(key), line)
@@ -286,5 +286,5 @@ class Cursor:
 def _closest(word: str, options: set[str] | frozenset[str]) -> str | None:
     import difflib
 
-    match = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.75)
+    match = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.7)
     return match[0] if match else None
