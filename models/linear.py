@@ -78,21 +78,25 @@ class LinearModel:
         lam = np.zeros(self.n, dtype=complex)
         blocks_v, blocks_vi, blocks_b, blocks_e, blocks_c = [], [], [], [], []
         complex_modes = False
+        offset = 0
+        # Modes are numbered component by component, so every block map touches consecutive modes.
         for comp in connected_components(self.Ac):
             lc, Vc, Vic = _eigen(self.Ac[np.ix_(comp, comp)], None if caps is None else np.asarray(caps)[comp])
             complex_modes |= np.iscomplexobj(lc)
-            lam[comp] = lc
+            modes = np.arange(offset, offset + len(comp))
+            offset += len(comp)
+            lam[modes] = lc
             ldt = lc * self.dt
             with np.errstate(divide="ignore", invalid="ignore"):
                 phi = np.where(np.abs(ldt) > 1e-12, np.expm1(ldt) / np.where(lc == 0, 1, lc), self.dt)
             ucols = np.nonzero(np.any(self.Bc[comp] != 0, axis=0))[0]
             dcols = np.nonzero(np.any(self.Ec[comp] != 0, axis=0))[0]
             zrows = np.nonzero(np.any(self.Cz[:, comp] != 0, axis=1))[0]
-            blocks_v.append((comp, comp, Vc))
-            blocks_vi.append((comp, comp, Vic))
-            blocks_b.append((comp, ucols, phi[:, None] * (Vic @ self.Bc[np.ix_(comp, ucols)])))
-            blocks_e.append((comp, dcols, phi[:, None] * (Vic @ self.Ec[np.ix_(comp, dcols)])))
-            blocks_c.append((zrows, comp, self.Cz[np.ix_(zrows, comp)] @ Vc))
+            blocks_v.append((comp, modes, Vc))
+            blocks_vi.append((modes, comp, Vic))
+            blocks_b.append((modes, ucols, phi[:, None] * (Vic @ self.Bc[np.ix_(comp, ucols)])))
+            blocks_e.append((modes, dcols, phi[:, None] * (Vic @ self.Ec[np.ix_(comp, dcols)])))
+            blocks_c.append((zrows, modes, self.Cz[np.ix_(zrows, comp)] @ Vc))
         self.complex = complex_modes
         mdt = np.result_type(self.real_dtype, np.complex64) if complex_modes else self.real_dtype
         self.modal_dtype = mdt
@@ -207,7 +211,7 @@ class LinearModel:
         trajectory is only kept when asked (states, parameter gradients), since the input and
         initial-state adjoint of a linear model does not need it.
         """
-        B, K, _ = u.shape
+        B = u.shape[0]
         if B * self.n <= _FUSED_MIN_WIDTH:
             z = self.modal_trajectory(x0, u, d)
             return z, self.zones(z)
@@ -240,7 +244,7 @@ class LinearModel:
         g_y is the cotangent on the outputs (B, K, ny); g_x an optional cotangent on the states
         (B, K+1, n). lam (the modal adjoint, for parameter gradients) is returned when asked.
         """
-        B, K, _ = g_y.shape
+        B = g_y.shape[0]
         if B * self.n <= _FUSED_MIN_WIDTH:
             c = self.cotangent_from_zones(g_y)
             if g_x is not None:

@@ -1,0 +1,98 @@
+"""`edge-mpc` command line: check, simulate, calibrate, run, demo, bench.
+
+Exit codes: 0 ok, 1 runtime failure, 2 bad input (config, model or arguments).
+"""
+
+from __future__ import annotations
+
+import os
+
+# Small dense products dominate here; BLAS worker threads only add contention and latency jitter on an
+# edge box (and on shared CI runners). Operators can still override this in the environment.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
+import argparse  # noqa: E402
+import sys  # noqa: E402
+from collections.abc import Sequence  # noqa: E402
+
+from models.errors import ConfigError  # noqa: E402
+
+
+def _check(args: argparse.Namespace) -> int:
+    from models import load_building
+
+    net = load_building(args.file)
+    print(f"{args.file}: OK — model '{net.name}': {len(net.zones)} zones, {net.n} states, "
+          f"{len(net.inputs)} inputs, {len(net.disturbances)} disturbances, {len(net.params.names)} parameters")
+    return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    from controller.simulate_cmd import simulate_csv
+
+    return simulate_csv(args.model, args.inputs, args.out, backend=args.backend, dtype=args.dtype, dt=args.dt)
+
+
+def _bench(args: argparse.Namespace, rest: list[str]) -> int:
+    if args.suite == "gradient":
+        from controller.bench_gradient import main as bench
+    elif args.suite == "mpc":
+        from controller.bench_mpc import main as bench
+    else:
+        raise ConfigError(f"unknown benchmark suite '{args.suite}'", expected="gradient or mpc")
+    return bench(rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="edge-mpc", description="Model-predictive control of building HVAC.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("check", help="validate a building model file")
+    p.add_argument("file")
+    p = sub.add_parser("simulate", help="simulate a building model on inputs from a CSV")
+    p.add_argument("model")
+    p.add_argument("--inputs", required=True, help="CSV: time_s, then one column per input and disturbance")
+    p.add_argument("--out", required=True, help="CSV to write: time_s, zones, sensors, powers")
+    p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
+    p.add_argument("--dt", type=float, default=None, help="step in seconds (default: the CSV's time step)")
+    p = sub.add_parser("bench", help="benchmarks: gradient | mpc (extra options after the suite: --help)",
+                       add_help=False)
+    p.add_argument("suite", nargs="?", default="gradient")
+    sub.add_parser("calibrate", help="fit model parameters to logged data (see: edge-mpc calibrate --help)",
+                   add_help=False)
+    sub.add_parser("run", help="run the control daemon for a site config (see: edge-mpc run --help)",
+                   add_help=False)
+    sub.add_parser("demo", help="closed-loop MPC vs thermostat demo on a virtual building (edge-mpc demo --help)",
+                   add_help=False)
+    return ap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        # Sub-commands with their own parsers get their arguments untouched.
+        if argv and argv[0] in ("calibrate", "run", "demo"):
+            if argv[0] == "calibrate":
+                from controller.calibrate import main as cmd
+            elif argv[0] == "run":
+                from controller.cmd_run import main as cmd
+            else:
+                from controller.demo import main as cmd
+            return int(cmd(argv[1:]) or 0)
+        ap = build_parser()
+        args, rest = ap.parse_known_args(argv)
+        if args.command == "bench":
+            return int(_bench(args, rest) or 0)
+        if rest:
+            ap.error(f"unrecognised arguments: {' '.join(rest)}")
+        return int({"check": _check, "simulate": _simulate}[args.command](args) or 0)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
