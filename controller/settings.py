@@ -43,8 +43,8 @@ _SCHEMA: dict[str, frozenset[str] | None] = {
     "forecasts": None,
     "sensors": frozenset({"max_age"}),
     # Owned by drivers.mqtt.MqttSettings, which validates the values; listed so overrides can be checked.
-    "mqtt": frozenset({"host", "port", "root", "keepalive", "username", "password_file", "password_env",
-                       "tls", "client_id", "clean_start", "reconnect_max", "home_assistant"}),
+    "mqtt": frozenset({"host", "port", "root", "keepalive", "client_id", "username", "password_file",
+                       "password_env", "tls", "ha_discovery"}),
     "clock": frozenset({"mode"}),
     "metrics": frozenset({"enabled", "address", "port"}),
     "fallback": frozenset({"max_plan_age", "schedule_setpoints", "max_innovation", "setpoint_validity",

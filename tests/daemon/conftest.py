@@ -1,0 +1,93 @@
+"""Shared fixtures for daemon tests: a site config in tmp, a real sd_notify socket, a real broker."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "config" / "sites" / "office-20.yaml"
+
+
+def write_site(tmp_path: Path, *, clock: str = "lockstep", extra: dict[str, str] | None = None,
+               name: str = "site.yaml") -> Path:
+    """The shipped example with absolute data paths, a tmp state dir and the given tweaks."""
+    text = EXAMPLE.read_text().replace("../", str(EXAMPLE.parent.parent) + "/")
+    text = text.replace("mode: wall ", f"mode: {clock} ")
+    text = text.replace("  port: 9108", "  port: 0")
+    text = text.replace("state:\n", f"state:\n  dir: {tmp_path / 'state'}\n")
+    for old, new in (extra or {}).items():
+        assert old in text, old
+        text = text.replace(old, new)
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+class NotifySocket:
+    """What systemd listens on: collects every datagram the daemon sends."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.05)
+        self.messages: list[str] = []
+
+    def drain(self) -> list[str]:
+        while True:
+            try:
+                self.messages.append(self.sock.recv(4096).decode())
+            except (TimeoutError, BlockingIOError):
+                return self.messages
+
+    def wait_for(self, text: str, timeout: float = 30.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if any(text in m for m in self.drain()):
+                return True
+        return False
+
+
+@pytest.fixture
+def notify_socket(tmp_path):
+    ns = NotifySocket(tmp_path / "notify.sock")
+    yield ns
+    ns.sock.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def broker(tmp_path):
+    """A real mosquitto on a free loopback port (TCP_NODELAY on, as deploy/mosquitto recommends)."""
+    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not Path(exe).exists():
+        pytest.skip("mosquitto not installed")
+    port = free_port()
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
+                    "persistence false\n")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    end = time.monotonic() + 10
+    while time.monotonic() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("mosquitto did not start")
+    yield port
+    proc.terminate()
+    proc.wait(5)

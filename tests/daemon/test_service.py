@@ -1,0 +1,238 @@
+"""The service loop in-process: MemoryBus, a real sd_notify socket, lockstep clock, fault-injecting controller.
+
+Each test drives cycles with `clock` messages and checks what went out on the bus, in metrics and on disk.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import pytest
+
+from controller import service as service_mod
+from controller.service import Service
+from drivers.memory_bus import MemoryBus
+from drivers.payloads import encode_json, parse_setpoint
+from drivers.topics import Topics
+
+from .conftest import write_site
+from .fakes import FakeController, Inputs
+
+T0 = 1_780_000_000.0  # a Tuesday, 2026
+TOPICS = Topics("edge-mpc/v1/office-20")
+
+
+class Harness:
+    def __init__(self, path, env, *, mode="ok", bus=None, overrides=()):
+        self.bus = bus or MemoryBus()
+        self.ctrl = FakeController(mode=mode)
+        self.svc = Service(path, list(overrides), environ=env, controller_factory=lambda cfg: self.ctrl,
+                           bus_factory=lambda cfg, topics, m: self.bus, make_inputs=Inputs)
+        self.svc.start()
+        self.thread = threading.Thread(target=self.svc.run, daemon=True)
+        self.thread.start()
+
+    def sensors(self, t, temps=(20.0, 22.0)):
+        for sid, v in zip(("t_z1", "t_z2"), temps, strict=True):
+            self.bus.publish(TOPICS.sensor(sid), encode_json({"value": v, "ts": t}))
+
+    def tick(self, t, timeout=20.0):
+        n = len(self.bus.messages(TOPICS.cycle))
+        self.bus.publish(TOPICS.clock, encode_json({"t": t}))
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            acks = self.bus.messages(TOPICS.cycle)
+            if len(acks) > n:
+                return json.loads(acks[-1].payload)
+            time.sleep(0.01)
+        raise AssertionError(f"no cycle ack for t={t}")
+
+    def setpoints(self, seq):
+        out = {}
+        for m in self.bus.messages(TOPICS.setpoint_filter):
+            sp = parse_setpoint(m.payload)
+            if sp.seq == seq:
+                out[TOPICS.actuator(m.topic)] = (sp, m)
+        return out
+
+    def health(self):
+        return json.loads(self.bus.retained(TOPICS.health))
+
+    def metrics(self) -> str:
+        return self.svc.metrics.exposition().decode()
+
+    def stop(self):
+        self.svc.request_stop()
+        self.thread.join(10)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def site_file(tmp_path):
+    return write_site(tmp_path, extra={"max_age: 30 min": "max_age: 30 min\n", "deadline: 20 s": "deadline: 1 s"})
+
+
+def test_lockstep_cycle_publishes_setpoints_then_ack(site_file, notify_socket):
+    h = Harness(site_file, {"NOTIFY_SOCKET": notify_socket.path})
+    try:
+        assert notify_socket.wait_for("READY=1")
+        h.sensors(T0 - 60)
+        ack = h.tick(T0)
+        assert ack["t"] == T0 and ack["status"] == "mpc" and ack["seq"] >= 1
+        sps = h.setpoints(ack["seq"])
+        assert set(sps) == {"heat_z1", "heat_z2"}
+        sp, msg = sps["heat_z1"]
+        assert sp.source == "mpc" and sp.unit == "W" and sp.ts == T0 and sp.valid_until == T0 + 1800
+        assert sp.value == 2000.0  # 1 K below 21 °C; no previous value, so no rate limit yet
+        assert msg.qos == 1 and msg.expiry_s == 1800
+        order = [m.topic for m in h.bus.published]
+        assert max(order.index(TOPICS.setpoint(a)) for a in ("heat_z1", "heat_z2")) < order.index(TOPICS.cycle)
+        # The cycle for T0 + 900 sees only readings published before its clock message.
+        h.sensors(T0 + 800, temps=(18.0, 22.0))
+        ack2 = h.tick(T0 + 900)
+        assert ack2["seq"] > ack["seq"]
+        assert h.setpoints(ack2["seq"])["heat_z1"][0].value == 3500.0  # 6000 asked, +1500 per step
+        text = h.metrics()
+        assert 'edge_mpc_cycles_total{outcome="mpc",site="office-20"} 2.0' in text
+        assert 'edge_mpc_mqtt_messages_total{direction="in",kind="sensor",result="accepted",site="office-20"} 4.0' \
+            in text
+        assert 'edge_mpc_zone_temperature_celsius{site="office-20",zone="z1"} 18.0' in text
+        assert h.health()["outcome"] == "mpc"
+        assert TOPICS.plan in order
+    finally:
+        h.stop()
+    assert notify_socket.wait_for("STOPPING=1")
+    assert h.bus.retained(TOPICS.status) == b"offline"
+
+
+def test_rejected_sensor_payloads_are_counted_not_fatal(site_file):
+    h = Harness(site_file, {})
+    try:
+        for bad in (b"", b"{", b"nan", b'{"value": "hot"}', b"\xff\xfe", b'{"value": 1e999}', b"[1,2]"):
+            h.bus.publish(TOPICS.sensor("t_z1"), bad)
+        h.bus.publish(TOPICS.sensor("unknown_sensor"), b"21.0")
+        h.bus.publish(TOPICS.forecast("outdoor_temperature"), b'{"start": 0}')
+        h.sensors(T0 - 10)
+        assert h.tick(T0)["status"] == "mpc"
+        text = h.metrics()
+        assert 'direction="in",kind="sensor",result="rejected",site="office-20"} 7.0' in text
+        assert 'direction="in",kind="sensor",result="ignored",site="office-20"} 1.0' in text
+        assert 'direction="in",kind="forecast",result="rejected",site="office-20"} 1.0' in text
+        assert not h.bus.errors  # no handler raised into the bus
+    finally:
+        h.stop()
+
+
+def test_fallback_chain_over_time(site_file):
+    """Good plan → sensors go stale → hold the shifted plan → plan too old → schedule → no temps → relinquish."""
+    h = Harness(site_file, {})
+    try:
+        h.sensors(T0 - 10, temps=(20.0, 22.0))
+        first = h.tick(T0)
+        assert first["status"] == "mpc"
+        mpc_value = h.setpoints(first["seq"])["heat_z1"][0].value
+        ack = h.tick(T0 + 2400)  # readings now 2410 s old > 30 min
+        assert ack["status"] == "hold" and ack["reason"] == "stale_sensor"
+        held = h.setpoints(ack["seq"])["heat_z1"][0]
+        assert held.source == "hold" and held.value == pytest.approx(mpc_value * 0.5)  # row 2 of the plan
+        text = h.metrics()
+        assert 'edge_mpc_fallback_active{reason="stale_sensor",site="office-20"} 1.0' in text
+        ack = h.tick(T0 + 3 * 3600)  # older than max_plan_age (2 h): schedule, but no trusted temps
+        assert ack["status"] == "relinquish"
+        sp = h.setpoints(ack["seq"])["heat_z1"][0]
+        assert sp.value is None and sp.source == "relinquish"
+        h.sensors(T0 + 3 * 3600 + 100, temps=(19.0, 25.0))
+        h.ctrl.mode = "infeasible"
+        ack = h.tick(T0 + 3 * 3600 + 900)
+        assert ack["status"] == "schedule" and ack["reason"] == "deadline"
+        assert h.health()["reason"] == "deadline"
+    finally:
+        h.stop()
+
+
+@pytest.mark.parametrize("mode, reason", [("raise", "solver_error"), ("nan", "nonfinite"),
+                                          ("diverge", "divergence")])
+def test_controller_faults_fall_back(site_file, mode, reason):
+    h = Harness(site_file, {})
+    try:
+        h.sensors(T0 - 10, temps=(19.0, 22.0))
+        assert h.tick(T0)["status"] == "mpc"
+        h.ctrl.mode = mode
+        ack = h.tick(T0 + 900)
+        assert ack["status"] == "hold" and ack["reason"] == reason
+        for sp, _ in h.setpoints(ack["seq"]).values():
+            assert sp.value is not None and sp.value == sp.value  # finite, never NaN on the wire
+    finally:
+        h.stop()
+
+
+def test_hung_solver_stops_watchdog_but_not_the_plant(site_file, notify_socket, monkeypatch):
+    monkeypatch.setattr(service_mod, "SOLVER_GRACE_S", 0.3)
+    env = {"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "600000"}
+    h = Harness(site_file, env)
+    try:
+        h.sensors(T0 - 10, temps=(19.0, 22.0))
+        assert h.tick(T0)["status"] == "mpc"
+        assert notify_socket.wait_for("WATCHDOG=1")
+        h.ctrl.mode = "hang"
+        ack = h.tick(T0 + 900)
+        assert ack["status"] == "hold" and ack["reason"] == "solver_hung"
+        ack = h.tick(T0 + 1800)  # still stuck: no second solve is started
+        assert ack["reason"] == "solver_hung" and h.ctrl.calls == 2
+        notify_socket.drain()
+        notify_socket.messages.clear()
+        time.sleep(1.5)  # > 2 watchdog intervals of 0.6 s
+        assert "WATCHDOG=1" not in notify_socket.drain()
+        h.ctrl.mode = "ok"
+        h.ctrl.release.set()  # the solver returns after all: pings resume
+        assert notify_socket.wait_for("WATCHDOG=1", timeout=10)
+    finally:
+        h.ctrl.release.set()
+        h.stop()
+
+
+def test_state_survives_restart_and_seq_is_monotonic(site_file):
+    h = Harness(site_file, {})
+    h.sensors(T0 - 10, temps=(19.0, 22.0))
+    seqs = [h.tick(T0 + k * 900)["seq"] for k in range(3)]
+    h.stop()
+    state_files = list((site_file.parent / "state").glob("*.state.json"))
+    assert len(state_files) == 1
+    h2 = Harness(site_file, {})
+    try:
+        assert h2.ctrl.calls == 3  # estimator state imported
+        ack = h2.tick(T0 + 3 * 900)  # no sensors yet after restart: hold the persisted plan
+        assert ack["seq"] > seqs[-1]
+        assert ack["status"] == "hold" and ack["reason"] == "missing_sensor"
+    finally:
+        h2.stop()
+
+
+def test_sighup_reload(site_file, notify_socket, tmp_path):
+    h = Harness(site_file, {"NOTIFY_SOCKET": notify_socket.path})
+    try:
+        h.sensors(T0 - 10)
+        h.tick(T0)
+        good = site_file.read_text()
+        site_file.write_text(good.replace("max_plan_age: 2 h", "max_plan_age: 2 hh"))
+        assert h.svc.reload() is False
+        assert notify_socket.wait_for("reload rejected")
+        assert h.tick(T0 + 900)["status"] == "mpc"  # still running the old config
+        site_file.write_text(good.replace("max_plan_age: 2 h", "max_plan_age: 3 h"))
+        assert h.svc.reload() is True
+        assert h.svc.sites[0].cfg.fallback.max_plan_age_s == 3 * 3600
+        h.sensors(T0 + 1700)
+        assert h.tick(T0 + 1800)["status"] == "mpc"
+    finally:
+        h.stop()
+
+
+def test_config_error_exit_code(tmp_path, capsys):
+    from controller.cmd_run import main
+
+    bad = write_site(tmp_path, extra={"horizon: 96": "horizon: many"})
+    assert main([str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "control.horizon" in err and "Traceback" not in err
