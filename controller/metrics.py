@@ -145,7 +145,7 @@ class SiteMetrics:
         for sensor, age in sensor_ages.items():
             m.sensor_age.labels(s, sensor).set(age)
         for name, src in forecast_sources.items():
-            for cand in FORECAST_SOURCES:
+            for cand in (*FORECAST_SOURCES, *((src,) if src not in FORECAST_SOURCES else ())):
                 m.forecast_source.labels(s, name, cand).set(1 if cand == src else 0)
         m.comfort_band.labels(s, "low").set(band[0])
         m.comfort_band.labels(s, "high").set(band[1])
