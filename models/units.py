@@ -55,8 +55,10 @@ def _parse_unit(text: str) -> tuple[float, tuple[int, ...]]:
     text = text.replace(" ", "").replace("·", ".").replace("*", ".")
     if text in _BASE:
         return _BASE[text]
-    num, _, den = text.partition("/")
+    num, slash, den = text.partition("/")
     den = den.strip("()")
+    if slash and not den:
+        raise KeyError(text)  # "kW/": a quotient with nothing below the line
     factor, dims = 1.0, [0, 0, 0, 0]
     for part, sign in ((num, 1), (den, -1)):
         if not part:
