@@ -14,8 +14,9 @@ whole fit period from a fitted initial state), with
 - positive parameters fitted in log space (so they stay positive and steps are relative), others in
   their own units; ``net.params.lower`` gives the bound;
 - a weak prior on the initial state (``x0_prior_k``, K) towards a steady state matched to the first
-  measurement, because slow wall states are nearly unobservable from one air sensor and an unregularised
-  Gauss-Newton matrix would be singular.
+  measurement, because slow wall states can be nearly unobservable from one air sensor and an
+  unregularised Gauss-Newton matrix would then be singular. It is deliberately weak (30 K): a tight one
+  pulls the wall states and, through them, biases the wall parameters.
 
 1-σ uncertainties are from σ² (JᵀJ)⁻¹ with σ² = SSR / (m − p) (m residuals, p fitted numbers including
 the initial state), mapped from log space by the delta method. The last ``holdout_fraction`` of the data is
@@ -540,7 +541,7 @@ def _steady_guess(sim: Any, data: CalibrationData, C: np.ndarray) -> np.ndarray:
 
 def calibrate(net: Network | str | Path, data: str | Path | dict[str, np.ndarray] | CalibrationData,
               params: Sequence[str], *, dt: float | None = None, holdout_fraction: float = 0.25,
-              max_iterations: int = 40, max_blocks: int = 400, x0_prior_k: float = 5.0,
+              max_iterations: int = 40, max_blocks: int = 400, x0_prior_k: float = 30.0,
               model_path: str | Path | None = None, tol: float = 1e-9,
               progress: Callable[[int, float], None] | None = None) -> CalibrationResult:
     """Fit ``params`` (and the initial state) to logged data; see the module docstring.
