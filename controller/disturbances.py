@@ -290,22 +290,19 @@ class DisturbanceBuilder:
 
     def _persist(self, t: np.ndarray, values: np.ndarray, missing: np.ndarray, src: Source,
                  fc: Forecast | None, name: str) -> np.ndarray:
-        """Hold the nearest earlier known value; before any known value, the first one after."""
-        known = ~missing
-        if known.any():
-            order = np.argsort(t, kind="stable")
-            tk, vk = t[order][known[order]], values[order][known[order]]
-            idx = np.clip(np.searchsorted(tk, t[missing], side="right") - 1, 0, tk.size - 1)
-            return vk[idx]
-        if fc is not None and fc.values.size:
-            # The horizon lies entirely after (or before) the forecast: its end (start) value.
-            return np.where(t[missing] > fc.end, fc.values[-1], fc.values[0])
+        """Hold the last value of whichever information ends later: the MQTT forecast (its last value after
+        it, its first before it) or a non-periodic table (models.series holds its end values)."""
+        tm = t[missing]
+        table_end = -np.inf
+        if src.kind == "series" and isinstance(src.series, TableSeries) and not src.series.periodic:
+            table_end = float(src.series.times[-1])
+        if fc is not None and fc.values.size and fc.end >= table_end:
+            return np.where(tm > fc.end, fc.values[-1], fc.values[0])
         if src.kind == "series":
-            # A non-periodic table beyond its data: models.series already holds its end values.
-            return np.asarray(src.series.sample(t[missing], self.tz), dtype=float)
+            return np.asarray(src.series.sample(tm, self.tz), dtype=float)
         if src.kind == "mqtt":
-            return np.full(int(missing.sum()), src.value)
-        raise ValueError(f"no value for disturbance {name!r}")  # pragma: no cover - every source covers
+            return np.full(tm.shape, src.value)
+        raise ValueError(f"no value for disturbance {name!r}")  # pragma: no cover - other sources cover all
 
 
 def _series_source(series: Series) -> Source:
