@@ -131,6 +131,7 @@ class Simulator:
             self._flows = [(j, other, xp.asarray(P.astype(self.dtype)), xp.asarray(p.astype(self.dtype)))
                            for j, other, P, p in mats["flows"]]
             self._Cy = xp.asarray(Cy.astype(self.dtype))
+            self._inv_c = 1.0 / xp.asarray(mats["caps"].astype(self.dtype))
         self._groups = _group_actuators(self.net.actuators, self.xp)
         coeffs = [a.linear_coeffs(self.theta) for a in self.net.actuators]
         self.power_coeffs: dict[str, np.ndarray] | None = None
@@ -247,21 +248,19 @@ class Simulator:
             sl = slice(ks.start, ks.stop)
             M = self._step_matrix(u[:, sl], d[:, sl])
             if self.net.custom:
-                M[:, 0, :n, n] += self._custom_heat(x[:, ks.start], u[:, ks.start], d[:, ks.start]) * self.dt
+                q_w = self._custom_heat(x[:, ks.start], u[:, ks.start], d[:, ks.start])
+                M[:, 0, :n, n] += q_w * self._inv_c * self.dt
             E = expm(M, xp)
             for i, k in enumerate(ks):
                 x[:, k + 1] = xp.einsum("bij,bj->bi", E[:, i, :n, :n], x[:, k]) + E[:, i, :n, n]
         return x
 
     def _custom_heat(self, x_k: Any, u_k: Any, d_k: Any) -> Any:
-        """Custom components' heat (W) divided by node capacitance: the b-vector contribution."""
-        xp = self.xp
-        rate = xp.zeros_like(x_k)
-        inv_c = 1.0 / xp.asarray(self.mats["caps"].astype(self.dtype))
+        """Custom components' heat into each node (B, n), in W."""
+        q_w = self.xp.zeros_like(x_k)
         for c in self.net.custom:
-            q = c.heat(x_k[:, c.reads_x], u_k[:, c.reads_u], d_k[:, c.reads_d], xp)
-            rate[:, c.nodes] += q * inv_c[c.nodes]
-        return rate
+            q_w[:, c.nodes] += c.heat(x_k[:, c.reads_x], u_k[:, c.reads_u], d_k[:, c.reads_d], self.xp)
+        return q_w
 
     # -- adjoint ----------------------------------------------------------------------------------
     def gradient(self, traj: Trajectory, *, g_zones: Any = None, g_sensors: Any = None, g_el: Any = None,
@@ -380,13 +379,14 @@ class Simulator:
         acc = {"A": 0, "b_u": 0, "b_d": 0, "P": [0] * len(self._flows), "p": [0] * len(self._flows)
                } if want_cont else None
         lam = c[:, K]
-        inv_c = 1.0 / xp.asarray(self.mats["caps"].astype(self.dtype)) if self.net.custom else None
+        inv_c = self._inv_c if self.net.custom else None
         for ks in reversed(self._chunks(B, K)):
             sl = slice(ks.start, ks.stop)
             uc, dc = u[:, sl], d[:, sl]
             M = self._step_matrix(uc, dc)
             if self.net.custom:
-                M[:, 0, :n, n] += self._custom_heat(x[:, ks.start], u[:, ks.start], d[:, ks.start]) * self.dt
+                q_w = self._custom_heat(x[:, ks.start], u[:, ks.start], d[:, ks.start])
+                M[:, 0, :n, n] += q_w * inv_c * self.dt
             E = expm(M, xp)
             # dJ/dE_k = [[lam_{k+1} x_k^T, lam_{k+1}], [0, 0]]; lam_k = c_k + Phi_k^T lam_{k+1}
             G = xp.zeros_like(M)
@@ -414,6 +414,8 @@ class Simulator:
             if self.net.custom:
                 k = ks.start
                 g_q = gb[:, 0] * inv_c  # dJ/d(heat in W) at each node over step k
+                if want_cont:  # the heat enters as q / C: capacitance parameters see it too
+                    acc["inv_c"] = acc.get("inv_c", 0) + (gb[:, 0] * q_w).sum(0)
                 for comp in self.net.custom:
                     gx, gu_, gd_ = comp.heat_vjp(x[:, k, comp.reads_x], u[:, k, comp.reads_u], d[:, k, comp.reads_d],
                                                  g_q[:, comp.nodes], xp)
@@ -446,6 +448,8 @@ class Simulator:
                 for t, (_, _, P, p) in enumerate(m["flows"]):
                     val += float(np.sum(to_host(cont["P"][t]) * (P.imag / _H))
                                  + np.sum(to_host(cont["p"][t]) * (p.imag / _H)))
+                if "inv_c" in cont:
+                    val += float(np.sum(to_host(cont["inv_c"]) * ((1.0 / m["caps"]).imag / _H)))
             if g_el is not None or g_gas is not None:
                 el, gas, _ = self._powers(traj, th)
                 if g_el is not None:

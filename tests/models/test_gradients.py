@@ -282,8 +282,6 @@ def test_gradcheck_catches_a_wrong_vjp():
         check_component(comp)
 
 
-@pytest.mark.xfail(strict=True, reason="simulator._param_gradient ignores that custom heat is divided by the node "
-                   "capacitance (1/caps in _custom_heat), so dJ/d(capacitance) misses that term with custom components")
 def test_custom_component_capacitance_parameter():
     net = _build("custom_cap", CUSTOM)
     _assert_small(check_model(net, 900.0, ["room.air_capacity"], check_d=False))
