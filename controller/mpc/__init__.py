@@ -1,0 +1,14 @@
+"""Model-predictive control: the problem, its solvers and their results.
+
+- `MPCProblem` / `MPCData` (problem.py): what is decided, what it costs, what bounds it.
+- `LQSolver` (lqsolver.py): interior point + Riccati for linear models, to a certified relative gap.
+- `GenericSolver` (generic.py): projected quasi-Newton for nonlinear models driven by f_and_grad.
+- `MPCResult`, `Status`, `shift_plan` (result.py).
+"""
+
+from controller.mpc.lqsolver import LQOptions, LQSolver
+from controller.mpc.problem import MPCData, MPCProblem, PowerCoeffs, Weights
+from controller.mpc.result import MPCResult, Status, shift_plan
+
+__all__ = ["LQOptions", "LQSolver", "MPCData", "MPCProblem", "MPCResult", "PowerCoeffs", "Status", "Weights",
+           "shift_plan"]

@@ -1,0 +1,405 @@
+"""Gradient-based MPC solver for linear models: a primal-dual interior point method with Riccati steps.
+
+The problem (controller.mpc.problem) is convex but nonsmooth: energy cost has a kink at u = 0, comfort
+cost kinks at the band edges (the optimum sits on them for many zone-steps, since a violation costs more
+than the energy it saves), and bounds, rate limits and hard comfort limits constrain it. Written with
+epigraph variables (energy per input-step, violation below/above the band per zone-step), it is a convex
+QP whose every constraint touches one input, one input change or one zone temperature.
+
+Mehrotra's predictor-corrector method solves it. Each iteration eliminates the slacks, multipliers and the
+epigraph variables elementwise (closed form), which leaves an LQ problem in the plan step: curvature on
+inputs, input changes and zone temperatures over the horizon. A Riccati recursion on the diagonal modal
+model (controller.mpc.riccati) solves it exactly in O(K) small dense products; predictor and corrector
+share one factorisation. All derivatives come from the modal forward/adjoint maps (controller.mpc.modal).
+
+Anytime: after every iteration the current plan, clipped to the bounds and rate limits, is a feasible plan;
+the best one so far (by the true objective) is returned at the deadline. Pure: the clock is injected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from controller.mpc.modal import ModalResponse
+from controller.mpc.objective import constraint_violation, energy_slopes, objective_terms
+from controller.mpc.problem import MPCData, MPCProblem
+from controller.mpc.result import Duals, MPCResult, Status
+from controller.mpc.riccati import LQStructure
+
+BIG = 1e4  # stands for infinite comfort bands (degC) and absent rate limits (scaled units)
+GROUPS = ("B1", "B2", "E1", "E2", "C1", "C2", "C3", "C4", "H1", "H2", "R1", "R2")
+
+
+@dataclass(frozen=True)
+class LQOptions:
+    tol: float = 2e-5  # relative duality gap at which the solve stops
+    max_iter: int = 60
+    mu0: float = 0.1  # initial size of bound multipliers relative to energy slopes (cold start)
+    mu0_warm: float = 1e-3
+    step_frac: float = 0.995  # fraction of the step to the boundary
+    res_tol: float = 1e-7  # primal/dual residual tolerance (scaled units)
+
+
+class _IPState:
+    """Primal variables, slacks and multipliers of the interior point iteration (solver layout)."""
+
+    def __init__(self, u: np.ndarray, e: np.ndarray, vl: np.ndarray, vh: np.ndarray,
+                 s: dict[str, np.ndarray], z: dict[str, np.ndarray]) -> None:
+        self.u, self.e, self.vl, self.vh, self.s, self.z = u, e, vl, vh, s, z
+
+
+class _Newton:
+    """One iteration's reduced Newton system (shared by predictor and corrector)."""
+
+    __slots__ = ("W", "dl", "fac", "hee", "hhh", "hll", "hue", "rpd", "st")
+
+
+class LQSolver:
+    """Solver for one MPCProblem with a real-modal LinearModel. Construct once; call `solve` per cycle."""
+
+    def __init__(self, prob: MPCProblem, options: LQOptions | None = None) -> None:
+        if prob.weights.peak_demand:
+            raise NotImplementedError("peak-demand penalty: use controller.mpc.generic")
+        self.prob = prob
+        self.opt = options or LQOptions()
+        K, nu, nz = prob.horizon, prob.nu, prob.nz
+        self.K = K
+        # Inputs scaled to about [-1, 1] so tolerances mean the same for a fan coil and an air handler.
+        scale = np.maximum(np.abs(prob.u_min).max(axis=0), np.abs(prob.u_max).max(axis=0))
+        self.scale = np.where(scale > 0, scale, 1.0)
+        self.resp = resp = ModalResponse(prob.model, K, self.scale)
+        bid = prob.block_starts()
+        self.start = np.r_[True, bid[1:] != bid[:-1]]  # first step of each move block
+        self.start_idx = np.nonzero(self.start)[0]
+        self.bid = bid
+        self.of_step = self.start_idx[bid]  # the block-start step each step copies
+        self.blocked = not self.start.all()
+        self.lq = LQStructure(resp.a, resp.Bm, resp.C, K, ~self.start)
+        w, dt_h = prob.weights, prob.dt_h
+
+        def sub_z(v: Any) -> np.ndarray:
+            return np.append(np.broadcast_to(np.asarray(v, float), (nz,)), 0.0)[resp.out_idx]
+
+        def sub_u(v: Any, pad: float = 0.0) -> np.ndarray:
+            return np.append(np.broadcast_to(np.asarray(v, float), (nu,)), pad)[resp.in_idx]
+
+        self.sub_u = sub_u
+        self.wq = dt_h * sub_z(w.comfort_quadratic)[:, None, :]  # (nb, 1, nzc)
+        self.wl = dt_h * sub_z(w.comfort_linear)[:, None, :]
+        self.wm = (sub_u(w.move) / 1e6 * sub_u(self.scale, 1.0) ** 2)[:, None, :]  # (nb, 1, nuc)
+        self.rate = sub_u(np.minimum(prob.rate_limit / self.scale, BIG), BIG)[:, None, :]
+        self.in_mask = resp.in_mask[:, None, :]
+        self.start3 = self.start[None, :, None]
+
+    # -- per-cycle data in the solver's layout ------------------------------------------------------
+    def _prepare(self, data: MPCData) -> None:
+        prob, resp, K = self.prob, self.resp, self.K
+        m = prob.model
+        z = m.modal_trajectory(data.x0[None], np.zeros((1, K, prob.nu)), data.d[None])
+        self.y0 = resp.to_sub_y(np.asarray(m.zones(z))[0])
+        lo = resp.to_sub_u(data.u_min / self.scale)
+        hi = resp.to_sub_u(data.u_max / self.scale)
+        cp, cm = energy_slopes(prob, data)
+        cp, cm = resp.to_sub_u(cp * self.scale), resp.to_sub_u(cm * self.scale)
+        if self.blocked:  # a block's input satisfies every step's bounds and pays every step's energy
+            lo = np.maximum.reduceat(lo, self.start_idx, axis=1)[:, self.bid]
+            hi = np.minimum.reduceat(hi, self.start_idx, axis=1)[:, self.bid]
+            hi = np.maximum(hi, lo)
+        self.lo, self.hi, self.cp, self.cm = lo, hi, cp, cm
+        self.cpB, self.cmB = self._block_sum(cp), self._block_sum(cm)
+        # Decision entries: block starts of real inputs with room to move; the rest sit at their lower bound.
+        self.live = self.start3 & self.in_mask & (hi > lo + 1e-12)
+        self.livef = self.live.astype(float)
+
+        def band(v: np.ndarray, pad: float) -> tuple[np.ndarray, np.ndarray]:
+            b = np.clip(resp.to_sub_y(v, pad), -BIG, BIG)
+            return b, (np.abs(b) < BIG) & resp.out_mask[:, None, :]
+
+        self.low, mlow = band(data.comfort_low, -BIG)
+        self.high, mhigh = band(data.comfort_high, BIG)
+        self.hlow, mhl = band(data.hard_low, -BIG)
+        self.hhigh, mhh = band(data.hard_high, BIG)
+        self.ulast = self.sub_u(data.u_last / self.scale)[:, None, :]
+        prev_live = np.concatenate([np.zeros_like(self.live[:, :1]), self.live[:, :-1]], axis=1)
+        if self.blocked:
+            prev_live = np.concatenate([np.zeros_like(self.live[:, :1]), self.live[:, self.of_step][:, :-1]], axis=1)
+        mrate = (self.rate < BIG) & self.start3 & self.in_mask & (self.live | prev_live)
+        lv = self.live
+        self.mask = {"B1": lv, "B2": lv, "E1": lv, "E2": lv, "C1": mlow, "C2": mlow, "C3": mhigh, "C4": mhigh,
+                     "H1": mhl, "H2": mhh, "R1": mrate, "R2": mrate}
+        self.maskf = {k: v.astype(float) for k, v in self.mask.items()}
+        self.ncons = max(1, sum(int(v.sum()) for v in self.mask.values()))
+
+    def _block_sum(self, a: np.ndarray) -> np.ndarray:
+        """Per-step quantities summed into their block's first step (zero on held steps)."""
+        if not self.blocked:
+            return a
+        out = np.zeros_like(a)
+        out[..., self.start_idx, :] = np.add.reduceat(a, self.start_idx, axis=-2)
+        return out
+
+    def _spread(self, a: np.ndarray) -> np.ndarray:
+        return a[..., self.of_step, :] if self.blocked else a
+
+    def _delta(self, u: np.ndarray) -> np.ndarray:
+        return np.diff(u, axis=-2, prepend=np.broadcast_to(self.ulast, (*u.shape[:-3], *self.ulast.shape)))
+
+    # -- objective ---------------------------------------------------------------------------------
+    def _true_objective(self, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """True objective (USD) of plans U (..., nb, K, nuc), and their zone temperatures."""
+        ax = (-3, -2, -1)
+        Y = self.y0 + self.resp.forward(U)
+        energy = (np.maximum(U, 0.0) * self.cp + np.maximum(-U, 0.0) * self.cm).sum(axis=ax)
+        dl = self._delta(U)
+        v = np.maximum(self.low - Y, 0.0) + np.maximum(Y - self.high, 0.0)
+        return energy + (self.wm * dl * dl).sum(axis=ax) + ((self.wq * v + self.wl) * v).sum(axis=ax), Y
+
+    def _feasible_plan(self, u: np.ndarray) -> np.ndarray:
+        """The plan clipped into its bounds (and, with rate limits, into reach of the previous step)."""
+        u = np.clip(u, self.lo, self.hi)
+        if np.any(self.mask["R1"]):
+            u = u.copy()
+            prev = self.ulast[:, 0]
+            for k in range(self.K):
+                u[:, k] = np.clip(np.clip(u[:, k], prev - self.rate[:, 0], prev + self.rate[:, 0]),
+                                  self.lo[:, k], self.hi[:, k])
+                prev = u[:, k]
+        return u
+
+    # -- interior point pieces ---------------------------------------------------------------------
+    def _constraints(self, u: np.ndarray, e: np.ndarray, vl: np.ndarray, vh: np.ndarray, y: np.ndarray,
+                     dl: np.ndarray) -> dict[str, np.ndarray]:
+        """Constraint values c(x) >= 0 by group (the same expressions are linear in the step)."""
+        return {"B1": u - self.lo, "B2": self.hi - u, "E1": e - self.cpB * u, "E2": e + self.cmB * u,
+                "C1": vl, "C2": vl + y - self.low, "C3": vh, "C4": vh - y + self.high,
+                "H1": y - self.hlow, "H2": self.hhigh - y, "R1": self.rate - dl, "R2": self.rate + dl}
+
+    def _gradients(self, st: _IPState, zh: dict[str, np.ndarray], dl: np.ndarray
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Lagrangian gradient pieces with multipliers zh: on u (direct), e, vl, vh, y and input changes."""
+        gu = (zh["B2"] - zh["B1"] + self.cpB * zh["E1"] - self.cmB * zh["E2"]) * self.livef
+        ge = (1.0 - zh["E1"] - zh["E2"]) * self.livef
+        gvl = 2.0 * self.wq * st.vl + self.wl - zh["C1"] - zh["C2"]
+        gvh = 2.0 * self.wq * st.vh + self.wl - zh["C3"] - zh["C4"]
+        gy = zh["C4"] - zh["C2"] + zh["H2"] - zh["H1"]
+        gd = 2.0 * self.wm * dl + zh["R1"] - zh["R2"]
+        return gu, ge, gvl * self.maskf["C1"], gvh * self.maskf["C3"], gy, gd
+
+    def _to_u(self, gu: np.ndarray, gy: np.ndarray, gd: np.ndarray) -> np.ndarray:
+        """Total gradient on the plan from direct, zone-temperature and input-change parts."""
+        g = self.resp.adjoint(gy)
+        g += gd
+        g[..., :-1, :] -= gd[..., 1:, :]
+        return gu + self._block_sum(g) * self.livef
+
+    def solve(self, data: MPCData, u0: np.ndarray | None = None, *, timer: Callable[[], float] | None = None,
+              deadline_s: float = math.inf) -> MPCResult:
+        """Solve one cycle. u0: warm start (K, nu) in W, e.g. shift_plan(last.u).
+
+        timer: seconds since any epoch (injected; the solver reads no clock itself); at `deadline_s` after the
+        start the best feasible plan so far is returned with status `deadline`.
+        """
+        timer = timer or (lambda: 0.0)
+        t0 = timer()
+        opt, resp = self.opt, self.resp
+        if not data.is_finite() or (u0 is not None and not np.all(np.isfinite(u0))):
+            return self._fallback(data, t0, timer, "non-finite inputs")
+        self._prepare(data)
+        st = self._initial_point(u0)
+        mask, maskf = self.mask, self.maskf
+        best_u, best_j = None, math.inf
+        status, msg = Status.STALLED, "iteration limit"
+        it = 0
+        gap = rd = rp = math.inf
+        while True:
+            y = self.y0 + resp.forward(st.u)
+            dl = self._delta(st.u)
+            c = self._constraints(st.u, st.e, st.vl, st.vh, y, dl)
+            s, z = st.s, st.z
+            rpd = {k: (c[k] - s[k]) * maskf[k] for k in GROUPS}
+            mu = sum(float((s[k] * z[k] * maskf[k]).sum()) for k in GROUPS) / self.ncons
+            gu, ge, gvl, gvh, gy, gd = self._gradients(st, z, dl)
+            gtot = self._to_u(gu, gy, gd)
+            rd = max(float(np.abs(gtot).max()), float(np.abs(ge).max()), float(np.abs(gvl).max()),
+                     float(np.abs(gvh).max()))
+            rp = max(float(np.abs(v).max()) for v in rpd.values())
+            fobj = float(st.e.sum() + ((self.wq * st.vl + self.wl) * st.vl).sum()
+                         + ((self.wq * st.vh + self.wl) * st.vh).sum() + (self.wm * dl * dl).sum())
+            gap = (mu * self.ncons + abs(sum(float((z[k] * rpd[k]).sum()) for k in GROUPS))) / max(abs(fobj), 1e-9)
+            # Anytime: the iterate made feasible, judged by the true objective.
+            uf = self._feasible_plan(st.u)
+            jf = float(self._true_objective(uf)[0])
+            if jf < best_j:
+                best_u, best_j = uf, jf
+            if not (math.isfinite(mu) and math.isfinite(rd) and math.isfinite(fobj)):
+                status, msg = Status.NONFINITE, "non-finite iterate"
+                break
+            if gap <= opt.tol and rp <= opt.res_tol and rd <= opt.res_tol * max(1.0, 1e3 * opt.tol):
+                status, msg = Status.CONVERGED, ""
+                best_u = self._feasible_plan(st.u)
+                break
+            if it >= opt.max_iter:
+                break
+            if timer() - t0 >= deadline_s:
+                status, msg = Status.DEADLINE, "deadline reached"
+                break
+            nw = self._newton_system(st, rpd, dl)
+            rc0 = {k: s[k] * z[k] * maskf[k] for k in GROUPS}
+            aff = self._direction(nw, rc0)
+            a_aff = self._max_step(st, aff)
+            mu_aff = sum(float(((s[k] + a_aff * aff["s"][k]) * (z[k] + a_aff * aff["z"][k]) * maskf[k]).sum())
+                         for k in GROUPS) / self.ncons
+            sigma = min(1.0, (mu_aff / mu) ** 3) if mu > 0 else 0.0
+            rc = {k: (rc0[k] + aff["s"][k] * aff["z"][k] - sigma * mu) * maskf[k] for k in GROUPS}
+            dd = self._direction(nw, rc)
+            a = min(1.0, opt.step_frac * self._max_step(st, dd))
+            st.u = st.u + a * dd["u"]
+            st.e = st.e + a * dd["e"]
+            st.vl = st.vl + a * dd["vl"]
+            st.vh = st.vh + a * dd["vh"]
+            for k in GROUPS:
+                s[k] = np.where(mask[k], s[k] + a * dd["s"][k], 1.0)
+                z[k] = np.where(mask[k], z[k] + a * dd["z"][k], 0.0)
+            it += 1
+        return self._result(data, best_u if best_u is not None else self._feasible_plan(st.u), status, msg, it,
+                            rd, t0, timer, gap, it, st)
+
+    def _newton_system(self, st: _IPState, rpd: dict[str, np.ndarray], dl: np.ndarray) -> _Newton:
+        """Eliminate slacks, multipliers and epigraph variables (W = z/s) and factor the plan's LQ system."""
+        z, s, maskf, mask = st.z, st.s, self.maskf, self.mask
+        nw = _Newton()
+        nw.st, nw.rpd, nw.dl = st, rpd, dl
+        nw.W = W = {k: z[k] / s[k] * maskf[k] for k in GROUPS}
+        cpB, cmB = self.cpB, self.cmB
+        huu = W["B1"] + W["B2"] + cpB * cpB * W["E1"] + cmB * cmB * W["E2"]
+        nw.hue = hue = cmB * W["E2"] - cpB * W["E1"]
+        nw.hee = hee = np.where(self.live, W["E1"] + W["E2"], 1.0)
+        hyy = W["C2"] + W["C4"] + W["H1"] + W["H2"]
+        nw.hll = hll = np.where(mask["C1"], 2.0 * self.wq + W["C1"] + W["C2"], 1.0)
+        nw.hhh = hhh = np.where(mask["C3"], 2.0 * self.wq + W["C3"] + W["C4"], 1.0)
+        R = huu - hue * hue / hee
+        D = hyy - W["C2"] ** 2 / hll - W["C4"] ** 2 / hhh
+        mchg = (2.0 * self.wm + W["R1"] + W["R2"]) * self.start3
+        nw.fac = self.lq.factor(D, mchg, self.live, R)
+        return nw
+
+    def _direction(self, nw: _Newton, rc: dict[str, np.ndarray]) -> dict[str, Any]:
+        """Step for complementarity targets rc: solve the reduced LQ system, then recover the rest."""
+        st, W, maskf, rpd = nw.st, nw.W, self.maskf, nw.rpd
+        z, s = st.z, st.s
+        # Multipliers with the complementarity and primal residuals folded in: z - (rc + z rp)/s.
+        zh = {k: z[k] - (rc[k] + z[k] * rpd[k]) / s[k] * maskf[k] for k in GROUPS}
+        gu, ge, gvl, gvh, gy, gd = self._gradients(st, zh, nw.dl)
+        gu = gu - nw.hue * ge / nw.hee
+        gy = gy - W["C2"] * gvl / nw.hll + W["C4"] * gvh / nw.hhh
+        du = self._spread(self.lq.solve(nw.fac, self._to_u(gu, gy, gd)) * self.livef)
+        dy = self.resp.forward(du)
+        ddl = np.diff(du, axis=-2, prepend=0.0)
+        de = -(ge + nw.hue * du) / nw.hee * self.livef
+        dvl = -(gvl + W["C2"] * dy) / nw.hll * maskf["C1"]
+        dvh = -(gvh - W["C4"] * dy) / nw.hhh * maskf["C3"]
+        cpB, cmB = self.cpB, self.cmB
+        dc = {"B1": du, "B2": -du, "E1": de - cpB * du, "E2": de + cmB * du, "C1": dvl, "C2": dvl + dy,
+              "C3": dvh, "C4": dvh - dy, "H1": dy, "H2": -dy, "R1": -ddl, "R2": ddl}
+        ds = {k: (dc[k] + rpd[k]) * maskf[k] for k in GROUPS}
+        dz = {k: -(rc[k] + z[k] * ds[k]) / s[k] * maskf[k] for k in GROUPS}
+        return {"u": du, "e": de, "vl": dvl, "vh": dvh, "s": ds, "z": dz}
+
+    @staticmethod
+    def _max_step(st: _IPState, dd: dict[str, Any]) -> float:
+        """Longest step in [0, 1] keeping slacks and multipliers nonnegative."""
+        a = 1.0
+        for k in GROUPS:
+            for v, dv in ((st.s[k], dd["s"][k]), (st.z[k], dd["z"][k])):
+                neg = dv < 0
+                if neg.any():
+                    a = min(a, float((-v[neg] / dv[neg]).min()))
+        return a
+
+
+    def _initial_point(self, u0: np.ndarray | None) -> _IPState:
+        opt, resp = self.opt, self.resp
+        lo, hi = self.lo, self.hi
+        width = hi - lo
+        if u0 is None:
+            u = np.zeros_like(lo)
+            mu0 = opt.mu0
+        else:
+            u = resp.to_sub_u(np.asarray(u0, float) / self.scale)
+            mu0 = opt.mu0_warm
+        u = self._spread(np.clip(u, lo + 0.02 * width, hi - 0.02 * width))
+        u = np.where(self.live | ~self.start3, u, lo)
+        u = self._spread(u)
+        y = self.y0 + resp.forward(u)
+        dl = self._delta(u)
+        e = np.maximum(self.cpB * u, -self.cmB * u) * self.livef
+        vl = np.maximum(self.low - y, 0.0) * self.maskf["C1"]
+        vh = np.maximum(y - self.high, 0.0) * self.maskf["C3"]
+        slope = 0.5 * (np.abs(self.cpB) + np.abs(self.cmB)) + 1e-9
+        e = e + 0.1 * slope * self.livef
+        c = self._constraints(u, e, vl, vh, y, dl)
+        # Slacks at least a fraction of each constraint's natural size; multipliers near dual feasibility
+        # (the energy epigraph multipliers sum to one, the comfort ones to the violation cost's slope).
+        zc_l = 0.5 * (2.0 * self.wq * vl + self.wl)
+        zc_h = 0.5 * (2.0 * self.wq * vh + self.wl)
+        floor = {"B1": 0.05 * width, "B2": 0.05 * width, "E1": 0.1 * slope, "E2": 0.1 * slope, "C1": 0.5,
+                 "C2": 0.5, "C3": 0.5, "C4": 0.5, "H1": 0.5, "H2": 0.5, "R1": 0.1 * self.rate,
+                 "R2": 0.1 * self.rate}
+        zinit = {"B1": mu0 * slope, "B2": mu0 * slope, "E1": 0.5, "E2": 0.5, "C1": zc_l, "C2": zc_l, "C3": zc_h,
+                 "C4": zc_h, "H1": mu0 * self.wl, "H2": mu0 * self.wl, "R1": mu0 * slope, "R2": mu0 * slope}
+        s, z = {}, {}
+        for k in GROUPS:
+            s[k] = np.where(self.mask[k], np.maximum(c[k], floor[k]), 1.0)
+            z[k] = np.where(self.mask[k], np.broadcast_to(zinit[k], s[k].shape), 0.0)
+        return _IPState(u, e, vl, vh, s, z)
+
+    # -- results -----------------------------------------------------------------------------------
+    def _result(self, data: MPCData, U: np.ndarray, status: Status, msg: str, it: int, rd: float, t0: float,
+                timer: Callable[[], float], gap: float, nfac: int, st: _IPState) -> MPCResult:
+        resp, prob = self.resp, self.prob
+        u = np.clip(resp.from_sub_u(U) * self.scale, data.u_min, data.u_max)
+        # Values within rounding of a bound or of the energy kink are put on it (interior iterates approach
+        # them but never reach them); the objective changes by far less than the tolerance.
+        tol = 1e-7 * self.scale
+        u = np.where(np.abs(u - data.u_min) <= tol, data.u_min, np.where(np.abs(u - data.u_max) <= tol,
+                                                                            data.u_max, u))
+        u = np.where((np.abs(u) <= tol) & (data.u_min <= 0) & (data.u_max >= 0), 0.0, u)
+        if np.any(np.isfinite(prob.rate_limit)):
+            u = repair_rate(u, data.u_last, prob.rate_limit, data.u_min, data.u_max)
+        m = prob.model
+        y = np.asarray(m.zones(m.modal_trajectory(data.x0[None], u[None], data.d[None])))[0]
+        terms = {k: float(v) for k, v in objective_terms(prob, data, u, y).items()}
+        viol = {k: float(v) for k, v in constraint_violation(prob, data, u, y).items()}
+        total = terms.pop("total")
+        feasible = viol["comfort_hard"] <= 1e-3 and viol["rate"] <= 1e-6 * float(self.scale.max())
+        ok = status in (Status.CONVERGED, Status.DEADLINE) and feasible and math.isfinite(total)
+        return MPCResult(u=u, status=status, success=ok, objective=total, terms=terms, iterations=it, pg_norm=rd,
+                         solve_time=timer() - t0, zone_temps=y, gap_bound=gap, violation=viol,
+                         duals=Duals({k: v.copy() for k, v in st.z.items()}), factorizations=nfac, message=msg)
+
+    def _fallback(self, data: MPCData, t0: float, timer: Callable[[], float], msg: str) -> MPCResult:
+        """A plan that respects the bounds whatever the inputs: hold the last value where it is finite."""
+        K, nu = self.K, self.prob.nu
+        last = np.where(np.isfinite(data.u_last), data.u_last, 0.0)
+        lo = np.where(np.isfinite(data.u_min), data.u_min, 0.0)
+        hi = np.where(np.isfinite(data.u_max), data.u_max, 0.0)
+        u = np.clip(np.broadcast_to(last, (K, nu)), lo, np.maximum(lo, hi))
+        return MPCResult(u=u, status=Status.NONFINITE, success=False, objective=math.nan, terms={}, iterations=0,
+                         pg_norm=math.nan, solve_time=timer() - t0, zone_temps=np.full((K, self.prob.nz), np.nan),
+                         message=msg)
+
+
+def repair_rate(u: np.ndarray, u_last: np.ndarray, rate: np.ndarray, lo: np.ndarray, hi: np.ndarray
+                ) -> np.ndarray:
+    """Clip each step into the rate-limited reach of the previous one (and the bounds): a feasible plan."""
+    out = u.copy()
+    prev = u_last
+    for k in range(u.shape[0]):
+        out[k] = np.clip(np.clip(out[k], prev - rate, prev + rate), lo[k], hi[k])
+        prev = out[k]
+    return out

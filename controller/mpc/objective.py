@@ -1,0 +1,83 @@
+"""Exact evaluation of the MPC objective terms (USD) for given plans and predicted zone temperatures.
+
+This is the true piecewise objective that results report and line searches compare; solvers may work on
+smoothed or augmented versions internally but always judge plans by these numbers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from controller.mpc.problem import MPCData, MPCProblem
+
+TERMS = ("energy", "comfort", "peak", "move")
+
+
+def electric_power(prob: MPCProblem, data: MPCData, u: Any, xp: Any = np) -> Any:
+    """Electric power (W) per step of plans u (..., K, nu), including the uncontrolled base load."""
+    c = prob.power
+    return (xp.maximum(u, 0.0) @ c.el_pos + xp.maximum(-u, 0.0) @ c.el_neg) + data.base_el
+
+
+def gas_power(prob: MPCProblem, data: MPCData, u: Any, xp: Any = np) -> Any:
+    c = prob.power
+    return xp.maximum(u, 0.0) @ c.gas_pos + xp.maximum(-u, 0.0) @ c.gas_neg
+
+
+def comfort_violation(data: MPCData, y: Any, xp: Any = np) -> Any:
+    """Kelvin outside the comfort band, (..., K, nz)."""
+    return xp.maximum(data.comfort_low - y, 0.0) + xp.maximum(y - data.comfort_high, 0.0)
+
+
+def objective_terms(prob: MPCProblem, data: MPCData, u: Any, y: Any, xp: Any = np) -> dict[str, Any]:
+    """Weighted objective terms (USD) for plans u (..., K, nu) and zone temperatures y (..., K, nz).
+
+    Returns a dict of arrays over the leading axes: energy, comfort, peak, move, total.
+    """
+    w, dt_h = prob.weights, prob.dt_h
+    p_el = electric_power(prob, data, u, xp)
+    p_gas = gas_power(prob, data, u, xp)
+    energy = w.energy_cost * dt_h / 1000.0 * ((p_el - data.base_el) @ data.price_el + p_gas @ data.price_gas)
+    v = comfort_violation(data, y, xp)
+    wq = np.broadcast_to(np.asarray(w.comfort_quadratic, dtype=float), (prob.nz,))
+    wl = np.broadcast_to(np.asarray(w.comfort_linear, dtype=float), (prob.nz,))
+    comfort = dt_h * ((v * v) @ wq + v @ wl).sum(axis=-1)
+    peak = (w.peak_demand / 1000.0) * p_el.max(axis=-1) if w.peak_demand else xp.zeros_like(energy)
+    wm = np.broadcast_to(np.asarray(w.move, dtype=float), (prob.nu,))
+    if np.any(wm):
+        du = xp.diff(u, axis=-2, prepend=xp.broadcast_to(data.u_last, (*u.shape[:-2], 1, u.shape[-1])))
+        move = ((du * du) @ (wm / 1e6)).sum(axis=-1)
+    else:
+        move = xp.zeros_like(energy)
+    return {"energy": energy, "comfort": comfort, "peak": peak, "move": move,
+            "total": energy + comfort + peak + move}
+
+
+def constraint_violation(prob: MPCProblem, data: MPCData, u: Any, y: Any, xp: Any = np) -> dict[str, Any]:
+    """Largest violation of each hard constraint (W for bounds and rates, K for hard comfort limits)."""
+    bound = xp.maximum(xp.maximum(data.u_min - u, u - data.u_max), 0.0).max(axis=(-2, -1))
+    du = xp.diff(u, axis=-2, prepend=xp.broadcast_to(data.u_last, (*u.shape[:-2], 1, u.shape[-1])))
+    rate = xp.maximum(xp.abs(du) - prob.rate_limit, 0.0).max(axis=(-2, -1))
+    hard = xp.maximum(xp.maximum(data.hard_low - y, y - data.hard_high), 0.0).max(axis=(-2, -1))
+    return {"bounds": bound, "rate": rate, "comfort_hard": hard}
+
+
+def energy_slopes(prob: MPCProblem, data: MPCData) -> tuple[np.ndarray, np.ndarray]:
+    """(c_pos, c_neg) (K, nu): USD per W held for one step when u > 0 / per W of |u| when u < 0.
+
+    The energy cost c_pos·max(u,0) + c_neg·max(-u,0) is convex when c_pos + c_neg >= 0. Negative prices can
+    break that; such entries are replaced by the chord over [u_min, u_max] (the convex envelope), which
+    solvers then optimise. The reported energy term is always the true cost.
+    """
+    c, dt_h, w = prob.power, prob.dt_h, prob.weights.energy_cost
+    pe, pg = data.price_el[:, None], data.price_gas[:, None]
+    cp = w * dt_h / 1000.0 * (pe * c.el_pos + pg * c.gas_pos)
+    cm = w * dt_h / 1000.0 * (pe * c.el_neg + pg * c.gas_neg)
+    bad = (cp + cm < 0) & (data.u_min < 0) & (data.u_max > 0)
+    if np.any(bad):
+        lo, hi = data.u_min, data.u_max
+        chord = (cp * hi + cm * lo) / np.where(hi > lo, hi - lo, 1.0)  # (e(hi) - e(lo)) / (hi - lo)
+        cp, cm = np.where(bad, chord, cp), np.where(bad, -chord, cm)
+    return cp, cm

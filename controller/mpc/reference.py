@@ -1,0 +1,129 @@
+"""Synthetic reference problems (R1-like office floors, campuses of them) for tests and benchmarks.
+
+Built directly as LinearModels so the MPC can be exercised without the YAML toolchain. Parameters follow a
+real mid-size office: 60 m² zones, air+furniture 0.8-2 MJ/K, slab/internal mass 10 MJ/K, a lumped
+envelope wall, interior walls between neighbours, heating sized at 1.3x the design-day load so that price
+and comfort trade off and most optimal actuator values are interior.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from controller.mpc.problem import MPCData, MPCProblem, PowerCoeffs, Weights
+from models.linear import LinearModel
+
+
+@dataclass
+class Disturbances:
+    names: tuple[str, ...]
+    values: np.ndarray  # (K, nd)
+
+
+def office_floor(rng: np.random.Generator, nx: int, ny: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                        np.ndarray, np.ndarray]:
+    """(Ac, Bc, Ec, Cz, caps, design load per zone) of one floor: states air, mass, wall per zone."""
+    nzn = nx * ny
+    n = 3 * nzn
+    air, mass, wall = np.arange(nzn), nzn + np.arange(nzn), 2 * nzn + np.arange(nzn)
+    caps = np.concatenate([rng.uniform(0.8e6, 2.0e6, nzn), rng.uniform(0.8e7, 1.2e7, nzn),
+                           rng.uniform(3e6, 6e6, nzn)])
+    L = np.zeros((n, n))
+    Ec = np.zeros((n, 4))  # outdoor temperature, irradiance, occupancy, ground temperature
+
+    def link(i: int, j: int, g: float) -> None:
+        L[i, i] += g
+        L[j, j] += g
+        L[i, j] -= g
+        L[j, i] -= g
+
+    ua_out = np.zeros(nzn)
+    for z in range(nzn):
+        ix, iy = divmod(z, ny)
+        perimeter = (ix in (0, nx - 1)) + (iy in (0, ny - 1))
+        ua_wall = rng.uniform(15, 25) * (1 + perimeter)
+        ua_win = rng.uniform(15, 30) * (1 + 0.5 * perimeter)
+        link(air[z], wall[z], 2 * ua_wall)
+        L[wall[z], wall[z]] += 2 * ua_wall
+        Ec[wall[z], 0] = 2 * ua_wall
+        L[air[z], air[z]] += ua_win
+        Ec[air[z], 0] = ua_win
+        link(air[z], mass[z], rng.uniform(500, 800))
+        g_ground = rng.uniform(10, 20)
+        L[mass[z], mass[z]] += g_ground
+        Ec[mass[z], 3] = g_ground
+        glazing = rng.uniform(4, 10) * (1 + perimeter)
+        Ec[air[z], 1] = 0.4 * glazing
+        Ec[mass[z], 1] = 0.6 * glazing
+        Ec[air[z], 2] = 0.5 * 60 * 20.0  # 20 W/m² gains at full occupancy
+        Ec[mass[z], 2] = 0.5 * 60 * 20.0
+        ua_out[z] = ua_wall + ua_win + g_ground
+        for jx, jy in ((ix + 1, iy), (ix, iy + 1)):
+            if jx < nx and jy < ny:
+                link(air[z], air[jx * ny + jy], rng.uniform(40, 80))
+    Ac = -L / caps[:, None]
+    Ec = Ec / caps[:, None]
+    Bc = np.zeros((n, nzn))
+    Bc[air, np.arange(nzn)] = 1.0 / caps[air]
+    Cz = np.zeros((nzn, n))
+    Cz[np.arange(nzn), air] = 1.0
+    design = ua_out * (21.0 + 20.0)
+    return Ac, Bc, Ec, Cz, caps, design
+
+
+def winter_day(K: int, dt: float, start_hour: float = 0.0, t_mean: float = -6.0
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Disturbances (K, 4), electricity price (K,) USD/kWh, occupancy (K,) for a winter weekday."""
+    h = (start_hour + np.arange(K) * dt / 3600.0) % 24.0
+    t_out = t_mean + 5.0 * np.cos((h - 15.0) / 24.0 * 2 * np.pi)
+    ghi = np.clip(450.0 * np.sin((h - 7.5) / 9.0 * np.pi), 0.0, None) * ((h > 7.5) & (h < 16.5))
+    occ = ((h >= 7.0) & (h < 19.0)).astype(float)
+    d = np.stack([t_out, ghi, occ, np.full(K, 8.0)], axis=1)
+    price = np.where((h >= 14) & (h < 19), 0.22, np.where((h >= 7) & (h < 14), 0.11, 0.05))
+    return d, price, occ
+
+
+def office_problem(nx: int = 4, ny: int = 5, K: int = 96, dt: float = 900.0, *, buildings: int = 1,
+                   seed: int = 0, start_hour: float = 0.0, move: float = 1e-4, peak: float = 0.0,
+                   rate_limit: float | None = None, hard: bool = False, gas: bool = False,
+                   comfort_quadratic: float = 2.0, comfort_linear: float = 0.5,
+                   move_blocking: list[int] | None = None) -> tuple[MPCProblem, MPCData]:
+    """An R1-like problem (buildings=1) or a campus of independent floors, with one cycle's data."""
+    rng = np.random.default_rng(seed)
+    parts = [office_floor(rng, nx, ny) for _ in range(buildings)]
+    nzn = nx * ny
+    nb = buildings
+    n = 3 * nzn * nb
+    Ac, Bc, Ec, Cz = np.zeros((n, n)), np.zeros((n, nzn * nb)), np.zeros((n, 4)), np.zeros((nzn * nb, n))
+    caps, design = np.zeros(n), np.zeros(nzn * nb)
+    for b, (a_, b_, e_, c_, cap, des) in enumerate(parts):
+        s, u = slice(3 * nzn * b, 3 * nzn * (b + 1)), slice(nzn * b, nzn * (b + 1))
+        Ac[s, s], Bc[s, u], Ec[s], Cz[u, s], caps[s], design[u] = a_, b_, e_, c_, cap, des
+    model = LinearModel(Ac, Bc, Ec, Cz, dt, caps=caps)
+    heat = 1.3 * design
+    cool = 0.5 * design
+    el_pos, el_neg = np.full(nzn * nb, 1 / 3.2), np.full(nzn * nb, 1 / 3.5)
+    gas_pos = np.zeros(nzn * nb)
+    if gas:  # half the zones on a gas boiler
+        el_pos[::2], gas_pos[::2] = 0.01, 1 / 0.92
+    prob = MPCProblem(
+        model=model, horizon=K, dt=dt, u_min=-cool, u_max=heat,
+        power=PowerCoeffs(el_pos, el_neg, gas_pos, np.zeros(nzn * nb)),
+        weights=Weights(energy_cost=1.0, comfort_quadratic=comfort_quadratic, comfort_linear=comfort_linear,
+                        peak_demand=peak, move=move),
+        rate_limit=None if rate_limit is None else np.full(nzn * nb, rate_limit), move_blocking=move_blocking)
+    d, price, occ = winter_day(K, dt, start_hour)
+    low = np.where(occ > 0, 21.0, 16.0)[:, None] * np.ones(nzn * nb)
+    high = np.where(occ > 0, 24.0, 28.0)[:, None] * np.ones(nzn * nb)
+    x0 = np.tile(np.concatenate([np.full(nzn, 18.5), np.full(nzn, 19.0), np.full(nzn, 8.0)]), nb)
+    data = prob.data(x0, d, price, 0.04 if gas else 0.0, comfort_low=low, comfort_high=high,
+                     hard_low=low - 2.0 if hard else -np.inf, hard_high=high + 2.0 if hard else np.inf,
+                     u_last=0.3 * heat, base_el=2000.0 * nb)
+    return prob, data
+
+
+def small_problem(seed: int = 1, K: int = 24, *, zones: int = 2, **kw) -> tuple[MPCProblem, MPCData]:
+    """A few-zone floor over a shorter horizon of hourly steps, for exhaustive checks."""
+    return office_problem(1, zones, K=K, dt=3600.0, seed=seed, **kw)

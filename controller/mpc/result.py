@@ -1,0 +1,54 @@
+"""Solver results and warm starts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+
+class Status(StrEnum):
+    CONVERGED = "converged"  # certified relative optimality gap below tolerance
+    DEADLINE = "deadline"  # time ran out; best feasible plan so far
+    STALLED = "stalled"  # no further progress possible (iteration cap, line search failures, infeasible limits)
+    NONFINITE = "nonfinite"  # inputs or iterates not finite; fallback plan returned
+
+
+@dataclass
+class Duals:
+    """Solver multipliers (solver layout, time on axis 1), carried between cycles for warm starts."""
+
+    z: dict[str, np.ndarray]
+
+    def shifted(self, steps: int = 1) -> Duals:
+        def sh(a: np.ndarray) -> np.ndarray:
+            return np.concatenate([a[:, steps:], np.repeat(a[:, -1:], steps, axis=1)], axis=1)
+
+        return Duals({k: sh(v) for k, v in self.z.items()})
+
+
+@dataclass
+class MPCResult:
+    u: np.ndarray  # (K, nu) plan, W
+    status: Status
+    success: bool
+    objective: float  # USD, true objective of `u`
+    terms: dict[str, float]  # energy, comfort, peak, move (USD)
+    iterations: int
+    pg_norm: float  # projected-gradient norm (scaled units) of the last iterate
+    solve_time: float  # seconds, measured with the injected timer
+    zone_temps: np.ndarray  # (K, nz) predicted zone temperatures under `u`
+    gap_bound: float = np.inf  # certified relative optimality gap (inf when unknown)
+    violation: dict[str, float] = field(default_factory=dict)
+    duals: Duals | None = None
+    factorizations: int = 0
+    message: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def shift_plan(u: np.ndarray, steps: int = 1) -> np.ndarray:
+    """Previous plan moved `steps` ahead, the last value repeated: the warm start of the next cycle."""
+    u = np.asarray(u)
+    return np.concatenate([u[steps:], np.repeat(u[-1:], steps, axis=0)], axis=0)

@@ -1,0 +1,159 @@
+"""Riccati factorisation of the Newton system of an MPC problem on a diagonal (modal) linear model.
+
+The Newton step of the horizon problem is an LQ problem in the step d (K, nu): states follow
+z[k+1] = a*z[k] + Bm d[k] with a diagonal, outputs C z[k+1] carry curvature D[k] (comfort), input changes
+d[k] - d[k-1] carry curvature m[k] (move suppression, rate-limit penalties), and the gradient enters as a
+linear term on d. The input at the previous step is carried as extra state v so the change terms stay
+stage-wise. Inputs that the active set fixes (at a bound or the energy kink) are masked out.
+
+With a diagonal, A'PA is an elementwise product and each step costs a handful of small dense products
+plus one (nu x nu) Cholesky factorisation; independent subsystems (buildings of a campus) are a batch axis.
+The closed-loop matrices are formed once per factorisation so that each solve is two short loops of two
+array calls per step; several right-hand sides solve in one pass.
+
+Move blocking: at a step that continues a block, the input is not a decision but repeats v (the previous
+input), so the step contributes no factorisation, only the closed-loop transition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class RiccatiFactor:
+    acl: np.ndarray  # (K, nb, nx, nx) closed-loop transition x[k+1] = acl x[k] + baug kff[k]
+    gain: np.ndarray  # (K, nb, nu, nx)
+    hinv: np.ndarray  # (K, nb, nu, nu) inverse of the reduced input Hessian (zero rows for fixed inputs)
+    free: np.ndarray  # (K, nb, nu) float mask
+
+
+class LQStructure:
+    """What does not change between factorisations: a, Bm, C of each subsystem, block pattern."""
+
+    def __init__(self, a: np.ndarray, Bm: np.ndarray, C: np.ndarray, K: int, held: np.ndarray | None = None):
+        # a (nb, nc), Bm (nb, nc, nu), C (nb, nz, nc); held (K,) bool: step repeats the previous input
+        self.a, self.Bm, self.C, self.K = a, Bm, C, K
+        nb, nc, nu = Bm.shape
+        self.nb, self.nc, self.nu, self.nx = nb, nc, nu, nc + nu
+        nx = self.nx
+        self.baug = np.concatenate([Bm, np.broadcast_to(np.eye(nu), (nb, nu, nu))], axis=1)  # (nb, nx, nu)
+        self.aaug = np.zeros((nb, nx))
+        self.aaug[:, :nc] = a
+        self.AA = self.aaug[:, :, None] * self.aaug[:, None, :]  # A'PA = P * AA elementwise
+        self.held = np.zeros(K, bool) if held is None else np.asarray(held, bool)
+        # Transition of a held step: z+ = a z + Bm v, v+ = v.
+        self.ahold = np.zeros((nb, nx, nx))
+        self.ahold[:, :nc, :nc] = a[:, :, None] * np.eye(nc)
+        self.ahold[:, :nc, nc:] = Bm
+        self.ahold[:, nc:, nc:] = np.eye(nu)
+        self.eye_u = np.eye(nu)
+        self.c_outer = (C[:, :, :, None] * C[:, :, None, :]).reshape(nb, C.shape[1], nc * nc)  # rows' c c'
+
+    def factor(self, D: np.ndarray, m: np.ndarray, free: np.ndarray, r: float | np.ndarray
+               ) -> RiccatiFactor:
+        """D (nb, K, nz) output curvature, m (nb, K, nu) change curvature, r (nb, K, nu) input curvature,
+        free (nb, K, nu) bool.
+
+        Held steps (move blocking) must have free = False and m = 0: their input is the previous one.
+        """
+        K, nb, nc, nu, nx = self.K, self.nb, self.nc, self.nu, self.nx
+        f = np.ascontiguousarray(np.moveaxis(free, 1, 0)).astype(float)  # (K, nb, nu)
+        mk = np.ascontiguousarray(np.moveaxis(m, 1, 0))  # (K, nb, nu)
+        idx = np.arange(nu)
+        vi = nc + idx
+        # Output curvature C'D[k]C on z[k+1] for all steps in one product with the rows' outer products.
+        qzz = np.moveaxis((D @ self.c_outer).reshape(nb, K, nc, nc), 1, 0)  # (K, nb, nc, nc)
+        rk = np.moveaxis(np.broadcast_to(r, free.shape), 1, 0)
+        hdd_add = (f * (mk + rk) + (1.0 - f))[..., None] * self.eye_u  # (K, nb, nu, nu)
+        ffT = f[..., :, None] * f[..., None, :]
+        hdx_add = np.zeros((K, nb, nu, nx))
+        hdx_add[..., idx, vi] = -mk * f
+        fa = f[..., :, None] * self.aaug[None, :, None, :]  # (K, nb, nu, nx)
+        acl = np.empty((K, nb, nx, nx))
+        gain = np.zeros((K, nb, nu, nx))
+        hinv = np.zeros((K, nb, nu, nu))
+        baug, baugT, AA, held = self.baug, self.baug.transpose(0, 2, 1), self.AA, self.held
+        P = np.zeros((nb, nx, nx))
+        P[:, :nc, :nc] = qzz[K - 1]
+        if nb == 1:  # plain 2-D products: batched ones cost more per call at this size
+            P, b, bT, aa, ah = P[0], baug[0], baugT[0], AA[0], self.ahold[0]
+            ahT = ah.T
+            for k in range(K - 1, -1, -1):
+                if held[k]:
+                    P = ahT @ P @ ah
+                    acl[k, 0] = ah
+                else:
+                    PB = P @ b
+                    Hdd = bT @ PB
+                    Hdd *= ffT[k, 0]
+                    Hdd += hdd_add[k, 0]
+                    Hdx = PB.T * fa[k, 0]
+                    Hdx += hdx_add[k, 0]
+                    Hi = np.linalg.inv(Hdd)
+                    G = Hi @ Hdx
+                    gain[k, 0] = G
+                    hinv[k, 0] = Hi
+                    acl[k, 0] = b @ G
+                    P = P * aa
+                    P -= Hdx.T @ G
+                if k:
+                    P[:nc, :nc] += qzz[k - 1, 0]
+                P[vi, vi] += mk[k, 0]
+        else:
+            aholdT = self.ahold.transpose(0, 2, 1)
+            for k in range(K - 1, -1, -1):
+                if held[k]:
+                    P = aholdT @ P @ self.ahold
+                    acl[k] = self.ahold
+                else:
+                    PB = P @ baug
+                    Hdd = (baugT @ PB) * ffT[k] + hdd_add[k]
+                    Hdx = PB.transpose(0, 2, 1) * fa[k] + hdx_add[k]
+                    Hi = np.linalg.inv(Hdd)
+                    G = Hi @ Hdx
+                    gain[k] = G
+                    hinv[k] = Hi
+                    acl[k] = baug @ G
+                    P = P * AA - Hdx.transpose(0, 2, 1) @ G
+                if k:
+                    P[:, :nc, :nc] += qzz[k - 1]
+                P[:, vi, vi] += mk[k]
+        # Gains were stored with the opposite sign: u = -G x; closed loop a - B G on free steps.
+        gain *= -1.0
+        free_steps = ~held
+        acl[free_steps] *= -1.0
+        ii = np.arange(nx)
+        acl[:, :, ii, ii] += free_steps[:, None, None] * self.aaug[None]
+        hinv *= ffT  # exact zeros for fixed inputs
+        return RiccatiFactor(acl, gain, hinv, f)
+
+    def solve(self, fac: RiccatiFactor, g: np.ndarray) -> np.ndarray:
+        """Newton steps d for gradients g, both (nb, K, nu) or (R, nb, K, nu): min 1/2 d'Hd + g'd.
+
+        Held steps' gradients must already be summed into their block's first step (and zero).
+        """
+        K, held, nc = self.K, self.held, self.nc
+        single = g.ndim == 3
+        G = g[None] if single else g
+        R = G.shape[0]
+        gk = np.ascontiguousarray(G.transpose(2, 1, 3, 0)) * fac.free[..., None]  # (K, nb, nu, R)
+        # Reverse: s[k] = acl[k]' s[k+1] + gain[k]' g[k]; forward: x[k+1] = acl[k] x[k] + baug kff[k].
+        kg = fac.gain.transpose(0, 1, 3, 2) @ gk  # (K, nb, nx, R)
+        aclT = fac.acl.transpose(0, 1, 3, 2)
+        s = np.zeros((K + 1, self.nb, self.nx, R))
+        for k in range(K - 1, -1, -1):
+            s[k] = aclT[k] @ s[k + 1] + kg[k]
+        h = gk + self.baug.transpose(0, 2, 1)[None] @ s[1:]
+        kff = -(fac.hinv @ h)  # (K, nb, nu, R)
+        bff = self.baug[None] @ kff
+        x = np.zeros_like(s)
+        for k in range(K):
+            x[k + 1] = fac.acl[k] @ x[k] + bff[k]
+        d = fac.gain @ x[:-1] + kff
+        if held.any():  # a held step repeats the previous input (the v part of its state)
+            d[held] = x[:-1][held][:, :, nc:]
+        out = d.transpose(3, 1, 0, 2)  # (R, nb, K, nu)
+        return out[0] if single else out
