@@ -19,21 +19,12 @@ from typing import Any
 
 import numpy as np
 
+from models.backend import get_xp
 from models.expm import expm, expm_frechet_adjoint
 from models.linear import LinearModel
 from models.network import Network
 
 _H = 1e-30  # complex-step size: no subtractive cancellation, so it can be tiny
-
-
-def get_xp(backend: str) -> Any:
-    if backend == "numpy":
-        return np
-    if backend == "cupy":
-        import cupy
-
-        return cupy
-    raise ValueError(f"unknown backend {backend!r} (expected numpy or cupy)")
 
 
 @dataclass
@@ -82,8 +73,7 @@ class Simulator:
                  theta: np.ndarray | None = None) -> None:
         self.net = net
         self.dt = float(dt)
-        self.backend = backend
-        self.xp = get_xp(backend)
+        self.xp, self.backend = get_xp(backend)
         self.dtype = np.dtype(dtype)
         self.theta = net.params.theta() if theta is None else np.asarray(theta, dtype=float)
         self.n, self.nu, self.nd = net.n, len(net.inputs), len(net.disturbances)
