@@ -74,6 +74,9 @@ class WallClock:
                 return True
 
 
+_INTERRUPT = Tick(math.nan)
+
+
 class LockstepClock:
     """Cycles triggered by `clock` messages carrying simulated time (co-simulation, HIL).
 
@@ -98,10 +101,16 @@ class LockstepClock:
         return True
 
     def next_tick(self, timeout: float) -> Tick | None:
+        """The next queued tick, or None after `timeout` or when `interrupt` was called."""
         try:
-            return self._q.get(timeout=timeout)
+            tick = self._q.get(timeout=timeout)
         except queue.Empty:
             return None
+        return None if tick is _INTERRUPT else tick
+
+    def interrupt(self) -> None:
+        """Wake a waiting `next_tick` now (shutdown) instead of at its timeout."""
+        self._q.put(_INTERRUPT)
 
     @property
     def last_t(self) -> float | None:

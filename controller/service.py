@@ -658,6 +658,8 @@ class Service:
         self._status("stopping")
         for site in self.sites:
             site.stop_event.set()
+            if isinstance(site.clock, LockstepClock):
+                site.clock.interrupt()
         for th in self._threads:
             th.join(timeout=2.0)
         for site in self.sites:

@@ -1,0 +1,28 @@
+"""`edge-mpc run` with the fault-injecting controller from fakes.py, as a real process (signals, sd_notify,
+MQTT, state file). FAKE_MODE selects the fault: ok | hang | raise | nan."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from fakes import FakeController, Inputs  # noqa: E402
+
+from controller.cmd_run import _setup_logging  # noqa: E402
+from controller.service import Service  # noqa: E402
+
+
+def main() -> int:
+    _setup_logging("INFO")
+    mode = os.environ.get("FAKE_MODE", "ok")
+    svc = Service(sys.argv[1], sys.argv[2:], make_inputs=Inputs,
+                  controller_factory=lambda cfg: FakeController(step_s=cfg.control.step_s, mode=mode))
+    svc.install_signal_handlers()
+    svc.start()
+    return svc.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
