@@ -8,10 +8,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fakes import FakeController, Inputs  # noqa: E402
+from fakes import FakeController, Inputs
 
-from controller.cmd_run import _setup_logging  # noqa: E402
-from controller.service import Service  # noqa: E402
+from controller.cmd_run import _setup_logging
+from controller.service import Service
 
 
 def main() -> int:
