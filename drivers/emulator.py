@@ -39,6 +39,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -405,11 +406,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def _summary(result: EmulatorResult, site: object, plant: VirtualBuilding, schedules: dict) -> str:
+def _summary(result: EmulatorResult, cfg: Any, plant: VirtualBuilding, schedules: dict) -> str:
+    """Counts and BOPTEST KPIs of a run; ``cfg`` is the ``controller.settings.SiteConfig``."""
     from controller.kpi import compute_kpis
     from models.series import load_named_series
 
-    cfg = site  # controller.settings.SiteConfig
     lg = result.plant
     sched = schedules.get(cfg.comfort.schedule)
     occ = sched.values(lg.t, cfg.timezone) > 0 if sched is not None else np.ones(lg.t.size, bool)
