@@ -87,12 +87,13 @@ class Straightforward:
             xs.append(x)
             dev = x @ self.Cz.T - T_REF
             J += float((dev * dev).sum())
-        el, _, _ = sim._powers(_Traj(x0, u, d, xp.stack(xs, 1)), sim.theta)
+        traj = _Traj(x0, u, d, xp.stack(xs, 1))
+        el, _, _ = sim._powers(traj, sim.theta)
         J += float(PRICE * sim.dt * el.sum())
         if not grad:
             return J, None
         g_el = xp.full(el.shape, PRICE * sim.dt)
-        g_u_direct, g_x_direct, _ = sim._power_vjp(_Traj(x0, u, d, xp.stack(xs, 1)), g_el, None)
+        g_u_direct, g_x_direct, _ = sim._power_vjp(traj, g_el, None)
         g_u = xp.zeros_like(u)
         lam = xp.zeros_like(x0)
         n = sim.n
@@ -123,6 +124,7 @@ class Straightforward:
 class _Traj:
     def __init__(self, x0: Any, u: Any, d: Any, x: Any) -> None:
         self.x0, self.u, self.d, self.x = x0, u, d, x
+        self._slopes = None
 
 
 CASES = [  # (problem, building file, control step s, horizon, batches)

@@ -237,12 +237,14 @@ class LinearModel:
             y[:, k] = self.Czm.apply(z)
         return (zt.transpose(1, 0, 2) if keep_z else None), (y.real if self.complex else y)
 
-    def backward(self, g_y: Any, g_x: Any = None, *, want_lam: bool = False,
-                 want_d: bool = False) -> tuple[Any, Any, Any, Any]:
+    def backward(self, g_y: Any, g_x: Any = None, *, want_lam: bool = False, want_d: bool = False,
+                 g_u_direct: Any = None) -> tuple[Any, Any, Any, Any]:
         """Adjoint of `forward`: (g_u (B,K,nu), g_x0 (B,n), g_d or None, lam or None).
 
         g_y is the cotangent on the outputs (B, K, ny); g_x an optional cotangent on the states
         (B, K+1, n). lam (the modal adjoint, for parameter gradients) is returned when asked.
+        g_u_direct (B, K, nu), the part of dJ/du that does not pass through the dynamics (meter power),
+        is added while each step's slab is in cache.
         """
         B = g_y.shape[0]
         if B * self.n <= _FUSED_MIN_WIDTH:
@@ -250,11 +252,15 @@ class LinearModel:
             if g_x is not None:
                 c += self.cotangent_from_states(g_x)
             lam = self.modal_adjoint(c)
-            return (self.input_gradient(lam), self.initial_state_gradient(lam),
+            g_u = self.input_gradient(lam)
+            if g_u_direct is not None:
+                g_u += g_u_direct
+            return (g_u, self.initial_state_gradient(lam),
                     self.disturbance_gradient(lam) if want_d else None, lam if want_lam else None)
-        return self._backward_fused(g_y, g_x, want_lam, want_d)
+        return self._backward_fused(g_y, g_x, want_lam, want_d, g_u_direct)
 
-    def _backward_fused(self, g_y: Any, g_x: Any, want_lam: bool, want_d: bool) -> tuple[Any, Any, Any, Any]:
+    def _backward_fused(self, g_y: Any, g_x: Any, want_lam: bool, want_d: bool,
+                        g_u_direct: Any) -> tuple[Any, Any, Any, Any]:
         B, K, _ = g_y.shape
         xp = self.xp
         g_u = xp.empty((B, K, self.nu), dtype=self.real_dtype)
@@ -269,6 +275,8 @@ class LinearModel:
                 lam += self.V.apply_t(g_x[:, k])
             gu = self.Bm.apply_t(lam)
             g_u[:, k - 1] = gu.real if self.complex else gu
+            if g_u_direct is not None:
+                g_u[:, k - 1] += g_u_direct[:, k - 1]
             if want_d:
                 gd = self.Em.apply_t(lam)
                 g_d[:, k - 1] = gd.real if self.complex else gd

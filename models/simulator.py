@@ -42,6 +42,7 @@ class Trajectory:
     _sim: Any = field(repr=False, default=None)
     _z: Any = field(repr=False, default=None)      # modal trajectory (linear path)
     _x: Any = field(repr=False, default=None)      # states (bilinear path, or cached)
+    _slopes: Any = field(repr=False, default=None)  # d(meter power)/du of piecewise-linear meters
 
     @property
     def z(self) -> Any:
@@ -182,8 +183,11 @@ class Simulator:
             el_pos, el_neg, gas_pos, gas_neg = self._pc
             u = traj.u
             heating = u > 0
-            el = u * xp.where(heating, el_pos, -el_neg)
-            gas = u * xp.where(heating, gas_pos, -gas_neg) if self._has_gas else xp.zeros_like(u)
+            # The slopes are the power's derivative too: kept for the adjoint, saving it a pass.
+            traj._slopes = (xp.where(heating, el_pos, -el_neg),
+                            xp.where(heating, gas_pos, -gas_neg) if self._has_gas else None)
+            el = u * traj._slopes[0]
+            gas = u * traj._slopes[1] if self._has_gas else xp.zeros_like(u)
             return el, gas, u
         B, K, _ = traj.u.shape
         na = len(self.net.actuators)
@@ -275,12 +279,13 @@ class Simulator:
             g_x_direct = g_states if g_x_direct is None else g_x_direct + g_states
         if self.linear is not None:
             lin = self.linear
-            g_u, g_x0, g_d, lam = lin.backward(g_y, g_x_direct, want_lam=bool(params), want_d=wrt_disturbances)
+            g_u, g_x0, g_d, lam = lin.backward(g_y, g_x_direct, want_lam=bool(params), want_d=wrt_disturbances,
+                                               g_u_direct=g_u_direct)
             cont = lin.continuous_gradients(traj.x0, traj.z, traj.u, traj.d, lam) if params else None
         else:
             g_u, g_x0, g_d, cont = self._bilinear_adjoint(traj, g_y, g_x_direct, bool(params))
-        if g_u_direct is not None:
-            g_u += g_u_direct
+            if g_u_direct is not None:
+                g_u += g_u_direct
         if wrt_disturbances and g_d_direct is not None:
             g_d = g_d + g_d_direct
         grads = Gradient(g_u, g_x0, g_d if wrt_disturbances else None)
@@ -307,13 +312,12 @@ class Simulator:
         xp = self.xp
         B, K, _ = traj.u.shape
         if self._pc is not None:
-            el_pos, el_neg, gas_pos, gas_neg = self._pc
-            heating = traj.u > 0
+            s_el, s_gas = traj._slopes
             g_u = 0
             if g_el is not None:
-                g_u = g_el * xp.where(heating, el_pos, -el_neg)
-            if g_gas is not None and self._has_gas:
-                g_u = g_u + g_gas * xp.where(heating, gas_pos, -gas_neg)
+                g_u = g_el * s_el
+            if g_gas is not None and s_gas is not None:
+                g_u = g_u + g_gas * s_gas
             return g_u, None, None
         g_u = xp.zeros((B, K, self.nu), dtype=self.dtype)
         g_x = None
