@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(format_comparison(k_mpc, k_ts, ("MPC", "thermostat")))
     saving = 1 - k_mpc.cost_tot / k_ts.cost_tot if k_ts.cost_tot > 0 else float("nan")
-    print(f"\nMPC energy cost {saving:+.1%} vs the thermostat "
+    print(f"\nMPC saves {saving:.1%} of the energy cost of the thermostat "
           f"(discomfort {k_mpc.tdis_tot:.2f} vs {k_ts.tdis_tot:.2f} K·h/zone); "
           f"simulated {args.days:g} days in {w2 - w0:.1f} s (MPC {w1 - w0:.1f} s, thermostat {w2 - w1:.1f} s)")
     scenario = {"building": args.building, "days": args.days, "season": args.season, "price": args.price,

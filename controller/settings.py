@@ -35,7 +35,7 @@ _SCHEMA: dict[str, frozenset[str] | None] = {
     "timezone": frozenset(),
     "model": frozenset(),
     "control": frozenset({"step", "horizon", "move_blocking", "backend", "dtype", "deadline"}),
-    "comfort": frozenset({"schedule", "occupied", "unoccupied", "zones"}),
+    "comfort": frozenset({"schedule", "occupied", "unoccupied", "zones", "margin"}),
     "schedules": None,
     "tariff": None,
     "weights": frozenset({"energy_cost", "comfort_quadratic", "comfort_linear", "peak_demand", "move"}),
@@ -78,6 +78,7 @@ class ComfortSettings:
     occupied: Band
     unoccupied: Band
     zones: str | tuple[str, ...]  # "all" or names
+    margin: float = 0.3  # K the plan keeps inside the band (model error and sensor noise eat the rest)
 
 
 @dataclass(frozen=True)
@@ -405,7 +406,8 @@ def _comfort(cur: Cursor) -> ComfortSettings:
     else:
         zones = tuple(z.as_str() for z in zones_cur)
     return ComfortSettings(schedule=cur.get("schedule").as_str(), occupied=_band(cur.get("occupied")),
-                           unoccupied=_band(cur.get("unoccupied")), zones=zones)
+                           unoccupied=_band(cur.get("unoccupied")), zones=zones,
+                           margin=cur.get("margin", 0.3).as_float(unit="K", nonnegative=True, high=2.0))
 
 
 def _metrics(cur: Cursor) -> MetricsSettings:
