@@ -37,7 +37,7 @@ GROUPS = ("B1", "B2", "E1", "E2", "C1", "C2", "C3", "C4", "H1", "H2", "R1", "R2"
 
 @dataclass(frozen=True)
 class LQOptions:
-    tol: float = 2e-5  # relative duality gap at which the solve stops
+    tol: float = 1e-6  # relative duality gap at which the solve stops
     max_iter: int = 60
     mu0: float = 0.1  # initial size of bound multipliers relative to energy slopes (cold start)
     mu0_warm: float = 1e-3

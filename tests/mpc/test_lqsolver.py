@@ -1,0 +1,141 @@
+"""The Riccati interior-point solver against the exact convex optimum (cvxpy + Clarabel)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from controller.mpc import LQSolver, Status, shift_plan
+from controller.mpc.convex_reference import solve_reference
+from controller.mpc.objective import constraint_violation, objective_terms
+from controller.mpc.reference import office_problem, small_problem
+from tests.mpc.conftest import active_sets, assert_active_match
+
+GAP = 1e-4
+
+
+def check_optimal(prob, data, res, u_ref, f_ref) -> None:
+    assert res.status == Status.CONVERGED, res.message
+    assert res.success
+    assert abs(res.objective - f_ref) <= GAP * abs(f_ref), (res.objective, f_ref)
+    assert_active_match(res.u, u_ref, data)
+    viol = res.violation
+    assert viol["bounds"] == 0.0
+    assert viol["rate"] <= 1e-6 * np.abs(data.u_max).max()
+    assert viol["comfort_hard"] <= 1e-6
+
+
+def test_r1_matches_convex_optimum(r1) -> None:
+    prob, data, u_ref, f_ref = r1
+    res = LQSolver(prob).solve(data)
+    check_optimal(prob, data, res, u_ref, f_ref)
+    # The reported terms are the true piecewise objective of the returned plan.
+    m = prob.model
+    y = m.zones(m.modal_trajectory(data.x0[None], res.u[None], data.d[None]))[0]
+    np.testing.assert_allclose(res.zone_temps, y)
+    terms = objective_terms(prob, data, res.u, y)
+    assert math.isclose(float(terms["total"]), res.objective, rel_tol=1e-12)
+    # The case exercises every piece: actuators at both bounds, at the kink and in between.
+    act = active_sets(res.u, data)
+    assert act[0].any() and act[1].any() and act[2].any()
+    assert 0.2 < 1.0 - act.any(axis=0).mean() < 0.8
+
+
+CASES = {
+    "tou_gas_rate": dict(zones=3, gas=True, rate_limit=300.0),
+    "hard_limits": dict(hard=True, seed=3),
+    "move_blocking": dict(move_blocking=[1, 1, 2, 4, 4, 4, 8], seed=5),
+    "linear_comfort_only": dict(comfort_quadratic=0.0, move=0.0, seed=2),
+}
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_small_cases_match_convex_optimum(name: str) -> None:
+    prob, data = small_problem(**CASES[name])
+    data.price_el = data.price_el * np.linspace(0.7, 1.3, prob.horizon)  # time-varying beyond the TOU steps
+    u_ref, f_ref = solve_reference(prob, data)
+    res = LQSolver(prob).solve(data)
+    check_optimal(prob, data, res, u_ref, f_ref)
+    if prob.move_blocking:
+        starts = np.cumsum([0, *prob.move_blocking[:-1]])
+        for s, n in zip(starts, prob.move_blocking, strict=True):
+            assert np.all(res.u[s:s + n] == res.u[s])
+
+
+def test_independent_buildings_batch() -> None:
+    prob, data = office_problem(2, 2, K=24, dt=3600.0, buildings=3, seed=4)
+    solver = LQSolver(prob)
+    assert solver.resp.nb == 3  # three subsystems, factorised as one batch
+    u_ref, f_ref = solve_reference(prob, data)
+    check_optimal(prob, data, solver.solve(data), u_ref, f_ref)
+
+
+def next_cycle(prob, data, u):
+    """The data one step later: plant moved under u[0], forecasts shifted and revised."""
+    A, B, E = prob.model.discrete()
+    nd = data.shifted(1)
+    rng = np.random.default_rng(7)
+    nd.x0 = A @ data.x0 + B @ u[0] + E @ data.d[0] + rng.normal(0.0, 0.05, data.x0.shape)
+    nd.d = nd.d.copy()
+    nd.d[:, 0] += rng.normal(0.0, 0.5, prob.horizon)
+    nd.u_last = u[0].copy()
+    return nd
+
+
+def test_warm_start_after_shift() -> None:
+    prob, data = small_problem(zones=3, rate_limit=400.0)
+    solver = LQSolver(prob)
+    first = solver.solve(data)
+    nd = next_cycle(prob, data, first.u)
+    u_ref, f_ref = solve_reference(prob, nd)
+    warm = solver.solve(nd, shift_plan(first.u))
+    check_optimal(prob, nd, warm, u_ref, f_ref)
+
+
+def test_shift_plan_repeats_last_value() -> None:
+    u = np.arange(12.0).reshape(4, 3)
+    np.testing.assert_array_equal(shift_plan(u), np.vstack([u[1:], u[-1:]]))
+
+
+class JumpingTimer:
+    """Reads 0 on the first call and far in the future afterwards."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def __call__(self) -> float:
+        self.calls += 1
+        return 0.0 if self.calls == 1 else 1e6
+
+
+def test_deadline_returns_feasible_plan() -> None:
+    prob, data = small_problem(rate_limit=300.0)
+    res = LQSolver(prob).solve(data, shift_plan(np.full((prob.horizon, prob.nu), 5e3)), timer=JumpingTimer(),
+                               deadline_s=0.5)
+    assert res.status == Status.DEADLINE
+    assert res.solve_time == 1e6
+    m = prob.model
+    y = m.zones(m.modal_trajectory(data.x0[None], res.u[None], data.d[None]))[0]
+    viol = constraint_violation(prob, data, res.u, y)
+    assert viol["bounds"] == 0.0 and viol["rate"] <= 1e-9
+    assert math.isfinite(res.objective)
+
+
+@pytest.mark.parametrize("field", ["x0", "d", "price_el", "u_last"])
+def test_nonfinite_inputs_give_status_not_exception(field: str) -> None:
+    prob, data = small_problem()
+    bad = getattr(data, field).copy()
+    bad.flat[0] = np.nan
+    setattr(data, field, bad)
+    res = LQSolver(prob).solve(data)
+    assert res.status == Status.NONFINITE and not res.success
+    assert np.all(np.isfinite(res.u))
+    assert np.all(res.u >= data.u_min) and np.all(res.u <= data.u_max)
+
+
+def test_nonfinite_warm_start_is_rejected() -> None:
+    prob, data = small_problem()
+    u0 = np.full((prob.horizon, prob.nu), np.inf)
+    assert LQSolver(prob).solve(data, u0).status == Status.NONFINITE
