@@ -62,22 +62,28 @@ class KalmanEstimator:
         self.P = self.p0.copy()
 
     def predict(self, u: np.ndarray, d: np.ndarray) -> None:
+        with np.errstate(all="ignore"):  # non-finite inputs show up as divergence in update()
+            self._predict(u, d)
+
+    def _predict(self, u: np.ndarray, d: np.ndarray) -> None:
         self.z = self.F @ self.z
         self.z[:self.n] += self.B @ np.asarray(u, dtype=float) + self.E @ np.asarray(d, dtype=float)
         self.P = self.F @ self.P @ self.F.T + self.Q
 
     def update(self, y: np.ndarray) -> EstimateInfo:
-        y = np.asarray(y, dtype=float)
+        with np.errstate(all="ignore"):
+            return self._update(np.asarray(y, dtype=float))
+
+    def _update(self, y: np.ndarray) -> EstimateInfo:
         innov = y - self.H @ self.z
         S_full = self.H @ self.P @ self.H.T + self.R
         seen = np.isfinite(y)
         rejected = np.zeros(self.ny, bool)
-        with np.errstate(invalid="ignore"):
-            sigma = np.sqrt(np.maximum(np.diag(S_full), 1e-12))
-            rejected[seen] = (np.abs(innov[seen]) > self.gate_sigma * sigma[seen]) & (
-                np.abs(innov[seen]) > self.max_jump_k)
+        sigma = np.sqrt(np.maximum(np.diag(S_full), 1e-12))
+        rejected[seen] = (np.abs(innov[seen]) > self.gate_sigma * sigma[seen]) & (
+            np.abs(innov[seen]) > self.max_jump_k)
         use = seen & ~rejected
-        if use.any():
+        if use.any() and np.all(np.isfinite(self.P)):
             H, e = self.H[use], innov[use]
             S = S_full[np.ix_(use, use)]
             K = np.linalg.solve(S, H @ self.P).T
