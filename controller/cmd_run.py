@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace | list[str] | None = None) -> int:
     """Run the daemon; `args` is a parsed namespace (from add_parser) or the arguments after `run`."""
-    from controller.service import Service
+    from controller.service import Service, StartInterruptedError
     from models.errors import ConfigError
 
     if not isinstance(args, argparse.Namespace):
@@ -61,6 +61,9 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
     service.install_signal_handlers()
     try:
         service.start()
+    except StartInterruptedError:
+        log.info("stopped during start-up")
+        return service.shutdown()
     except ConfigError as exc:
         print(f"edge-mpc run: {exc}", file=sys.stderr)
         service.shutdown()

@@ -70,6 +70,10 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+class StartInterruptedError(Exception):
+    """SIGTERM/SIGINT arrived before the service was running (during model build or warm-up)."""
+
+
 class _CycleAbortedError(Exception):
     """Raised inside a cycle when the service is stopping while the solver still runs."""
 
@@ -125,6 +129,9 @@ class Site:
         self.clock: WallClock | LockstepClock = self._make_clock()
         self._occupancy = _occupancy_fn(cfg)
         self.store = StateStore(cfg.state.dir, cfg.site)
+        # Setpoints go out before the state recording their seq is saved, so a crash in between may have
+        # used seq+1 already: skip it, consumers must never see a sequence number twice.
+        self.store.seq += 1
         self.held: HeldPlan | None = None
         self._pending_body: dict | None = None
         self._dirty = False
@@ -421,7 +428,10 @@ class Site:
         if not is_clamped(sp):  # the final clamp is not optional
             raise TypeError("setpoints must come from SetpointGate.apply")
         valid_until = t + self.cfg.fallback.setpoint_validity_s
-        expiry = max(1.0, valid_until - t)
+        # Broker-side expiry counts from now, not from the tick: a slow cycle must not stretch validity.
+        # In lockstep, t is simulated time and the broker's clock is unrelated, so the span is used as is.
+        now = self._wall() if self.cfg.clock.mode == "wall" else t
+        expiry = max(1.0, valid_until - now)
         for name, value in sp.values.items():
             try:
                 payload = encode_setpoint(value, self.units[name], t, seq, valid_until, sp.sources[name])
@@ -560,6 +570,7 @@ class Service:
         self._stop = threading.Event()
         self._reload = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._running = False
         self.config: Config | None = None
 
     def _status(self, text: str) -> None:
@@ -607,8 +618,14 @@ class Service:
 
     # -- run ------------------------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
-        signal.signal(signal.SIGTERM, lambda *_: self.request_stop())
-        signal.signal(signal.SIGINT, lambda *_: self.request_stop())
+        def stop(*_: object) -> None:
+            self.request_stop()
+            if not self._running:
+                # Still building or warming up (minutes on a GPU): leave now rather than after warm-up.
+                raise StartInterruptedError
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGHUP, lambda *_: self._reload.set())
 
     def request_stop(self) -> None:
@@ -618,6 +635,7 @@ class Service:
         self._reload.set()
 
     def run(self, once: bool = False) -> int:
+        self._running = True
         for site in self.sites:
             if site.cfg.clock.mode == "wall":
                 site.settle(min(10.0, site.cfg.control.step_s / 10))
@@ -628,7 +646,7 @@ class Service:
         self._status(f"running {len(self.sites)} site(s)")
         wd = sdnotify.watchdog_interval(self.environ)
         ping_every = wd / 3 if wd else None
-        last_ping = 0.0
+        last_ping = last_status = 0.0
         while not self._stop.is_set():
             self._stop.wait(0.2 if ping_every is None else min(0.2, ping_every))
             if self._reload.is_set():
@@ -642,7 +660,9 @@ class Service:
                 if all(now - s.last_beat < ping_every * 2 for s in self.sites):
                     sdnotify.watchdog(self.environ)
                     last_ping = now
-                    self._status(self._summary())
+            if now - last_status >= 5.0:
+                self._status(self._summary())
+                last_status = now
         return self.shutdown()
 
     def _summary(self) -> str:

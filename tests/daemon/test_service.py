@@ -171,7 +171,7 @@ def test_controller_faults_fall_back(site_file, mode, reason):
 def test_hung_solver_stops_watchdog_but_not_the_plant(site_file, notify_socket, monkeypatch):
     monkeypatch.setattr(service_mod, "SOLVER_GRACE_S", 0.3)
     env = {"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "600000"}
-    h = Harness(site_file, env)
+    h = Harness(site_file, env, overrides=["control.deadline=0.2 s"])
     try:
         h.sensors(T0 - 10, temps=(19.0, 22.0))
         assert h.tick(T0)["status"] == "mpc"
