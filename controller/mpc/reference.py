@@ -127,3 +127,92 @@ def office_problem(nx: int = 4, ny: int = 5, K: int = 96, dt: float = 900.0, *, 
 def small_problem(seed: int = 1, K: int = 24, *, zones: int = 2, **kw) -> tuple[MPCProblem, MPCData]:
     """A few-zone floor over a shorter horizon of hourly steps, for exhaustive checks."""
     return office_problem(1, zones, K=K, dt=3600.0, seed=seed, **kw)
+
+
+@dataclass
+class NonlinearCase:
+    """A small nonlinear MPC problem: f_and_grad over u (K, 2) = (heat pump W, radiator valve 0..1)."""
+
+    f_and_grad: object
+    u_min: np.ndarray
+    u_max: np.ndarray
+    report: object
+    simulate: object
+
+
+def heat_pump_problem(K: int = 24, dt: float = 3600.0, *, substeps: int = 12, seed: int = 0) -> NonlinearCase:
+    """One zone heated by a heat pump through a water tank and a valve-controlled radiator.
+
+    Nonlinear twice over: the heat pump's COP falls with the tank temperature (electricity = Q / COP(T_tank))
+    and the radiator's heat is bilinear in valve position and temperature difference (like VAV flow).
+    Explicit Euler sub-steps; the adjoint is the exact reverse of that loop.
+    """
+    rng = np.random.default_rng(seed)
+    cz, ct, ua, uat, krad = 6e6, 1.2e6, 150.0, 5.0, 500.0
+    h = dt / substeps
+    d, price, occ = winter_day(K, dt)
+    price = price * rng.uniform(0.9, 1.1, K)
+    t_out, gains = d[:, 0], 800.0 * occ + 2.0 * d[:, 1]
+    low = np.where(occ > 0, 21.0, 17.0)
+    high = np.full(K, 25.0)
+    wq, wmove = 2.0 * dt / 3600.0, 0.02
+    x0 = np.array([19.0, 35.0])
+
+    def cop(tt: float) -> tuple[float, float]:
+        e = 4.5 * np.exp(-(tt - 25.0) / 25.0)
+        return 1.5 + e, -e / 25.0
+
+    def simulate(u: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """States after every sub-step (K*substeps+1, 2), zone temps per step (K,), energy cost (USD)."""
+        xs = np.empty((K * substeps + 1, 2))
+        xs[0] = x0
+        cost = 0.0
+        tz, tt = x0
+        for k in range(K):
+            q_hp, v = u[k]
+            for j in range(substeps):
+                q = v * krad * (tt - tz)
+                c, _ = cop(tt)
+                cost += price[k] * h * q_hp / c / 3.6e6
+                tz, tt = (tz + h / cz * (q + ua * (t_out[k] - tz) + gains[k]),
+                          tt + h / ct * (q_hp - q - uat * (tt - 20.0)))
+                xs[k * substeps + j + 1] = tz, tt
+        return xs, xs[substeps::substeps, 0], cost
+
+    def comfort(tz: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        vl, vh = np.maximum(low - tz, 0.0), np.maximum(tz - high, 0.0)
+        return wq * (vl * vl + vh * vh), wq * 2.0 * (vh - vl)
+
+    def f_and_grad(u: np.ndarray) -> tuple[float, np.ndarray]:
+        u = np.asarray(u, float)
+        xs, tz, energy = simulate(u)
+        cc, dcc = comfort(tz)
+        dv = np.diff(u[:, 1], prepend=u[0, 1])
+        f = energy + cc.sum() + wmove * (dv * dv).sum()
+        g = np.zeros_like(u)
+        lz = lt = 0.0
+        for k in range(K - 1, -1, -1):
+            q_hp, v = u[k]
+            lz += dcc[k]
+            for j in range(substeps - 1, -1, -1):
+                tz0, tt0 = xs[k * substeps + j]
+                c, dc = cop(tt0)
+                g[k, 0] += lt * h / ct + price[k] * h / c / 3.6e6
+                g[k, 1] += (lz * h / cz - lt * h / ct) * krad * (tt0 - tz0)
+                lz, lt = (lz * (1.0 - h / cz * (v * krad + ua)) + lt * h / ct * v * krad,
+                          lz * h / cz * v * krad + lt * (1.0 - h / ct * (v * krad + uat))
+                          - price[k] * h * q_hp * dc / (c * c) / 3.6e6)
+        gm = 2.0 * wmove * dv
+        g[:, 1] += gm
+        g[:-1, 1] -= gm[1:]
+        return float(f), g
+
+    def report(u: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
+        _, tz, energy = simulate(u)
+        dv = np.diff(u[:, 1], prepend=u[0, 1])
+        return ({"energy": energy, "comfort": float(comfort(tz)[0].sum()), "peak": 0.0,
+                 "move": float(wmove * (dv * dv).sum())}, tz[:, None])
+
+    lo = np.zeros((K, 2))
+    hi = np.tile([8000.0, 1.0], (K, 1))
+    return NonlinearCase(f_and_grad, lo, hi, report, simulate)
