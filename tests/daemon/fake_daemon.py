@@ -17,11 +17,12 @@ from controller.service import Service
 def main() -> int:
     _setup_logging("INFO")
     mode = os.environ.get("FAKE_MODE", "ok")
-    svc = Service(sys.argv[1], sys.argv[2:], make_inputs=Inputs,
+    args = [a for a in sys.argv[2:] if a != "--once"]
+    svc = Service(sys.argv[1], args, make_inputs=Inputs,
                   controller_factory=lambda cfg: FakeController(step_s=cfg.control.step_s, mode=mode))
     svc.install_signal_handlers()
     svc.start()
-    return svc.run()
+    return svc.run(once="--once" in sys.argv)
 
 
 if __name__ == "__main__":

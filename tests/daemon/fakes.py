@@ -72,6 +72,7 @@ class FakeController:
     def cycle(self, inputs, timer, deadline_s: float) -> Out:
         start = timer()
         self.calls += 1
+        self.last_inputs = inputs
         if self.mode == "raise":
             raise RuntimeError("solver blew up")
         if self.mode == "hang":

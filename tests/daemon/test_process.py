@@ -213,3 +213,22 @@ def test_twenty_sigkills_never_leave_a_torn_state_file(tmp_path, broker, env, no
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), "setpoint seq repeated across restarts"
     finally:
         client.close()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_once_runs_one_cycle_and_exits(kind, tmp_path, broker, env):
+    cfg = _site(tmp_path, broker, *STEP[kind])
+    client = Client(broker, "edge-mpc/v1/office-20")
+    client.publish_sensors(_sensor_ids(kind, cfg))
+    proc = _start(kind, cfg, env, "--once")
+    try:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out
+        assert out.count(" cycle seq=") == 1, out
+        assert client.wait(lambda: len(client.topics("health")) == 1 and client.topics("status")[-1] == b"offline")
+        assert json.loads(client.topics("health")[0])["outcome"] == "mpc"
+        assert list((tmp_path / "state").glob("*.state.json"))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        client.close()

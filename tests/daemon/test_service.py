@@ -236,3 +236,53 @@ def test_config_error_exit_code(tmp_path, capsys):
     assert main([str(bad)]) == 2
     err = capsys.readouterr().err
     assert "control.horizon" in err and "Traceback" not in err
+
+
+def test_fresh_mqtt_forecasts_reach_the_controller(site_file):
+    h = Harness(site_file, {})
+    try:
+        h.sensors(T0 - 10)
+        h.bus.publish(TOPICS.forecast("outdoor_temperature"),
+                      encode_json({"start": T0 - 3600, "step": 3600, "values": [1.0, 2.0, 3.0]}))
+        h.bus.publish(TOPICS.forecast("solar_irradiance"),
+                      encode_json({"start": T0 - 7200, "step": 3600, "values": [0.0]}))  # already over
+        h.tick(T0)
+        assert set(h.ctrl.last_inputs.forecasts) == {"outdoor_temperature"}
+        assert list(h.ctrl.last_inputs.forecasts["outdoor_temperature"].values) == [1.0, 2.0, 3.0]
+        assert 'edge_mpc_forecast_source{name="outdoor_temperature",site="office-20",source="csv"} 1.0' \
+            in h.metrics()  # as reported by the controller's diagnostics
+    finally:
+        h.stop()
+
+
+def test_two_sites_in_one_process(tmp_path):
+    a = write_site(tmp_path, name="a.yaml", extra={"site: office-20": "site: a",
+                                                   "root: edge-mpc/v1/office-20": "root: edge-mpc/v1/a"})
+    b = write_site(tmp_path, name="b.yaml", extra={"site: office-20": "site: b",
+                                                   "root: edge-mpc/v1/office-20": "root: edge-mpc/v1/b"})
+    top = tmp_path / "all.yaml"
+    top.write_text(f"sites: [{a.name}, {b.name}]\nmetrics: {{port: 0}}\n")
+    bus = MemoryBus()
+    ctrls = {}
+    svc = Service(top, [], environ={}, make_inputs=Inputs, bus_factory=lambda cfg, topics, m: bus,
+                  controller_factory=lambda cfg: ctrls.setdefault(cfg.site, FakeController()))
+    svc.start()
+    runner = threading.Thread(target=svc.run, daemon=True)
+    runner.start()
+    try:
+        for name in ("a", "b"):
+            topics = Topics(f"edge-mpc/v1/{name}")
+            bus.publish(topics.sensor("t_z1"), b"20.0")
+            bus.publish(topics.sensor("t_z2"), b"20.0")
+            bus.publish(topics.clock, encode_json({"t": T0}))
+        end = time.monotonic() + 20
+        while time.monotonic() < end and not all(bus.messages(f"edge-mpc/v1/{n}/cycle") for n in "ab"):
+            time.sleep(0.01)
+        text = svc.metrics.exposition().decode()
+        for name in ("a", "b"):
+            assert f'edge_mpc_cycles_total{{outcome="mpc",site="{name}"}} 1.0' in text
+            assert ctrls[name].calls == 1
+        assert {p.name for p in (tmp_path / "state").glob("*.state.json")} == {"a.state.json", "b.state.json"}
+    finally:
+        svc.request_stop()
+        runner.join(10)
