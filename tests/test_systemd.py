@@ -78,3 +78,24 @@ def test_required_settings_and_no_options_newer_than_249():
             key, _, value = line.partition("=")
             assert key.strip() not in NEWER_THAN_249, line
             assert (key.strip(), value.strip()) not in NEWER_VALUES, line
+
+
+def test_installer_stages_unit_dropin_and_config(tmp_path):
+    """deploy/install.sh --root: the staged tree has the unit, the GPU drop-in and a loadable config."""
+    from controller.settings import load_config
+
+    script = UNIT_DIR.parent / "deploy" / "install.sh"
+    proc = subprocess.run(["bash", str(script), "--root", str(tmp_path), "--no-venv", "--gpu"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    unit = tmp_path / "etc/systemd/system/edge-mpc.service"
+    assert unit.read_text() == (UNIT_DIR / "edge-mpc.service").read_text()
+    assert (tmp_path / "etc/systemd/system/edge-mpc.service.d/gpu.conf").exists()
+    cfg = load_config(tmp_path / "etc/edge-mpc/site.yaml", environ={})
+    assert [s.site for s in cfg.sites] == ["office-20"] and cfg.sites[0].model_path.exists()
+    assert not (tmp_path / "etc/edge-mpc/site.yaml").stat().st_mode & 0o022  # not writable by others
+    again = subprocess.run(["bash", str(script), "--root", str(tmp_path), "--no-venv"],
+                           capture_output=True, text=True, timeout=60)
+    assert again.returncode == 0  # re-running keeps the operator's config
+    bad = subprocess.run(["bash", str(script), "--bogus"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown option" in bad.stderr
