@@ -216,3 +216,25 @@ def heat_pump_problem(K: int = 24, dt: float = 3600.0, *, substeps: int = 12, se
     lo = np.zeros((K, 2))
     hi = np.tile([8000.0, 1.0], (K, 1))
     return NonlinearCase(f_and_grad, lo, hi, report, simulate)
+
+
+def simulator_problem(sim: object, K: int = 96, *, start_hour: float = 0.0, move: float = 1e-4,
+                      t_mean: float = -6.0) -> tuple[MPCProblem, MPCData]:
+    """An MPC problem on a compiled building model (models.Simulator with a LinearModel) for a winter day.
+
+    Disturbances are matched by name (outdoor/ground temperature, irradiance, occupancy); comfort band
+    21-24 degC occupied, 16-28 degC unoccupied; time-of-use electricity price.
+    """
+    dt = float(sim.linear.dt)
+    d4, price, occ = winter_day(K, dt, start_hour, t_mean)
+    by_name = {"outdoor_temperature": d4[:, 0], "solar_irradiance": d4[:, 1], "occupancy": d4[:, 2],
+               "ground_temperature": d4[:, 3]}
+    d = np.stack([by_name.get(n, np.zeros(K)) for n in sim.disturbance_names], axis=1)
+    nu, nz = sim.linear.nu, sim.linear.nz
+    prob = MPCProblem(model=sim.linear, horizon=K, dt=dt, u_min=sim.u_min, u_max=sim.u_max,
+                      power=PowerCoeffs.from_dict(sim.power_coeffs, nu),
+                      weights=Weights(energy_cost=1.0, comfort_quadratic=2.0, comfort_linear=0.5, move=move))
+    low = np.where(occ > 0, 21.0, 16.0)[:, None] * np.ones(nz)
+    high = np.where(occ > 0, 24.0, 28.0)[:, None] * np.ones(nz)
+    x0 = np.asarray(getattr(sim, "x_initial", np.full(sim.linear.n, 19.0)), float) - 1.5
+    return prob, prob.data(x0, d, price, 0.0, comfort_low=low, comfort_high=high, u_last=np.zeros(nu))

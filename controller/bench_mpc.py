@@ -1,0 +1,244 @@
+"""MPC solve benchmark: Riccati interior point vs exact conic solver and a straightforward L-BFGS-B baseline.
+
+Rows (median of repeats, same process, same machine):
+- R1 office-20 (config/buildings/office-20.yaml; a synthetic R1-like floor if the file is absent): cold solve
+  and warm solve (previous plan shifted one step, state advanced, disturbance forecast revised), each to a
+  certified relative gap <= --gap; the exact convex optimum from cvxpy + Clarabel (if importable) gives
+  reference_s and gap_rel; the baseline is scipy L-BFGS-B on the u+/u- split, driven by a per-step NumPy
+  forward loop and explicit reverse loop, run until it is within --gap of the optimum (or gives up).
+- R4 campus-500 (25 buildings, 1500 states): the same solver batched over buildings.
+- NL: the generic projected L-BFGS on a nonlinear heat-pump/tank/radiator model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from controller.benchutil import Report, machine_line, median_time, rss_bytes
+from controller.mpc.lqsolver import LQOptions, LQSolver
+from controller.mpc.objective import energy_slopes
+from controller.mpc.problem import MPCData, MPCProblem
+from controller.mpc.result import shift_plan
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _load(name: str, synthetic: Any) -> tuple[MPCProblem, MPCData, str]:
+    from controller.mpc.reference import simulator_problem
+
+    path = ROOT / "config" / "buildings" / f"{name}.yaml"
+    try:
+        from models import load_building
+
+        sim = load_building(path).compile(900.0)
+        if sim.linear is None:
+            raise ValueError("not linear")
+        prob, data = simulator_problem(sim)
+        return prob, data, str(path.relative_to(ROOT))
+    except Exception as exc:  # the synthetic stand-in keeps the benchmark usable without the model file
+        prob, data = synthetic()
+        return prob, data, f"synthetic ({type(exc).__name__}: {exc})"[:80]
+
+
+def next_cycle(prob: MPCProblem, data: MPCData, u: np.ndarray, seed: int = 7) -> MPCData:
+    """The next cycle's data: plant advanced under u[0], horizon shifted, forecasts revised."""
+    A, B, E = prob.model.discrete()
+    nd = data.shifted(1)
+    rng = np.random.default_rng(seed)
+    nd.x0 = A @ data.x0 + B @ u[0] + E @ data.d[0] + rng.normal(0.0, 0.05, data.x0.shape)
+    nd.d = nd.d.copy()
+    nd.d[:, 0] += rng.normal(0.0, 0.5, prob.horizon)
+    nd.u_last = u[0].copy()
+    return nd
+
+
+class LoopBaseline:
+    """The straightforward way: dense discrete matrices, a per-step forward loop and a per-step reverse loop,
+    scipy L-BFGS-B on the split u = u+ - u- (energy is then linear on each part)."""
+
+    def __init__(self, prob: MPCProblem, data: MPCData) -> None:
+        self.prob, self.data = prob, data
+        self.A, self.B, self.E = prob.model.discrete()
+        self.C = prob.model.Cz
+        self.cp, self.cm = energy_slopes(prob, data)
+        w = prob.weights
+        self.wq = prob.dt_h * np.broadcast_to(np.asarray(w.comfort_quadratic, float), (prob.nz,))
+        self.wl = prob.dt_h * np.broadcast_to(np.asarray(w.comfort_linear, float), (prob.nz,))
+        self.wm = np.broadcast_to(np.asarray(w.move, float), (prob.nu,)) / 1e6
+        self.scale = np.maximum(np.abs(data.u_min).max(0), np.abs(data.u_max).max(0))
+
+    def f_and_grad(self, v: np.ndarray) -> tuple[float, np.ndarray]:
+        K, nu, data = self.prob.horizon, self.prob.nu, self.data
+        vp, vm = v[:K * nu].reshape(K, nu) * self.scale, v[K * nu:].reshape(K, nu) * self.scale
+        u = vp - vm
+        xs = [data.x0]
+        for k in range(K):
+            xs.append(self.A @ xs[-1] + self.B @ u[k] + self.E @ data.d[k])
+        f = float((self.cp * vp).sum() + (self.cm * vm).sum())
+        gu = np.zeros((K, nu))
+        du = np.diff(u, axis=0, prepend=data.u_last[None])
+        f += float((self.wm * du * du).sum())
+        gd = 2 * self.wm * du
+        gu += gd
+        gu[:-1] -= gd[1:]
+        lam = np.zeros_like(data.x0)
+        for k in range(K - 1, -1, -1):
+            y = self.C @ xs[k + 1]
+            lo, hi = data.comfort_low[k] - y, y - data.comfort_high[k]
+            vl, vh = np.maximum(lo, 0), np.maximum(hi, 0)
+            f += float((self.wq * (vl * vl + vh * vh) + self.wl * (vl + vh)).sum())
+            gy = (2 * self.wq * vh + self.wl * (hi > 0)) - (2 * self.wq * vl + self.wl * (lo > 0))
+            lam = lam + self.C.T @ gy
+            gu[k] += self.B.T @ lam
+            lam = self.A.T @ lam
+        gp, gm = (gu + self.cp) * self.scale, (-gu + self.cm) * self.scale
+        return f, np.concatenate([gp.ravel(), gm.ravel()])
+
+    def solve(self, f_target: float, max_iter: int = 3000) -> tuple[float, int]:
+        """Best objective and iterations until f_target is reached (or max_iter)."""
+        from scipy.optimize import minimize
+
+        data, K, nu = self.data, self.prob.horizon, self.prob.nu
+        ub = np.concatenate([np.maximum(data.u_max, 0).ravel(), np.maximum(-data.u_min, 0).ravel()])
+        ub = ub / np.tile(self.scale, 2 * K)
+        best = [math.inf]
+
+        def fg(v: np.ndarray) -> tuple[float, np.ndarray]:
+            f, g = self.f_and_grad(v)
+            best[0] = min(best[0], f)
+            if best[0] <= f_target:
+                raise StopIteration
+            return f, g
+
+        it = [0]
+
+        def count(_: np.ndarray) -> None:
+            it[0] += 1
+
+        try:
+            minimize(fg, np.zeros(2 * K * nu), jac=True, method="L-BFGS-B", bounds=list(zip(0 * ub, ub, strict=True)),
+                     callback=count, options={"maxiter": max_iter, "maxfun": 2 * max_iter, "ftol": 1e-16,
+                                              "gtol": 1e-12})
+        except StopIteration:
+            pass
+        return best[0], it[0]
+
+
+def _reference(prob: MPCProblem, data: MPCData) -> tuple[float | None, float]:
+    try:
+        from controller.mpc.convex_reference import solve_reference
+
+        t = time.perf_counter()
+        _, f = solve_reference(prob, data, tol=1e-8)
+        return f, time.perf_counter() - t
+    except ImportError:
+        return None, math.nan
+
+
+def _lq_rows(report: Report, name: str, prob: MPCProblem, data: MPCData, args: argparse.Namespace,
+             reference: bool, baseline: bool) -> None:
+    solver = LQSolver(prob, LQOptions(tol=args.gap * 0.1))
+    cold = solver.solve(data, timer=time.perf_counter)
+    nd = next_cycle(prob, data, cold.u)
+    u0 = shift_plan(cold.u)
+    repeats = args.repeats
+    t_cold = median_time(lambda: solver.solve(data), repeats=repeats, warmup=0)
+    warm = solver.solve(nd, u0, timer=time.perf_counter)
+    t_warm = median_time(lambda: solver.solve(nd, u0), repeats=repeats, warmup=0)
+    for mode, res, t, d in (("cold", cold, t_cold, data), ("warm", warm, t_warm, nd)):
+        f_ref, t_ref = _reference(prob, d) if reference else (None, math.nan)
+        gap = (res.objective - f_ref) / abs(f_ref) if f_ref is not None else res.gap_bound
+        base_s, speed, base_gap = math.nan, math.nan, math.nan
+        if baseline and f_ref is not None:
+            bl = LoopBaseline(prob, d)
+            t0 = time.perf_counter()
+            f_bl, it_bl = bl.solve(f_ref + args.gap * abs(f_ref))
+            base_s = time.perf_counter() - t0
+            base_gap = (f_bl - f_ref) / abs(f_ref)
+            reached = base_gap <= args.gap
+            # A baseline that gives up still took base_s: the ratio is then a lower bound (flagged by base_gap).
+            speed = base_s / t
+            if not reached and not args.json:
+                print(f"# baseline ({mode}) gave up at gap {(f_bl - f_ref) / abs(f_ref):.1e} after {it_bl} iterations")
+        report.row(suite="mpc", problem=name, backend="numpy", dtype="float64", batch=1, horizon=prob.horizon,
+                   mode=mode, solve_s=t, reference_s=t_ref, gap_rel=gap, iterations=res.iterations,
+                   status=str(res.status), baseline_s=base_s, baseline_gap=base_gap, speedup=speed,
+                   ref_ratio=t_ref / t if math.isfinite(t_ref) else math.nan, rss_bytes=rss_bytes())
+
+
+def _nonlinear_rows(report: Report, args: argparse.Namespace) -> None:
+    from scipy.optimize import minimize
+
+    from controller.mpc.generic import GenericSolver
+    from controller.mpc.reference import heat_pump_problem
+
+    case = heat_pump_problem(K=24, dt=3600.0)
+    solver = GenericSolver(case.f_and_grad, case.u_min, case.u_max)
+    res = solver.solve()
+    t = median_time(lambda: solver.solve(), repeats=max(1, args.repeats // 4), warmup=0)
+    scale = case.u_max.max(axis=0)
+
+    def fg(x: np.ndarray) -> tuple[float, np.ndarray]:
+        f, g = case.f_and_grad(x.reshape(-1, 2) * scale)
+        return f, (g * scale).ravel()
+
+    t0 = time.perf_counter()
+    ref = minimize(fg, np.zeros(case.u_min.size), jac=True, method="L-BFGS-B",
+                   bounds=list(zip((case.u_min / scale).ravel(), (case.u_max / scale).ravel(), strict=True)),
+                   options={"ftol": 1e-15, "gtol": 1e-10, "maxiter": 5000})
+    t_ref = time.perf_counter() - t0
+    report.row(suite="mpc", problem="NL heat pump", backend="numpy", dtype="float64", batch=1, horizon=24,
+               mode="cold", solve_s=t, reference_s=t_ref, gap_rel=(res.objective - ref.fun) / abs(ref.fun),
+               iterations=res.iterations, status=str(res.status), baseline_s=t_ref, baseline_gap=0.0,
+               speedup=t_ref / t,
+               ref_ratio=t_ref / t, rss_bytes=rss_bytes())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="edge-mpc bench mpc", description=__doc__.split("\n")[0])
+    ap.add_argument("--json", action="store_true", help="one JSON object per row")
+    ap.add_argument("--problems", default="R1,R4,NL", help="comma-separated subset of R1,R4,NL")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--gap", type=float, default=1e-4, help="relative optimality gap each solve must reach")
+    ap.add_argument("--no-reference", action="store_true", help="skip cvxpy + Clarabel")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the L-BFGS-B loop baseline")
+    ap.add_argument("--r4-reference", action="store_true", help="also run the exact solver on R4 (minutes)")
+    args = ap.parse_args(argv)
+    from controller.mpc.reference import office_problem
+
+    report = Report([("problem", "problem", ""), ("mode", "mode", ""), ("solve_s", "solve s", ".4f"),
+                     ("iterations", "iters", "d"), ("status", "status", ""), ("gap_rel", "gap", ".1e"),
+                     ("reference_s", "ref s", ".3f"), ("ref_ratio", "ref/ours", ".1f"),
+                     ("baseline_s", "base s", ".3f"), ("baseline_gap", "base gap", ".1e"),
+                     ("speedup", "base/ours", ".1f"),
+                     ("rss_bytes", "RSS B", ".3g")], args.json)
+    problems = {p.strip().upper() for p in args.problems.split(",")}
+    if not args.json:
+        print(machine_line("numpy"))
+    if "R1" in problems:
+        prob, data, src = _load("office-20", office_problem)
+        if not args.json:
+            print(f"R1: {src}; {prob.model.n} states, {prob.nu} inputs, {prob.horizon} steps")
+        _lq_rows(report, "R1", prob, data, args, not args.no_reference, not args.no_baseline)
+    if "R4" in problems:
+        path = ROOT / "config" / "buildings" / "campus-500.yaml"
+        if not path.exists():
+            print("R4: skipped (config/buildings/campus-500.yaml not found)")
+        else:
+            prob, data, src = _load("campus-500", lambda: office_problem(buildings=25))
+            if not args.json:
+                print(f"R4: {src}; {prob.model.n} states, {prob.nu} inputs, {prob.horizon} steps")
+            _lq_rows(report, "R4", prob, data, args, args.r4_reference and not args.no_reference, False)
+    if "NL" in problems:
+        _nonlinear_rows(report, args)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

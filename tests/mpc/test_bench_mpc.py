@@ -1,0 +1,20 @@
+"""`edge-mpc bench mpc` runs and prints one JSON object per row with the documented keys."""
+
+from __future__ import annotations
+
+import json
+
+from controller.bench_mpc import main
+
+KEYS = {"suite", "problem", "backend", "dtype", "batch", "horizon", "solve_s", "mode", "reference_s", "gap_rel",
+        "iterations", "status", "speedup", "rss_bytes"}
+
+
+def test_bench_json_rows(capsys) -> None:
+    assert main(["--problems", "R1,NL", "--repeats", "1", "--no-reference", "--no-baseline", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(r["problem"], r["mode"]) for r in rows] == [("R1", "cold"), ("R1", "warm"), ("NL heat pump", "cold")]
+    for r in rows:
+        assert KEYS <= r.keys()
+        assert r["status"] == "converged" and r["suite"] == "mpc"
+    assert all(r["gap_rel"] <= 1e-4 for r in rows[:2])
