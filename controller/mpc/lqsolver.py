@@ -42,6 +42,7 @@ class LQOptions:
     mu0: float = 0.1  # initial size of bound multipliers relative to energy slopes (cold start)
     mu0_warm: float = 1e-3
     step_frac: float = 0.995  # fraction of the step to the boundary
+    correctors: int = 0  # Gondzio centrality correctors per iteration (each one more solve)
     res_tol: float = 1e-7  # primal/dual residual tolerance (scaled units)
 
 
@@ -257,7 +258,25 @@ class LQSolver:
             sigma = min(1.0, (mu_aff / mu) ** 3) if mu > 0 else 0.0
             rc = {k: (rc0[k] + aff["s"][k] * aff["z"][k] - sigma * mu) * maskf[k] for k in GROUPS}
             dd = self._direction(nw, rc)
-            a = min(1.0, opt.step_frac * self._max_step(st, dd))
+            amax = self._max_step(st, dd)
+            # Gondzio's centrality correctors: more solves with the same factorisation buy longer steps.
+            for _ in range(opt.correctors):
+                if amax >= 1.0:
+                    break
+                at = min(1.0, 1.5 * amax + 0.1)
+                lo_t, hi_t = 0.1 * sigma * mu, 10.0 * sigma * mu
+                t = {}
+                for k in GROUPS:
+                    v = (s[k] + at * dd["s"][k]) * (z[k] + at * dd["z"][k])
+                    t[k] = (np.clip(v, lo_t, hi_t) - v) * maskf[k]
+                    t[k] = np.maximum(t[k], -hi_t)
+                trial = self._direction(nw, {k: rc[k] - t[k] for k in GROUPS})
+                at_new = self._max_step(st, trial)
+                if at_new < amax + 0.1 * (at - amax):
+                    break
+                dd, amax = trial, at_new
+                rc = {k: rc[k] - t[k] for k in GROUPS}
+            a = min(1.0, opt.step_frac * amax)
             st.u = st.u + a * dd["u"]
             st.e = st.e + a * dd["e"]
             st.vl = st.vl + a * dd["vl"]

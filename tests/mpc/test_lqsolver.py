@@ -139,3 +139,13 @@ def test_nonfinite_warm_start_is_rejected() -> None:
     prob, data = small_problem()
     u0 = np.full((prob.horizon, prob.nu), np.inf)
     assert LQSolver(prob).solve(data, u0).status == Status.NONFINITE
+
+
+def test_centrality_correctors_reach_the_same_optimum() -> None:
+    from controller.mpc import LQOptions
+
+    prob, data = small_problem(zones=3, gas=True, rate_limit=300.0)
+    base = LQSolver(prob).solve(data)
+    corr = LQSolver(prob, LQOptions(correctors=2)).solve(data)
+    assert corr.status == Status.CONVERGED
+    assert abs(corr.objective - base.objective) <= 1e-5 * abs(base.objective)
