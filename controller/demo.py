@@ -29,7 +29,7 @@ from controller.settings import load_site
 from drivers.virtual_building import VirtualBuilding
 
 ROOT = Path(__file__).resolve().parent.parent
-SITES = {"office-20": ROOT / "config" / "sites" / "office-20.yaml", "house-1": ROOT / "config" / "sites" / "house-1.yaml"}
+SITES = {name: ROOT / "config" / "sites" / f"{name}.yaml" for name in ("office-20", "house-1")}
 SEASONS = {"winter": (1, 12), "shoulder": (4, 6), "summer": (7, 13)}   # month, day: a Monday-ish start
 PRICES = {"dynamic": "PriceElectricPowerDynamic", "highly-dynamic": "PriceElectricPowerHighlyDynamic",
           "constant": "PriceElectricPowerConstant"}
@@ -164,8 +164,8 @@ def main(argv: list[str] | None = None) -> int:
                                            f"control.backend={args.backend}"])
     t0 = _start_time(args.season, args.year, site.timezone)
     step = site.control.step_s
-    n_mpc = int(round(args.days * 86400 / step))
-    n_tstat = int(round(args.days * 86400 / THERMOSTAT_STEP_S))
+    n_mpc = round(args.days * 86400 / step)
+    n_tstat = round(args.days * 86400 / THERMOSTAT_STEP_S)
     from models import load_building
     from models.series import load_named_series
 
