@@ -50,6 +50,11 @@ class LQStructure:
         self.ahold[:, :nc, nc:] = Bm
         self.ahold[:, nc:, nc:] = np.eye(nu)
         self.eye_u = np.eye(nu)
+        # Factor buffers, reused: a campus-sized factorisation is ~100 MB and first-touching it each time
+        # costs more than the arithmetic. A RiccatiFactor is valid until the next factor() call.
+        self._acl = np.empty((K, nb, nx, nx))
+        self._gain = np.empty((K, nb, nu, nx))
+        self._hinv = np.empty((K, nb, nu, nu))
         self.c_outer = (C[:, :, :, None] * C[:, :, None, :]).reshape(nb, C.shape[1], nc * nc)  # rows' c c'
 
     def factor(self, D: np.ndarray, m: np.ndarray, free: np.ndarray, r: float | np.ndarray
@@ -64,20 +69,30 @@ class LQStructure:
         mk = np.ascontiguousarray(np.moveaxis(m, 1, 0))  # (K, nb, nu)
         idx = np.arange(nu)
         vi = nc + idx
-        # Output curvature C'D[k]C on z[k+1] for all steps in one product with the rows' outer products.
-        qzz = np.moveaxis((D @ self.c_outer).reshape(nb, K, nc, nc), 1, 0)  # (K, nb, nc, nc)
+        # Output curvature C'D[k]C on z[k+1]: for one subsystem all steps in one product with the rows'
+        # outer products; for a batch step by step (the all-steps array would be large).
+        if nb == 1:
+            q_all = (D[0] @ self.c_outer[0]).reshape(K, nc, nc)
+
+            def qzz(k: int) -> np.ndarray:
+                return q_all[k]
+        else:
+            Dk, C, CT = np.moveaxis(D, 1, 0), self.C, self.C.transpose(0, 2, 1)
+
+            def qzz(k: int) -> np.ndarray:
+                return (CT * Dk[k][:, None, :]) @ C
         rk = np.moveaxis(np.broadcast_to(r, free.shape), 1, 0)
         hdd_add = (f * (mk + rk) + (1.0 - f))[..., None] * self.eye_u  # (K, nb, nu, nu)
         ffT = f[..., :, None] * f[..., None, :]
         hdx_add = np.zeros((K, nb, nu, nx))
         hdx_add[..., idx, vi] = -mk * f
         fa = f[..., :, None] * self.aaug[None, :, None, :]  # (K, nb, nu, nx)
-        acl = np.empty((K, nb, nx, nx))
-        gain = np.zeros((K, nb, nu, nx))
-        hinv = np.zeros((K, nb, nu, nu))
+        acl, gain, hinv = self._acl, self._gain, self._hinv
+        gain[self.held] = 0.0
+        hinv[self.held] = 0.0
         baug, baugT, AA, held = self.baug, self.baug.transpose(0, 2, 1), self.AA, self.held
         P = np.zeros((nb, nx, nx))
-        P[:, :nc, :nc] = qzz[K - 1]
+        P[:, :nc, :nc] = qzz(K - 1)
         if nb == 1:  # plain 2-D products: batched ones cost more per call at this size
             P, b, bT, aa, ah = P[0], baug[0], baugT[0], AA[0], self.ahold[0]
             ahT = ah.T
@@ -100,7 +115,7 @@ class LQStructure:
                     P = P * aa
                     P -= Hdx.T @ G
                 if k:
-                    P[:nc, :nc] += qzz[k - 1, 0]
+                    P[:nc, :nc] += qzz(k - 1)
                 P[vi, vi] += mk[k, 0]
         else:
             aholdT = self.ahold.transpose(0, 2, 1)
@@ -119,7 +134,7 @@ class LQStructure:
                     acl[k] = baug @ G
                     P = P * AA - Hdx.transpose(0, 2, 1) @ G
                 if k:
-                    P[:, :nc, :nc] += qzz[k - 1]
+                    P[:, :nc, :nc] += qzz(k - 1)
                 P[:, vi, vi] += mk[k]
         # Gains were stored with the opposite sign: u = -G x; closed loop a - B G on free steps.
         gain *= -1.0
