@@ -111,6 +111,8 @@ class SiteController:
         self.net = load_building(site.model_path)
         base = self.net.compile(ctl.step_s)
         self.disturbances = DisturbanceBuilder.from_site(site, base)
+        # What an MQTT forecast may override, with the model's unit (the service checks plausibility).
+        self.forecast_units = dict(zip(self.net.disturbances, self.net.disturbance_units, strict=True))
         # Offset-free control: an unmeasured heat gain per zone, estimated by the Kalman filter and held
         # over the horizon, absorbs what the model gets wrong (UA, capacitance, occupancy).
         self._offset_cols = []
@@ -126,6 +128,10 @@ class SiteController:
                               expected="ideal_hvac / boiler actuators", found=[a.kind for a in sim.net.actuators])
         self.zone_names = sim.zone_names
         self.sensor_ids = sim.sensor_names
+        # sensor -> the zone whose air node it mostly reads (per-zone degradation of a stale/lying sensor)
+        zone_by_node = {z.node: z.name for z in sim.net.zones}
+        self.sensor_zones = {sid: zone_by_node.get(int(np.argmax(np.abs(row))))
+                             for sid, row in zip(self.sensor_ids, np.asarray(sim.Cs), strict=True)}
         self.actuators = parse_actuators(site.actuators, sim)
         self.units = {a.name: a.unit for a in self.actuators}
         self.tz = site.timezone
@@ -203,10 +209,13 @@ class SiteController:
         self.d_last, self.t_last = d[0], t
         zone_pred = np.asarray(res.zone_temps) if res.zone_temps is not None else None
         zone_est = x0[self._zone_nodes]
+        used = np.isfinite(info.innovation) & ~info.rejected
         diagnostics = {
             "solve_s": float(res.solve_time), "iterations": int(res.iterations), "objective": float(res.objective),
             "objective_terms": {k: float(v) for k, v in res.terms.items()}, "status": str(res.status),
-            "innovation_k": float(np.nanmax(np.abs(info.innovation))) if np.any(np.isfinite(info.innovation)) else None,
+            # Over the readings the filter used: one refused by the gate (a sensor jumping 15 K) is reported
+            # in rejected_sensors, and must not make the whole site look diverged.
+            "innovation_k": float(np.max(np.abs(info.innovation[used]))) if used.any() else None,
             "rejected_sensors": [s for s, r in zip(self.sensor_ids, info.rejected, strict=True) if r],
             "diverged": bool(info.diverged),
             "zone_temps": {z: float(v) for z, v in zip(self.zone_names, zone_est, strict=True)},

@@ -210,19 +210,37 @@ class FallbackPolicy:
 
     def decide(self, t: float, out: Any | None, reason: str | None, detail: str = "", *,
                occupied: bool, zone_temps: Mapping[str, float] | None = None,
-               held: HeldPlan | None = None) -> Decision:
+               held: HeldPlan | None = None, degraded_zones: Mapping[str, str] | None = None) -> Decision:
+        """`degraded_zones` (zone -> reason, e.g. a stale sensor): only those zones' actuators fall back to
+        schedule/relinquish (their temperature is not trusted); the others keep the MPC or held plan."""
         names = [a.name for a in self.actuators]
+        degraded = dict(degraded_zones or {})
+        temps = {z: v for z, v in (zone_temps or {}).items() if z not in degraded}
         if reason is None and out is not None:
-            return Decision("mpc", None, {n: float(out.setpoints[n]) for n in names},
-                            dict.fromkeys(names, "mpc"), detail)
+            return self._degrade(Decision("mpc", None, {n: float(out.setpoints[n]) for n in names},
+                                          dict.fromkeys(names, "mpc"), detail), degraded, occupied, temps)
         if held is not None:
             row = held.at(t, self.settings.max_plan_age_s)
             if row is not None and all(n in row for n in names):
-                return Decision("hold", reason, {n: row[n] for n in names}, dict.fromkeys(names, "hold"),
-                                detail)
-        values, sources = self._schedule(occupied, zone_temps or {})
+                return self._degrade(Decision("hold", reason, {n: row[n] for n in names},
+                                              dict.fromkeys(names, "hold"), detail), degraded, occupied, temps)
+        values, sources = self._schedule(occupied, temps)
         outcome = "schedule" if any(s == "schedule" for s in sources.values()) else "relinquish"
         return Decision(outcome, reason, values, sources, detail)
+
+    def _degrade(self, d: Decision, degraded: Mapping[str, str], occupied: bool,
+                 temps: Mapping[str, float]) -> Decision:
+        """Per-zone degradation: the actuators of `degraded` zones take the schedule/relinquish values."""
+        hit = [a.name for a in self.actuators if self.zone_of[a.name] in degraded]
+        if not hit:
+            return d
+        values, sources = self._schedule(occupied, temps)
+        new_values, new_sources = dict(d.values), dict(d.sources)
+        for n in hit:
+            new_values[n], new_sources[n] = values[n], sources[n]
+        reason = d.reason or next(iter(degraded.values()))
+        detail = d.detail or "zones " + ", ".join(sorted(degraded)) + " degraded"
+        return Decision(d.outcome, reason, new_values, new_sources, detail)
 
     def _schedule(self, occupied: bool, temps: Mapping[str, float]) -> tuple[dict, dict]:
         s = self.settings

@@ -46,6 +46,12 @@ BusFactory = Callable[[SiteConfig, Topics, SiteMetrics], Bus]
 SOLVER_GRACE_S = 5.0
 # A reading stamped this far in the future is refused (a gateway with a wrong clock).
 MAX_FUTURE_S = 300.0
+# Model sensors read node temperatures (degC). Outside this range a reading is a wrong unit (kelvin,
+# milli-degrees) or a broken sensor, refused at the door and counted as rejected.
+SENSOR_RANGE_C = (-60.0, 150.0)
+# Forecast values: any magnitude beyond this is garbage whatever the unit; per model unit a tighter range.
+MAX_FORECAST_ABS = 1e9
+FORECAST_RANGES = {"degC": (-90.0, 70.0), "W/m2": (-10.0, 2000.0)}
 
 
 def default_controller_factory(cfg: SiteConfig) -> Any:
@@ -154,6 +160,14 @@ class Site:
                                      list(getattr(controller, "zone_names", [])))
         prev = getattr(self, "gate", None)
         self.gate = SetpointGate(self.actuators, prev.prev if prev is not None else None)
+        zones = list(getattr(controller, "zone_names", []))
+        given = getattr(controller, "sensor_zones", None)
+        if isinstance(given, Mapping):
+            self._sensor_zones = {sid: given.get(sid) for sid in controller.sensor_ids}
+        else:  # by name: the longest zone name inside the sensor id (t_z1 -> z1)
+            self._sensor_zones = {sid: max((z for z in zones if z and z in sid), key=len, default=None)
+                                  for sid in controller.sensor_ids}
+        self._rejected_since: dict[str, float] = {}
 
     def _restore(self) -> None:
         got = self.store.load(self.cfg.state.max_age_s, now=self._wall())
@@ -191,8 +205,8 @@ class Site:
                 self.metrics.message("in", "sensor", "rejected")
                 log.warning("%s: rejected sensor %s: %s", self.name, sid, exc)
                 return
-            if not math.isfinite(value) or (ts is not None and self.cfg.clock.mode == "wall"
-                                             and ts > self._wall() + MAX_FUTURE_S):
+            if not math.isfinite(value) or not SENSOR_RANGE_C[0] <= value <= SENSOR_RANGE_C[1] or (
+                    ts is not None and self.cfg.clock.mode == "wall" and ts > self._wall() + MAX_FUTURE_S):
                 self.metrics.message("in", "sensor", "rejected")
                 log.warning("%s: rejected sensor %s: value %r ts %r", self.name, sid, value, ts)
                 return
@@ -214,6 +228,18 @@ class Site:
             except PayloadError as exc:
                 self.metrics.message("in", "forecast", "rejected")
                 log.warning("%s: rejected forecast %s: %s", self.name, name, exc)
+                return
+            units = getattr(self.controller, "forecast_units", None)
+            lo, hi = FORECAST_RANGES.get((units or {}).get(name, ""), (-MAX_FORECAST_ABS, MAX_FORECAST_ABS))
+            if fc.values.size and not (lo <= float(fc.values.min()) and float(fc.values.max()) <= hi):
+                self.metrics.message("in", "forecast", "rejected")
+                log.warning("%s: rejected forecast %s: values outside %g..%g (wrong unit?)", self.name, name,
+                            lo, hi)
+                return
+            if isinstance(units, Mapping) and name not in units:
+                # Not a model disturbance: nothing would use it, and keeping one per topic name would let
+                # any publisher grow our memory without bound.
+                self.metrics.message("in", "forecast", "ignored")
                 return
             with self._forecast_lock:
                 self._forecasts[name] = fc
@@ -315,10 +341,14 @@ class Site:
                 stale.append(sid)
             else:
                 fresh[sid] = (value, ts)
+        # Per-zone degradation: a zone left without any good reading has its actuators fall back on their
+        # own; the rest of the site keeps MPC. Only when no zone is measured any more (or a sensor serves
+        # no zone) does the whole site fall back.
+        degraded = self._degraded_zones(missing, stale)
         problem = None
-        if missing:
+        if degraded is None and missing:
             problem = "missing_sensor: no reading from " + ", ".join(missing[:5])
-        elif stale:
+        elif degraded is None and stale:
             problem = "stale_sensor: older than max_age: " + ", ".join(stale[:5])
         with self._forecast_lock:
             forecasts = {n: f for n, f in self._forecasts.items() if f.end >= t}
@@ -333,6 +363,9 @@ class Site:
                                   max_innovation_k=cfg.fallback.max_innovation_k,
                                   actuators=[a.name for a in self.actuators])
         diag = (out.diagnostics or {}) if out is not None else {}
+        degraded = dict(degraded or {})
+        if out is not None and not hung:
+            degraded.update(self._gate_degraded(t, fresh, diag.get("rejected_sensors") or [], degraded))
         zone_temps = {z: float(v) for z, v in (diag.get("zone_temps") or {}).items()
                       if isinstance(v, int | float) and math.isfinite(v)}
         # An estimate we do not trust (or one not corrected by readings for max_age) must not drive the
@@ -340,7 +373,8 @@ class Site:
         trusted = {} if reason in ("nonfinite", "divergence", "stale_sensor", "missing_sensor") else zone_temps
         occupied = self._occupancy(t)
         decision = self.policy.decide(t, out, reason, detail, occupied=occupied, zone_temps=trusted,
-                                      held=self.held)
+                                      held=self.held, degraded_zones=degraded)
+        reason, detail = decision.reason, decision.detail
         if decision.outcome == "mpc" and out is not None and out.plan_setpoints is not None:
             self.held = HeldPlan(t, cfg.control.step_s, [a.name for a in self.actuators],
                                  np.asarray(out.plan_setpoints, dtype=float))
@@ -353,6 +387,7 @@ class Site:
         health = {"t": t, "seq": seq, "outcome": decision.outcome, "reason": reason, "detail": detail or None,
                   "solver_status": status, "solve_s": solve_s, "iterations": diag.get("iterations"),
                   "missing_sensors": missing, "stale_sensors": stale, "occupied": occupied,
+                  "degraded_zones": degraded,
                   "sources": dict(clamped.sources)}
         self._publish(self.topics.health, "health", health, retain=True)
         band = cfg.comfort.occupied if occupied else cfg.comfort.unoccupied
@@ -382,6 +417,42 @@ class Site:
                  "-" if solve_s is None else f"{solve_s:.3f}s", diag.get("iterations", "-"),
                  f"{diag['objective']:.4g}" if isinstance(diag.get("objective"), int | float) else "-", cycle_s)
         return report
+
+    def _degraded_zones(self, missing: list[str], stale: list[str]) -> dict[str, str] | None:
+        """zone -> reason for zones whose every sensor is missing or stale; None when the whole site must
+        fall back (a bad sensor that serves no known zone, or no zone measured at all)."""
+        if not missing and not stale:
+            return {}
+        bad = {**dict.fromkeys(stale, "stale_sensor"), **dict.fromkeys(missing, "missing_sensor")}
+        zones_of = self._sensor_zones
+        if any(zones_of.get(sid) is None for sid in bad):
+            return None
+        out: dict[str, str] = {}
+        for zone in {zones_of[sid] for sid in bad}:
+            members = [sid for sid, z in zones_of.items() if z == zone]
+            if all(sid in bad for sid in members):
+                out[zone] = next(bad[sid] for sid in members)
+        measured = {z for sid, z in zones_of.items() if z is not None and sid not in bad}
+        if not measured:
+            return None
+        return out
+
+    def _gate_degraded(self, t: float, fresh: Mapping, rejected: list[str],
+                       already: Mapping[str, str]) -> dict[str, str]:
+        """A sensor the estimator's gate keeps refusing for longer than sensors.max_age is as good as stale:
+        its zone runs on an uncorrected prediction, so that zone falls back (the others keep MPC)."""
+        for sid in fresh:
+            if sid not in rejected:
+                self._rejected_since.pop(sid, None)
+        out: dict[str, str] = {}
+        for sid in rejected:
+            since = self._rejected_since.setdefault(sid, t)
+            zone = self._sensor_zones.get(sid)
+            if t - since > self.cfg.sensors.max_age_s and zone is not None and zone not in already:
+                members = [s for s, z in self._sensor_zones.items() if z == zone]
+                if all(s in rejected or s not in fresh for s in members):
+                    out[zone] = "stale_sensor"
+        return out
 
     def _solve(self, t: float, sensors: dict, forecasts: dict) -> tuple[Any, str | None, bool, float | None]:
         if self._make_inputs is None:

@@ -245,8 +245,10 @@ def parse_forecast(payload: bytes) -> Forecast:
             raise PayloadError("forecast", f"'values[{i}]' must be a finite number, found {what}")
     arr = np.asarray(values, dtype=np.float64)
     arr.flags.writeable = False  # shared between consumers; nobody may edit it in place
-    if not math.isfinite(start + step * (arr.size - 1)):
-        raise PayloadError("forecast", "forecast end time is not finite")
+    end = start + step * (arr.size - 1)
+    if not math.isfinite(end) or end > MAX_UNIX_S:
+        # A step of 1e300 s would stretch the first value over the whole horizon, forever.
+        raise PayloadError("forecast", f"forecast end time {end:.4g} is not a plausible unix time")
     return Forecast(start, step, arr)
 
 
