@@ -18,15 +18,9 @@ class Status(StrEnum):
 
 @dataclass
 class Duals:
-    """Solver multipliers (solver layout, time on axis 1), carried between cycles for warm starts."""
+    """Final multipliers by constraint group (solver layout): diagnostics, e.g. which limits bind."""
 
     z: dict[str, np.ndarray]
-
-    def shifted(self, steps: int = 1) -> Duals:
-        def sh(a: np.ndarray) -> np.ndarray:
-            return np.concatenate([a[:, steps:], np.repeat(a[:, -1:], steps, axis=1)], axis=1)
-
-        return Duals({k: sh(v) for k, v in self.z.items()})
 
 
 @dataclass
@@ -37,7 +31,7 @@ class MPCResult:
     objective: float  # USD, true objective of `u`
     terms: dict[str, float]  # energy, comfort, peak, move (USD)
     iterations: int
-    pg_norm: float  # projected-gradient norm (scaled units) of the last iterate
+    pg_norm: float  # stationarity of the last iterate: projected-gradient norm (generic) or KKT dual residual (LQ)
     solve_time: float  # seconds, measured with the injected timer
     zone_temps: np.ndarray  # (K, nz) predicted zone temperatures under `u`
     gap_bound: float = np.inf  # certified relative optimality gap (inf when unknown)
