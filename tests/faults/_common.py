@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from daemon.conftest import write_site
+
 from controller.fallback import safe_range
 from controller.service import Service
-from daemon.conftest import write_site
 from drivers.memory_bus import MemoryBus
 from drivers.payloads import encode_json, parse_setpoint
 from drivers.topics import Topics

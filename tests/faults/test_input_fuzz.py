@@ -27,14 +27,12 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
+from daemon.conftest import ROOT, broker, notify_socket  # noqa: F401  (fixtures)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
 from controller.clocks import Tick
-from daemon.conftest import ROOT
-
-from daemon.conftest import broker, notify_socket  # noqa: F401  (fixtures)
 
 from ._common import SITE, T0, TOPICS, Harness, check_published, counter, real_site
 
@@ -268,7 +266,7 @@ def test_after_fuzz_the_site_still_runs_mpc(harness):
 
 
 # -- through a real broker and the daemon subprocess ---------------------------------------------------------------
-def test_fuzz_through_broker_and_daemon(tmp_path, broker, notify_socket):
+def test_fuzz_through_broker_and_daemon(tmp_path, broker, notify_socket):  # noqa: F811
     """A few hundred malformed payloads over MQTT to `edge-mpc run`: it stays up, counts the rejections, and
     only ever publishes valid setpoints."""
     cfg = real_site(tmp_path, clock="wall", horizon=8, deadline="1 s",

@@ -82,7 +82,7 @@ site_params = st.fixed_dictionaries({
                                  HealthCheck.data_too_large])
 @given(b=buildings(), p=site_params)
 def test_every_setpoint_in_safe_range_and_rate(tmp_path_factory, b, p):
-    text, nz, overrides = b
+    text, _nz, overrides = b
     building_from_text(text)  # a valid model, or the strategy is wrong
     tmp = tmp_path_factory.mktemp("rc")
     (tmp / "model.yaml").write_text(text)
