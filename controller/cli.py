@@ -39,8 +39,10 @@ def _bench(args: argparse.Namespace, rest: list[str]) -> int:
         from controller.bench_gradient import main as bench
     elif args.suite == "mpc":
         from controller.bench_mpc import main as bench
+    elif args.suite == "lockstep":
+        from controller.bench_lockstep import main as bench
     else:
-        raise ConfigError(f"unknown benchmark suite '{args.suite}'", expected="gradient or mpc")
+        raise ConfigError(f"unknown benchmark suite '{args.suite}'", expected="gradient, mpc or lockstep")
     return bench(rest)
 
 
@@ -56,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
     p.add_argument("--dtype", default="float64", choices=["float64", "float32"])
     p.add_argument("--dt", type=float, default=None, help="step in seconds (default: the CSV's time step)")
-    p = sub.add_parser("bench", help="benchmarks: gradient | mpc (extra options after the suite: --help)",
+    p = sub.add_parser("bench", help="benchmarks: gradient | mpc | lockstep (extra options after the suite: --help)",
                        add_help=False)
     p.add_argument("suite", nargs="?", default="gradient")
     sub.add_parser("calibrate", help="fit model parameters to logged data (see: edge-mpc calibrate --help)",

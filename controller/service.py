@@ -145,6 +145,10 @@ class Site:
         self._setup_controller(controller)
         self._restore()
         self.last_report: CycleReport | None = None
+        # Lockstep: the last cycle's setpoint messages and ack, re-published when its clock comes again
+        # (the emulator re-sends a clock whose ack was lost in a broker restart or a reconnect).
+        self._last_out: list[tuple[str, bytes, float]] = []
+        self._last_ack: tuple[float, list[tuple[str, bytes, float]], bytes] | None = None
 
     # -- setup ------------------------------------------------------------------------------------------
     def _make_clock(self) -> WallClock | LockstepClock:
@@ -258,6 +262,15 @@ class Site:
             assert isinstance(self.clock, LockstepClock)
             # Snapshot now: the cycle for t sees exactly the readings published before this message.
             ok = self.clock.on_clock(t, self.sensors.snapshot())
+            last = self._last_ack
+            if not ok and last is not None and last[0] == t:
+                # Its cycle ran, but the emulator did not get the ack: answer again, never run it twice.
+                self.metrics.message("in", "clock", "repeat")
+                for topic_, body, expiry in last[1]:
+                    self.bus.publish(topic_, body, qos=1, expiry_s=expiry)
+                self.bus.publish(self.topics.cycle, last[2], qos=1)
+                log.info("%s: clock t=%s repeated; its setpoints and ack were published again", self.name, t)
+                return
             self.metrics.message("in", "clock", "accepted" if ok else "ignored")
         except Exception:
             log.exception("%s: clock handler failed", self.name)
@@ -404,8 +417,15 @@ class Site:
             forecast_sources=self._forecast_sources(diag, forecasts), band=(band.low, band.high), t=t)
         if isinstance(self.clock, LockstepClock):
             # After the setpoints: an emulator that waits for this ack then reads the setpoints it needs.
-            self._publish(self.topics.cycle, "cycle", {"t": t, "seq": seq, "status": decision.outcome,
-                                                       "reason": reason, "solver_status": status})
+            ack = {"t": t, "seq": seq, "status": decision.outcome, "reason": reason, "solver_status": status}
+            self._publish(self.topics.cycle, "cycle", ack)
+            # Let the bus thread put the ack on the wire before the state write below holds the GIL for
+            # milliseconds (a 20-zone state is a ~20 ms JSON encode): the emulator is waiting for it.
+            flush = getattr(self.bus, "flush", None)
+            if flush is not None:
+                flush(0.05)
+            with contextlib.suppress(PayloadError):
+                self._last_ack = (t, self._last_out, encode_json(ack))
         self._persist(t, seq, include_controller=not hung)
         report = CycleReport(t, seq, decision.outcome, reason, status, not hung, clamped)
         self.last_report = report
@@ -503,10 +523,12 @@ class Site:
         # In lockstep, t is simulated time and the broker's clock is unrelated, so the span is used as is.
         now = self._wall() if self.cfg.clock.mode == "wall" else t
         expiry = max(1.0, valid_until - now)
+        self._last_out = []
         for name, value in sp.values.items():
             try:
                 payload = encode_setpoint(value, self.units[name], t, seq, valid_until, sp.sources[name])
                 self.bus.publish(self.topics.setpoint(name), payload, qos=1, expiry_s=expiry)
+                self._last_out.append((self.topics.setpoint(name), payload, expiry))
                 self.metrics.message("out", "setpoint", "sent")
             except (PayloadError, ValueError, OSError) as exc:
                 self.metrics.message("out", "setpoint", "failed")

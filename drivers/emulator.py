@@ -5,7 +5,9 @@ Per control step at simulated time t:
 1. publish each sensor reading on ``<root>/sensor/<id>`` as ``{"value": v, "ts": t}`` (dropped readings
    are not published, so the daemon sees them age);
 2. publish ``{"t": t}`` on ``<root>/clock``;
-3. wait for the daemon's ack on ``<root>/cycle`` carrying this t (``{"t": t, ...}``); after
+3. wait for the daemon's ack on ``<root>/cycle`` carrying this t (``{"t": t, ...}``); with ``resend_s``
+   set, the readings and the clock are published again every ``resend_s`` without an ack (a broker restart
+   or a reconnecting daemon may have lost them; the daemon re-acks a repeated clock); after
    ``ack_timeout_s`` the step counts as a miss and the emulator goes on with what it has;
 4. take the latest setpoint per input from ``<root>/setpoint/<input>``: one whose ``valid_until`` < t is
    dropped (a QoS 1 message queued through an outage arrives late); ``value: null`` is "relinquish"; an
@@ -126,6 +128,7 @@ class EmulatorResult:
     plant: PlantLog
     misses: int = 0
     stale_dropped: int = 0
+    resends: int = 0
     bad_messages: int = 0
     counts: dict[str, int] = field(default_factory=dict)
 
@@ -160,17 +163,21 @@ class LockstepEmulator:
         ack_timeout_s: wall seconds to wait for each cycle ack.
         fallback: ``f(t) -> (nu,)`` values for inputs without a valid setpoint; default ``LocalThermostat``.
         qos: QoS of sensor and clock messages (1 keeps them ordered and delivered).
+        resend_s: re-publish the readings and the clock after this many wall seconds without an ack
+            (None: never).
     """
 
     def __init__(self, bus: Bus, topics: Topics, plant: VirtualBuilding, *, ack_timeout_s: float = 30.0,
                  fallback: Callable[[float], np.ndarray] | None = None, qos: int = 1,
-                 wall: Callable[[], float] = time.monotonic) -> None:
+                 wall: Callable[[], float] = time.monotonic, resend_s: float | None = None) -> None:
         self.bus = bus
         self.topics = topics
         self.plant = plant
         self.ack_timeout_s = float(ack_timeout_s)
         self.fallback = fallback or LocalThermostat(plant)
         self.qos = qos
+        self.resend_s = resend_s
+        self.resends = 0
         self._wall = wall
         self._cond = threading.Condition()
         self._acked_t: float | None = None
@@ -220,12 +227,22 @@ class LockstepEmulator:
             if value is not None:
                 self.bus.publish(self.topics.sensor(sid), encode_json({"value": value, "ts": t}), qos=self.qos)
 
-    def _wait_ack(self, t: float) -> tuple[bool, float]:
+    def _wait_ack(self, t: float, resend: Callable[[], None] | None = None) -> tuple[bool, float]:
         start = self._wall()
-        with self._cond:
-            ok = self._cond.wait_for(lambda: self._acked_t is not None and self._acked_t >= t,
-                                     timeout=self.ack_timeout_s)
-        return ok, self._wall() - start
+        end = start + self.ack_timeout_s
+        while True:
+            remaining = end - self._wall()
+            slice_s = remaining if self.resend_s is None or resend is None else min(remaining, self.resend_s)
+            with self._cond:
+                ok = self._cond.wait_for(lambda: self._acked_t is not None and self._acked_t >= t,
+                                         timeout=max(0.0, slice_s))
+            if ok or slice_s >= remaining:
+                return ok, self._wall() - start
+            assert resend is not None
+            self.resends += 1
+            log.info("no cycle ack for t=%s after %.1f s; publishing the readings and the clock again", t,
+                     self._wall() - start)
+            resend()  # outside the lock: the bus thread needs it to deliver the ack
 
     def _commands(self, t: float) -> tuple[np.ndarray, list[str], int]:
         from models.units import convert
@@ -277,9 +294,12 @@ class LockstepEmulator:
         for k, t in enumerate(ts):
             t = float(t)
             PUB[k] = [np.nan if readings[s] is None else readings[s] for s in self.plant.sensor_names]
-            self._publish_sensors(readings, t)
-            self.bus.publish(self.topics.clock, encode_json({"t": t}), qos=self.qos)
-            ok, waited = self._wait_ack(t)
+            def send(readings: dict[str, float | None] = readings, t: float = t) -> None:
+                self._publish_sensors(readings, t)
+                self.bus.publish(self.topics.clock, encode_json({"t": t}), qos=self.qos)
+
+            send()
+            ok, waited = self._wait_ack(t, send)
             ACK[k] = ok
             if ok:
                 WAIT[k] = waited
@@ -295,7 +315,7 @@ class LockstepEmulator:
         counts = {s: int((SRC == s).sum()) for s in SOURCES}
         return EmulatorResult(t=ts, dt=dt, u=U, u_source=SRC.astype(str), published=PUB, acked=ACK, ack_wait_s=WAIT,
                               plant=self.plant.log(), misses=int((~ACK).sum()), stale_dropped=stale_total,
-                              bad_messages=self._bad, counts=counts)
+                              bad_messages=self._bad, counts=counts, resends=self.resends)
 
 
 # -- command line ------------------------------------------------------------------------------------------------

@@ -258,6 +258,7 @@ class MqttBus:
         self._started = False
         self.stats = MqttStats()
         self.last_connect_error: str | None = None
+        self._last_info: paho.MQTTMessageInfo | None = None  # the last message handed to a live connection
 
         client = paho.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=paho.MQTTv5)
         # Retained, QoS 1: a late subscriber (dashboard, gateway) still learns we are gone.
@@ -353,12 +354,26 @@ class MqttBus:
             return
         info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         if info.rc == MQTTErrorCode.MQTT_ERR_SUCCESS:
+            self._last_info = info
             self._count("published")
         elif info.rc == MQTTErrorCode.MQTT_ERR_NO_CONN and qos > 0:
             self._count("queued")
         else:
             self._count("dropped")
             log.debug("publish to %s dropped: %s", topic, paho.error_string(info.rc))
+
+    def flush(self, timeout: float) -> bool:
+        """Wait at most `timeout` s until the last message published while connected was sent (QoS 0) or
+        acknowledged (QoS >= 1). Paho sends from its network thread, which needs the GIL: a caller that goes
+        on with a long GIL-holding step (a big JSON encode) would otherwise hold the message back that long."""
+        info = self._last_info
+        if info is None or not self.connected:
+            return False
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):
+            return False
+        return info.is_published()
 
     def subscribe(self, topic_filter: str, handler: Handler) -> None:
         """Add a handler; the filter is subscribed now if connected, and again after every reconnect.

@@ -1,0 +1,335 @@
+"""Lockstep round-trip benchmark: the real daemon (`edge-mpc run`, clock.mode=lockstep) against a private
+mosquitto on loopback, driven by `drivers.emulator.LockstepEmulator` with a mismatched virtual building.
+
+What is measured, per cycle (the first `--warmup` cycles are dropped):
+
+- ``rt``: wall time from the emulator publishing ``<root>/clock`` to the ``<root>/cycle`` ack reaching it:
+  four MQTT hops (emulator → broker → daemon, daemon → broker → emulator), the daemon's thread hand-offs,
+  the whole controller call (estimator, horizon data, solve), fallback and clamp, and the publishing of
+  setpoints, plan, health and metrics that precede the ack. The state file is written after the ack.
+- ``solve``: the solver time the daemon reports for that cycle (``solve_s`` of the health message with
+  the same ``t``; health is published on the same connection just before the ack, so it is in hand).
+- ``overhead = rt - solve``: the round trip excluding the solve. It still contains the estimator and the
+  horizon data of the controller call (not part of ``solve_s``); that is the honest figure the 5 ms
+  target is about. The house-1 site (one zone, a ~10 ms solve) gives a cross-check where the solve is small.
+
+The daemon's resident memory is read from ``/proc/<pid>/status`` (VmRSS) after the run. Both the broker
+(``set_tcp_nodelay true``) and both clients (``TCP_NODELAY`` in ``drivers.mqtt``) have Nagle off;
+``--broker-nagle`` leaves it on in the broker to show what that costs.
+
+The helpers here (`Mosquitto`, `DaemonProcess`, `make_plant`) are also what the daemon's lockstep and fault
+tests use to run the real daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+SITES = {"office-20": ROOT / "config" / "sites" / "office-20.yaml",
+         "house-1": ROOT / "config" / "sites" / "house-1.yaml"}
+PROBLEM = {"office-20": "R1", "house-1": "house-1"}
+# The emulated building is the model with its physics off by realistic amounts (as in `edge-mpc demo`).
+MISMATCH = {"air_capacity": 1.15, "infiltration.ach": 1.2, "mass.area": 0.9}
+START = _dt.datetime(2026, 1, 12, tzinfo=ZoneInfo("America/Chicago")).timestamp()  # a winter Monday
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def mosquitto_binary() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None)
+
+
+def rss_of(pid: int) -> int | None:
+    """VmRSS of a process in bytes (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+class Mosquitto:
+    """A private broker on 127.0.0.1; `kill`/`start` keep the port (broker restarts)."""
+
+    def __init__(self, workdir: Path, *, port: int | None = None, nodelay: bool = True) -> None:
+        exe = mosquitto_binary()
+        if exe is None:
+            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
+        self.exe, self.workdir, self.nodelay = exe, Path(workdir), nodelay
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+        self.starts = 0
+
+    def start(self, timeout: float = 10.0) -> None:
+        import pwd
+
+        conf = self.workdir / "mosquitto.conf"
+        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+                        f"set_tcp_nodelay {'true' if self.nodelay else 'false'}\n"
+                        f"user {pwd.getpwuid(os.getuid()).pw_name}\n")
+        with (self.workdir / "mosquitto.log").open("ab") as log:
+            self.proc = subprocess.Popen([self.exe, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                self.starts += 1
+                return
+            except OSError:
+                time.sleep(0.02)
+        self.kill()
+        raise RuntimeError(f"mosquitto did not listen on {self.port}")
+
+    def kill(self) -> None:
+        """SIGKILL, as in a crash: no goodbye to anyone."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(5)
+        self.proc = None
+
+    def __enter__(self) -> Mosquitto:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+
+
+class DaemonProcess:
+    """`python -m controller.cli run CONFIG --set ...` as a child process, its log lines timestamped."""
+
+    def __init__(self, config: str | Path, overrides: Sequence[str] = (), *, log_level: str = "INFO",
+                 env: dict[str, str] | None = None) -> None:
+        e = dict(os.environ if env is None else env)
+        for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "STATE_DIRECTORY"):
+            e.pop(var, None)
+        e["PYTHONPATH"] = str(ROOT) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
+        args = [sys.executable, "-m", "controller.cli", "run", str(config), "--log-level", log_level]
+        for item in overrides:
+            args += ["--set", item]
+        self.lines: list[tuple[float, str]] = []  # (time.monotonic(), line)
+        self._lock = threading.Lock()
+        self.proc = subprocess.Popen(args, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, text=True, bufsize=1)
+        self._reader = threading.Thread(target=self._read, name="daemon-log", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            with self._lock:
+                self.lines.append((time.monotonic(), line.rstrip("\n")))
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def rss_bytes(self) -> int | None:
+        return rss_of(self.proc.pid)
+
+    def grep(self, pattern: str, since: float = 0.0) -> list[tuple[float, str]]:
+        rx = re.compile(pattern)
+        with self._lock:
+            return [(t, s) for t, s in self.lines if t >= since and rx.search(s)]
+
+    def wait_line(self, pattern: str, timeout: float, since: float = 0.0) -> tuple[float, str] | None:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            got = self.grep(pattern, since)
+            if got:
+                return got[0]
+            if self.proc.poll() is not None:
+                return None
+            time.sleep(0.02)
+        return None
+
+    def output(self, last: int = 60) -> str:
+        with self._lock:
+            return "\n".join(s for _, s in self.lines[-last:])
+
+    def stop(self, timeout: float = 10.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._reader.join(2)
+        return int(self.proc.returncode)
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self._reader.join(2)
+
+
+def lockstep_overrides(port: int, state_dir: str | Path, *extra: str) -> list[str]:
+    return ["clock.mode=lockstep", f"mqtt.port={port}", "mqtt.host=127.0.0.1", f"state.dir={state_dir}",
+            "metrics.port=0", *extra]
+
+
+def make_plant(site: Any, *, mismatch: bool = True, seed: int = 0, noise_k: float = 0.05) -> tuple[Any, Any]:
+    """(VirtualBuilding, LocalThermostat) for a site config: real weather, a deliberately different model."""
+    from controller.disturbances import DisturbanceBuilder
+    from drivers.emulator import LocalThermostat
+    from drivers.virtual_building import VirtualBuilding
+    from models import load_building
+    from models.schedules import parse_schedules
+
+    net = load_building(site.model_path)
+    scale = {n: f for n in net.params.names for suffix, f in MISMATCH.items() if n.endswith(suffix)} \
+        if mismatch else {}
+    sim = net.compile(site.control.step_s)
+    x0 = np.full(sim.n, 21.0)
+    plant = VirtualBuilding(net, dt=site.control.step_s, disturbances=DisturbanceBuilder.from_site(site, sim),
+                            param_scale=scale, noise_k=noise_k, quantisation_k=0.1, seed=seed, substeps=3, x0=x0)
+    schedules = parse_schedules(site.schedules) if site.schedules.value else {}
+    c = site.comfort
+    fallback = LocalThermostat(plant, schedule=schedules.get(c.schedule), tz=site.timezone,
+                               occupied=(c.occupied.low, c.occupied.high),
+                               unoccupied=(c.unoccupied.low, c.unoccupied.high))
+    return plant, fallback
+
+
+def wait_online(bus: Any, topics: Any, timeout: float) -> bool:
+    """Wait for the daemon's retained `online` status (its subscriptions follow in the same packet burst)."""
+    online = threading.Event()
+    bus.subscribe(topics.status, lambda _t, p: online.set() if p == b"online" else None)
+    return online.wait(timeout)
+
+
+def run_one(site_path: Path, cycles: int, warmup: int, *, nodelay: bool = True,
+            backend: str = "numpy", gap_s: float = 0.0) -> dict[str, Any]:
+    from controller.settings import load_site
+    from drivers.emulator import LockstepEmulator
+    from drivers.mqtt import MqttBus, MqttSettings
+
+    site = load_site(site_path, [f"control.backend={backend}"], environ={})
+    with tempfile.TemporaryDirectory(prefix="edge-mpc-bench-") as tmp, \
+            Mosquitto(Path(tmp) / "broker", nodelay=nodelay) as broker:
+        daemon = DaemonProcess(site_path, lockstep_overrides(broker.port, Path(tmp) / "state",
+                                                             f"control.backend={backend}"), log_level="WARNING")
+        settings = MqttSettings(port=broker.port, keepalive_s=30)
+        topics = MqttSettings.from_cursor(site.mqtt).topics(site.site)
+        bus = MqttBus(settings, client_id=f"bench-emulator-{os.getpid()}",
+                      status_topic=f"{topics.root}/emulator/status")
+        solve: dict[float, float] = {}
+
+        def on_health(_topic: str, payload: bytes) -> None:
+            try:
+                h = json.loads(payload)
+                if isinstance(h.get("solve_s"), int | float):
+                    solve[float(h["t"])] = float(h["solve_s"])
+            except (ValueError, KeyError, TypeError):
+                pass
+
+        try:
+            if not wait_online(bus, topics, 180.0):
+                raise RuntimeError("the daemon did not come online:\n" + daemon.output())
+            bus.subscribe(topics.health, on_health)
+            plant, fallback = make_plant(site)
+            emu = LockstepEmulator(bus, topics, plant, ack_timeout_s=60.0, fallback=fallback, resend_s=5.0)
+            if not bus.wait_subscribed(10):
+                raise RuntimeError("emulator subscriptions not acknowledged")
+            res = emu.run(steps=warmup + cycles, start=START,
+                          on_step=(lambda k, t: time.sleep(gap_s)) if gap_s > 0 else None)
+            rss = daemon.rss_bytes()
+        finally:
+            bus.close()
+            daemon.stop()
+    keep = slice(warmup, None)
+    rt = res.ack_wait_s[keep]
+    sv = np.array([solve.get(float(t), np.nan) for t in res.t[keep]])
+    ok = np.isfinite(rt) & np.isfinite(sv)
+    over = rt[ok] - sv[ok]
+
+    def q(a: np.ndarray, p: float) -> float:
+        return float(np.percentile(a, p)) if a.size else float("nan")
+
+    return {"suite": "lockstep", "problem": PROBLEM.get(site.site, site.site), "site": site.site,
+            "backend": backend, "dtype": site.control.dtype, "batch": 1, "horizon": site.control.horizon,
+            "cycles": int(ok.sum()), "misses": res.misses, "broker_nodelay": nodelay, "gap_s": gap_s,
+            "rt_median_s": q(rt[ok], 50), "rt_p95_s": q(rt[ok], 95),
+            "overhead_median_s": q(over, 50), "overhead_p95_s": q(over, 95),
+            "solve_median_s": q(sv[ok], 50), "rss_bytes": rss}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from controller.benchutil import Report, machine_line
+
+    ap = argparse.ArgumentParser(prog="edge-mpc bench lockstep", description=(
+        "Clock -> cycle-ack round trip of the real daemon over a private mosquitto on loopback, with the "
+        "solve time the daemon reports subtracted, and the daemon's resident memory."))
+    ap.add_argument("--json", action="store_true", help="one JSON object per row")
+    ap.add_argument("--cycles", type=int, default=100, help="measured cycles per site (default 100)")
+    ap.add_argument("--warmup", type=int, default=5, help="cycles dropped at the start (default 5)")
+    ap.add_argument("--site", action="append", default=None,
+                    help="office-20 (R1, default), house-1, or a site YAML path; repeatable")
+    ap.add_argument("--backend", default="numpy", choices=["numpy", "cupy"])
+    ap.add_argument("--gap", type=float, default=0.0, metavar="S",
+                    help="pause between an ack and the next clock (default 0: back to back, so a cycle may "
+                         "also wait for the previous one's state write)")
+    ap.add_argument("--broker-nagle", action="store_true",
+                    help="leave Nagle on in the broker (set_tcp_nodelay false), to see what it costs")
+    args = ap.parse_args(argv)
+    if args.cycles < 1 or args.warmup < 0:
+        ap.error("--cycles must be >= 1 and --warmup >= 0")
+    if mosquitto_binary() is None:
+        print("error: mosquitto is not installed (apt-get install mosquitto)", file=sys.stderr)
+        return 2
+    rep = Report([("problem", "problem", ""), ("cycles", "cycles", "d"), ("rt_median_ms", "rt med ms", ".2f"),
+                  ("rt_p95_ms", "rt p95 ms", ".2f"), ("solve_median_ms", "solve med ms", ".2f"),
+                  ("overhead_median_ms", "rt-solve med ms", ".2f"), ("overhead_p95_ms", "rt-solve p95 ms", ".2f"),
+                  ("rss_mb", "daemon RSS MB", ".1f"), ("misses", "misses", "d")], args.json)
+    if not args.json:
+        print(machine_line(args.backend))
+    for name in args.site or ["office-20"]:
+        path = SITES.get(name, Path(name))
+        if not Path(path).is_file():
+            print(f"error: no site '{name}' (office-20, house-1 or a YAML path)", file=sys.stderr)
+            return 2
+        row = run_one(Path(path), args.cycles, args.warmup, nodelay=not args.broker_nagle, backend=args.backend,
+                      gap_s=args.gap)
+        if args.json:
+            rep.row(**row)
+        else:
+            rep.row(**row, **{k.replace("_s", "_ms"): v * 1e3 for k, v in row.items() if k.endswith("_s")},
+                    rss_mb=(row["rss_bytes"] or 0) / 2**20)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
