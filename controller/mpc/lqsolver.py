@@ -80,8 +80,9 @@ class LQSolver:
         self.bid = bid
         self.of_step = self.start_idx[bid]  # the block-start step each step copies
         self.blocked = not self.start.all()
-        self.lq = LQStructure(resp.a, resp.Bm, resp.C, K, ~self.start)
         w, dt_h = prob.weights, prob.dt_h
+        augment = self.blocked or bool(np.any(np.asarray(w.move) > 0)) or bool(np.any(np.isfinite(prob.rate_limit)))
+        self.lq = LQStructure(resp.a, resp.Bm, resp.C, K, ~self.start, augment=augment)
 
         def sub_z(v: Any) -> np.ndarray:
             return np.append(np.broadcast_to(np.asarray(v, float), (nz,)), 0.0)[resp.out_idx]

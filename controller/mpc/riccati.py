@@ -8,8 +8,8 @@ stage-wise. Inputs that the active set fixes (at a bound or the energy kink) are
 
 With a diagonal, A'PA is an elementwise product and each step costs a handful of small dense products
 plus one (nu x nu) Cholesky factorisation; independent subsystems (buildings of a campus) are a batch axis.
-The closed-loop matrices are formed once per factorisation so that each solve is two short loops of two
-array calls per step; several right-hand sides solve in one pass.
+The closed-loop matrices are never formed (that product cost as much as the rest of the factorisation):
+each solve applies a x + baug (gain x + kff) in two short loops; several right-hand sides solve in one pass.
 
 Move blocking: at a step that continues a block, the input is not a decision but repeats v (the previous
 input), so the step contributes no factorisation, only the closed-loop transition.
@@ -24,8 +24,7 @@ import numpy as np
 
 @dataclass
 class RiccatiFactor:
-    acl: np.ndarray  # (K, nb, nx, nx) closed-loop transition x[k+1] = acl x[k] + baug kff[k]
-    gain: np.ndarray  # (K, nb, nu, nx)
+    gain: np.ndarray  # (K, nb, nu, nx): d[k] = gain x[k] + kff[k]; closed loop a x + baug d (held: ahold x)
     hinv: np.ndarray  # (K, nb, nu, nu) inverse of the reduced input Hessian (zero rows for fixed inputs)
     free: np.ndarray  # (K, nb, nu) float mask
 
@@ -33,13 +32,20 @@ class RiccatiFactor:
 class LQStructure:
     """What does not change between factorisations: a, Bm, C of each subsystem, block pattern."""
 
-    def __init__(self, a: np.ndarray, Bm: np.ndarray, C: np.ndarray, K: int, held: np.ndarray | None = None):
-        # a (nb, nc), Bm (nb, nc, nu), C (nb, nz, nc); held (K,) bool: step repeats the previous input
+    def __init__(self, a: np.ndarray, Bm: np.ndarray, C: np.ndarray, K: int, held: np.ndarray | None = None,
+                 augment: bool = True):
+        # a (nb, nc), Bm (nb, nc, nu), C (nb, nz, nc); held (K,) bool: step repeats the previous input.
+        # augment: carry the previous input as state (needed for move terms, rate limits and blocking);
+        # without them the factorisation works on the modal states alone, about half the arithmetic.
         self.a, self.Bm, self.C, self.K = a, Bm, C, K
         nb, nc, nu = Bm.shape
-        self.nb, self.nc, self.nu, self.nx = nb, nc, nu, nc + nu
+        if held is not None and np.any(held) and not augment:
+            raise ValueError("move blocking needs the augmented state")
+        self.augment = augment
+        self.nb, self.nc, self.nu, self.nx = nb, nc, nu, nc + (nu if augment else 0)
         nx = self.nx
-        self.baug = np.concatenate([Bm, np.broadcast_to(np.eye(nu), (nb, nu, nu))], axis=1)  # (nb, nx, nu)
+        self.baug = (np.concatenate([Bm, np.broadcast_to(np.eye(nu), (nb, nu, nu))], axis=1) if augment
+                     else np.ascontiguousarray(Bm))  # (nb, nx, nu)
         self.aaug = np.zeros((nb, nx))
         self.aaug[:, :nc] = a
         self.AA = self.aaug[:, :, None] * self.aaug[:, None, :]  # A'PA = P * AA elementwise
@@ -47,12 +53,12 @@ class LQStructure:
         # Transition of a held step: z+ = a z + Bm v, v+ = v.
         self.ahold = np.zeros((nb, nx, nx))
         self.ahold[:, :nc, :nc] = a[:, :, None] * np.eye(nc)
-        self.ahold[:, :nc, nc:] = Bm
-        self.ahold[:, nc:, nc:] = np.eye(nu)
+        if augment:
+            self.ahold[:, :nc, nc:] = Bm
+            self.ahold[:, nc:, nc:] = np.eye(nu)
         self.eye_u = np.eye(nu)
         # Factor buffers, reused: a campus-sized factorisation is ~100 MB and first-touching it each time
         # costs more than the arithmetic. A RiccatiFactor is valid until the next factor() call.
-        self._acl = np.empty((K, nb, nx, nx))
         self._gain = np.empty((K, nb, nu, nx))
         self._hinv = np.empty((K, nb, nu, nu))
         self.c_outer = (C[:, :, :, None] * C[:, :, None, :]).reshape(nb, C.shape[1], nc * nc)  # rows' c c'
@@ -84,10 +90,13 @@ class LQStructure:
         rk = np.moveaxis(np.broadcast_to(r, free.shape), 1, 0)
         hdd_add = (f * (mk + rk) + (1.0 - f))[..., None] * self.eye_u  # (K, nb, nu, nu)
         ffT = f[..., :, None] * f[..., None, :]
+        if not self.augment and np.any(mk):
+            raise ValueError("input-change curvature needs the augmented state")
         hdx_add = np.zeros((K, nb, nu, nx))
-        hdx_add[..., idx, vi] = -mk * f
+        if self.augment:
+            hdx_add[..., idx, vi] = -mk * f
         fa = f[..., :, None] * self.aaug[None, :, None, :]  # (K, nb, nu, nx)
-        acl, gain, hinv = self._acl, self._gain, self._hinv
+        gain, hinv = self._gain, self._hinv
         gain[self.held] = 0.0
         hinv[self.held] = 0.0
         baug, baugT, AA, held = self.baug, self.baug.transpose(0, 2, 1), self.AA, self.held
@@ -99,7 +108,6 @@ class LQStructure:
             for k in range(K - 1, -1, -1):
                 if held[k]:
                     P = ahT @ P @ ah
-                    acl[k, 0] = ah
                 else:
                     PB = P @ b
                     Hdd = bT @ PB
@@ -111,18 +119,17 @@ class LQStructure:
                     G = Hi @ Hdx
                     gain[k, 0] = G
                     hinv[k, 0] = Hi
-                    acl[k, 0] = b @ G
                     P = P * aa
                     P -= Hdx.T @ G
                 if k:
                     P[:nc, :nc] += qzz(k - 1)
-                P[vi, vi] += mk[k, 0]
+                if self.augment:
+                    P[vi, vi] += mk[k, 0]
         else:
             aholdT = self.ahold.transpose(0, 2, 1)
             for k in range(K - 1, -1, -1):
                 if held[k]:
                     P = aholdT @ P @ self.ahold
-                    acl[k] = self.ahold
                 else:
                     PB = P @ baug
                     Hdd = (baugT @ PB) * ffT[k] + hdd_add[k]
@@ -131,19 +138,15 @@ class LQStructure:
                     G = Hi @ Hdx
                     gain[k] = G
                     hinv[k] = Hi
-                    acl[k] = baug @ G
                     P = P * AA - Hdx.transpose(0, 2, 1) @ G
                 if k:
                     P[:, :nc, :nc] += qzz(k - 1)
-                P[:, vi, vi] += mk[k]
-        # Gains were stored with the opposite sign: u = -G x; closed loop a - B G on free steps.
+                if self.augment:
+                    P[:, vi, vi] += mk[k]
+        # Gains were stored with the opposite sign: u = -G x.
         gain *= -1.0
-        free_steps = ~held
-        acl[free_steps] *= -1.0
-        ii = np.arange(nx)
-        acl[:, :, ii, ii] += free_steps[:, None, None] * self.aaug[None]
         hinv *= ffT  # exact zeros for fixed inputs
-        return RiccatiFactor(acl, gain, hinv, f)
+        return RiccatiFactor(gain, hinv, f)
 
     def solve(self, fac: RiccatiFactor, g: np.ndarray) -> np.ndarray:
         """Newton steps d for gradients g, both (nb, K, nu) or (R, nb, K, nu): min 1/2 d'Hd + g'd.
@@ -156,18 +159,28 @@ class LQStructure:
         R = G.shape[0]
         gk = np.ascontiguousarray(G.transpose(2, 1, 3, 0)) * fac.free[..., None]  # (K, nb, nu, R)
         # Reverse: s[k] = acl[k]' s[k+1] + gain[k]' g[k]; forward: x[k+1] = acl[k] x[k] + baug kff[k].
-        kg = fac.gain.transpose(0, 1, 3, 2) @ gk  # (K, nb, nx, R)
-        aclT = fac.acl.transpose(0, 1, 3, 2)
+        gainT = fac.gain.transpose(0, 1, 3, 2)
+        baug, baugT, a = self.baug, self.baug.transpose(0, 2, 1), self.aaug[:, :, None]
+        aholdT = self.ahold.transpose(0, 2, 1)
         s = np.zeros((K + 1, self.nb, self.nx, R))
+        bts = np.zeros((K + 1, self.nb, self.nu, R))  # baug' s[k], reused by the feed-forward
         for k in range(K - 1, -1, -1):
-            s[k] = aclT[k] @ s[k + 1] + kg[k]
-        h = gk + self.baug.transpose(0, 2, 1)[None] @ s[1:]
-        kff = -(fac.hinv @ h)  # (K, nb, nu, R)
-        bff = self.baug[None] @ kff
+            # closed loop' s = a s + gain' (baug' s); held steps: ahold' s
+            if held[k]:
+                s[k] = aholdT @ s[k + 1]
+            else:
+                s[k] = a * s[k + 1] + gainT[k] @ (bts[k + 1] + gk[k])
+            bts[k] = baugT @ s[k]
+        kff = -(fac.hinv @ (gk + bts[1:]))  # (K, nb, nu, R)
         x = np.zeros_like(s)
+        d = np.empty((K, self.nb, self.nu, R))
         for k in range(K):
-            x[k + 1] = fac.acl[k] @ x[k] + bff[k]
-        d = fac.gain @ x[:-1] + kff
+            if held[k]:
+                d[k] = 0.0
+                x[k + 1] = self.ahold @ x[k]
+            else:
+                d[k] = fac.gain[k] @ x[k] + kff[k]
+                x[k + 1] = a * x[k] + baug @ d[k]
         if held.any():  # a held step repeats the previous input (the v part of its state)
             d[held] = x[:-1][held][:, :, nc:]
         out = d.transpose(3, 1, 0, 2)  # (R, nb, K, nu)
