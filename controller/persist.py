@@ -53,6 +53,17 @@ class StateStore:
         self.seq += 1
         return self.seq
 
+    def reserve(self, n: int = 1) -> None:
+        """Durably move the sequence number on by `n`, keeping the saved state and its age as they are.
+
+        Setpoints go out before the state recording their seq is saved. Skipping one on start covers one
+        crash in between; writing the skip down covers the same crash twice in a row (else the second
+        restart would skip to the number the first restart already used).
+        """
+        got = self._read()
+        body, saved_at = (got.body, got.saved_at) if got is not None else ({}, 0.0)  # 0.0: too old to use
+        self.save(body, now=saved_at, seq=self.seq + n)
+
     def save(self, body: dict[str, Any], *, now: float, seq: int | None = None) -> None:
         seq = self.seq if seq is None else seq
         if seq < self.seq:

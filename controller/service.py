@@ -136,8 +136,13 @@ class Site:
         self._occupancy = _occupancy_fn(cfg)
         self.store = StateStore(cfg.state.dir, cfg.site)
         # Setpoints go out before the state recording their seq is saved, so a crash in between may have
-        # used seq+1 already: skip it, consumers must never see a sequence number twice.
-        self.store.seq += 1
+        # used seq+1 already: skip it, consumers must never see a sequence number twice. The skip is saved
+        # at once, so the same crash on the next run cannot reuse it either.
+        try:
+            self.store.reserve(1)
+        except OSError as exc:
+            self.store.seq += 1
+            log.error("%s: could not save the sequence reservation to %s: %s", cfg.site, self.store.path, exc)
         self.held: HeldPlan | None = None
         self._pending_body: dict | None = None
         self._dirty = False
