@@ -342,6 +342,7 @@ def _parse_site(cur: Cursor, path: Path, environ: Mapping[str, str], origins: di
         raise tz_cur.error("unknown time zone", expected="an IANA name such as Europe/Berlin") from None
     model_cur = cur.get("model")
     model_path = (path.parent / model_cur.as_str()).resolve()
+    _warn_if_world_writable(model_path)  # the model decides how the plant is driven as much as the site file
 
     control = _control(cur.get("control"))
     comfort = _comfort(cur.get("comfort"))
