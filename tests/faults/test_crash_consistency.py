@@ -5,7 +5,8 @@ fsync, before and after the rename; see _crash_daemon.py) and external kills at 
 cleanly discarded as stale (never torn, no .corrupt file), its seq never goes back, and the setpoint seqs seen
 on the wire never repeat or go back across restarts.
 
-CI: 50 cycles, about one kill in four cycles; EDGE_MPC_FULL=1: 50 cycles with a kill in every cycle.
+CI: 30 cycles, a kill in about one cycle in three (~10 kills); EDGE_MPC_FULL=1: 50 cycles with a kill in
+every cycle (50+ kills).
 """
 
 from __future__ import annotations
@@ -29,8 +30,8 @@ from controller.persist import StateStore
 from ._common import SITE, T0, TOPICS, real_site
 
 FULL = os.environ.get("EDGE_MPC_FULL") == "1"
-N_CYCLES = 50
-KILL_P = 1.0 if FULL else 0.25      # chance that a cycle is cut by an external SIGKILL
+N_CYCLES = 50 if FULL else 30
+KILL_P = 1.0 if FULL else 0.3       # chance that a cycle is cut by an external SIGKILL
 CRASH_P = 0.03 if FULL else 0.02    # chance of a self-SIGKILL at each persistence step
 DAEMON = Path(__file__).with_name("_crash_daemon.py")
 
@@ -65,7 +66,7 @@ class Emulator:
         self.c.disconnect()
 
 
-def test_sigkill_at_random_points_of_50_cycles(tmp_path, broker, notify_socket):  # noqa: F811
+def test_sigkill_at_random_points_of_cycles(tmp_path, broker, notify_socket):  # noqa: F811
     cfg = real_site(tmp_path, horizon=8, extra={"  port: 1883": f"  port: {broker}"})
     state_dir = tmp_path / "state"
     rng = random.Random(2026)
@@ -73,7 +74,7 @@ def test_sigkill_at_random_points_of_50_cycles(tmp_path, broker, notify_socket):
     env = dict(os.environ, PYTHONPATH=f"{ROOT}:{ROOT / 'tests'}", NOTIFY_SOCKET=notify_socket.path)
     env.pop("WATCHDOG_USEC", None)
     sensor_ids = [f"z{i:02d}_temperature" for i in range(1, 21)]
-    done, kills, inside_persist, restarts_with_state, t = 0, 0, 0, 0, T0
+    done, kills, restarts_with_state, t = 0, 0, 0, T0
     last_state_seq = 0
     log_path = tmp_path / "daemon.log"
     try:
@@ -88,7 +89,6 @@ def test_sigkill_at_random_points_of_50_cycles(tmp_path, broker, notify_socket):
                 if proc.poll() is not None and proc.returncode == -signal.SIGKILL:
                     # Killed itself while saving during start-up (the seq reservation): that counts too.
                     kills += 1
-                    inside_persist += 1
                     _check_state(state_dir, last_state_seq)
                     continue
                 raise AssertionError(log_path.read_text()[-4000:])
@@ -114,7 +114,6 @@ def test_sigkill_at_random_points_of_50_cycles(tmp_path, broker, notify_socket):
                 if proc.poll() is not None:  # it killed itself inside persistence
                     assert proc.returncode == -signal.SIGKILL, log_path.read_text()[-3000:]
                     kills += 1
-                    inside_persist += 1
                     break
                 assert len(em.acks()) > n, "no ack and no crash"
             if proc.poll() is None:
@@ -128,11 +127,11 @@ def test_sigkill_at_random_points_of_50_cycles(tmp_path, broker, notify_socket):
         assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), f"setpoint seq repeated or went back: {seqs}"
         text = log_path.read_text()
         assert "Traceback" not in text, text[-3000:]
-        print(f"\ncrash consistency: {done} cycles acked, {kills} SIGKILLs survived "
-              f"({inside_persist} inside persistence), {restarts_with_state} restarts found intact state, "
-              f"{text.count('CRASH-INJECTED')} self-kills logged, final state seq {last_state_seq}, "
-              f"{len(seqs)} setpoint seqs on the wire all increasing")
-        assert kills >= (10 if not FULL else 40)
+        n_self = text.count("CRASH-INJECTED")
+        print(f"\ncrash consistency: {done} cycles acked, {kills} SIGKILLs survived ({n_self} self-inflicted inside "
+              f"state persistence, the rest external at random points), {restarts_with_state} restarts found "
+              f"intact state, final state seq {last_state_seq}, {len(seqs)} setpoint seqs on the wire all increasing")
+        assert kills >= (6 if not FULL else 40)
     finally:
         if "proc" in locals() and proc.poll() is None:
             proc.kill()
