@@ -25,6 +25,7 @@ from models.linear import LinearModel
 from models.network import Network
 
 _H = 1e-30  # complex-step size: no subtractive cancellation, so it can be tiny
+_KEEP_EXP_ELEMENTS = 64 * 2**20  # keep the forward pass's step exponentials up to 512 MB (float64)
 
 
 @dataclass
@@ -43,6 +44,7 @@ class Trajectory:
     _z: Any = field(repr=False, default=None)      # modal trajectory (linear path)
     _x: Any = field(repr=False, default=None)      # states (bilinear path, or cached)
     _slopes: Any = field(repr=False, default=None)  # d(meter power)/du of piecewise-linear meters
+    _exps: Any = field(repr=False, default=None)    # step exponentials of the bilinear path, per chunk
 
     @property
     def z(self) -> Any:
@@ -162,10 +164,11 @@ class Simulator:
             traj = Trajectory(x0, u, d, self._take(y, self._zone_rows), self._take(y, self._sensor_rows),
                               None, None, None, self, _z=z)
         else:
-            x = self._bilinear_forward(x0, u, d)
+            x, exps = self._bilinear_forward(x0, u, d)
             y = x[:, 1:] @ self._Cy.T
             traj = Trajectory(x0, u, d, self._take(y, self._zone_rows), self._take(y, self._sensor_rows),
                               None, None, None, self, _x=x)
+            traj._exps = exps
         traj.p_el, traj.p_gas, traj.q_th = self._powers(traj, self.theta)
         del xp
         return traj
@@ -232,12 +235,15 @@ class Simulator:
             size = max(1, min(K, 16384 // max(1, B)))
         return [range(k, min(K, k + size)) for k in range(0, K, size)]
 
-    def _bilinear_forward(self, x0: Any, u: Any, d: Any) -> Any:
+    def _bilinear_forward(self, x0: Any, u: Any, d: Any) -> tuple[Any, list | None]:
+        """States and, when they fit in memory, each chunk's step exponentials (the adjoint reuses them)."""
         xp = self.xp
         B, K, _ = u.shape
         n = self.n
         x = xp.empty((B, K + 1, n), dtype=self.dtype)
         x[:, 0] = x0
+        keep = B * K * (n + 1) ** 2 <= _KEEP_EXP_ELEMENTS
+        exps: list | None = [] if keep else None
         for ks in self._chunks(B, K):
             sl = slice(ks.start, ks.stop)
             M = self._step_matrix(u[:, sl], d[:, sl])
@@ -245,9 +251,11 @@ class Simulator:
                 q_w = self._custom_heat(x[:, ks.start], u[:, ks.start], d[:, ks.start])
                 M[:, 0, :n, n] += q_w * self._inv_c * self.dt
             E = expm(M, xp)
+            if exps is not None:
+                exps.append(E)
             for i, k in enumerate(ks):
                 x[:, k + 1] = xp.einsum("bij,bj->bi", E[:, i, :n, :n], x[:, k]) + E[:, i, :n, n]
-        return x
+        return x, exps
 
     def _custom_heat(self, x_k: Any, u_k: Any, d_k: Any) -> Any:
         """Custom components' heat into each node (B, n), in W."""
@@ -374,14 +382,17 @@ class Simulator:
                } if want_cont else None
         lam = c[:, K]
         inv_c = self._inv_c if self.net.custom else None
-        for ks in reversed(self._chunks(B, K)):
+        chunks = self._chunks(B, K)
+        exps = getattr(traj, "_exps", None)
+        for ci in range(len(chunks) - 1, -1, -1):
+            ks = chunks[ci]
             sl = slice(ks.start, ks.stop)
             uc, dc = u[:, sl], d[:, sl]
             M = self._step_matrix(uc, dc)
             if self.net.custom:
                 q_w = self._custom_heat(x[:, ks.start], u[:, ks.start], d[:, ks.start])
                 M[:, 0, :n, n] += q_w * inv_c * self.dt
-            E = expm(M, xp)
+            E = exps[ci] if exps is not None else expm(M, xp)
             # dJ/dE_k = [[lam_{k+1} x_k^T, lam_{k+1}], [0, 0]]; lam_k = c_k + Phi_k^T lam_{k+1}
             G = xp.zeros_like(M)
             for i in range(len(ks) - 1, -1, -1):

@@ -63,11 +63,12 @@ def run_lockstep(site_name: str, days: float, port: int, tmp_path: Path) -> dict
         emu = LockstepEmulator(bus, topics, plant, ack_timeout_s=60.0, fallback=fallback, resend_s=5.0)
         assert bus.wait_subscribed(10)
         result = emu.run(days, START)
-        cycles = len(daemon.grep(r" cycle seq="))
     finally:
         bus.close()
         rc = daemon.stop()
     assert rc == 0, daemon.output()
+    # Counted after the daemon exited: the last cycle logs its line just after publishing its ack.
+    cycles = len(daemon.grep(r" cycle seq="))
     return {"site": site, "plant": plant, "result": result, "setpoints": setpoints, "acks": acks,
             "cycles": cycles, "daemon": daemon}
 
