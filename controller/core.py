@@ -252,7 +252,7 @@ class SiteController:
     def export_state(self) -> dict:
         return {
             "estimator": self.estimator.export_state(),
-            "last_plan": None if self.last_plan is None else self.last_plan.tolist(),
+            "last_plan": None if self.last_plan is None else np.round(self.last_plan, 3).tolist(),
             "u_last": self.u_last.tolist(),
             "d_last": None if self.d_last is None else self.d_last.tolist(),
             "t_last": self.t_last,

@@ -96,10 +96,26 @@ class KalmanEstimator:
         return EstimateInfo(np.where(seen, innov, np.nan), rejected, diverged)
 
     def export_state(self) -> dict:
-        return {"z": self.z.tolist(), "P": self.P.tolist()}
+        # Binary-exact and compact: the covariance is thousands of numbers, saved every cycle.
+        return {"z": _pack(self.z), "P": _pack(self.P)}
 
     def import_state(self, state: dict) -> None:
-        z = np.asarray(state["z"], dtype=float)
-        P = np.asarray(state["P"], dtype=float)
+        z, P = _unpack(state["z"]), _unpack(state["P"])
         if z.shape == self.z.shape and P.shape == self.P.shape and np.all(np.isfinite(z)) and np.all(np.isfinite(P)):
             self.z, self.P = z, P
+
+
+def _pack(a: np.ndarray) -> dict:
+    import base64
+
+    return {"shape": list(a.shape), "f8": base64.b64encode(np.ascontiguousarray(a, dtype="<f8").tobytes()).decode()}
+
+
+def _unpack(obj: object) -> np.ndarray:
+    """An array saved by _pack (or a nested list from older state files)."""
+    import base64
+
+    if isinstance(obj, dict):
+        raw = base64.b64decode(str(obj["f8"]), validate=True)
+        return np.frombuffer(raw, dtype="<f8").reshape([int(n) for n in obj["shape"]]).astype(float)
+    return np.asarray(obj, dtype=float)
