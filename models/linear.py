@@ -149,7 +149,8 @@ class LinearModel:
     def cotangent_from_zones(self, g_y: Any) -> Any:
         """Cotangent on z (B, K+1, n) from a cotangent on the zone outputs (B, K, nz)."""
         B, K, _ = g_y.shape
-        c = self.xp.zeros((B, K + 1, self.n), dtype=self.modal_dtype)
+        c = self.xp.empty((B, K + 1, self.n), dtype=self.modal_dtype)
+        c[:, 0] = 0
         c[:, 1:] = self.Czm.apply_t(g_y)
         return c
 

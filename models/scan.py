@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 # Elements per time step (batch × modes) above which the sequential loop is faster than doubling.
-DOUBLING_MAX_WIDTH = 2048
+DOUBLING_MAX_WIDTH = 320
 
 
 def doubling_powers(a: Any, K: int, xp: Any = np) -> list:
