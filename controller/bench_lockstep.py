@@ -6,9 +6,9 @@ What is measured, per cycle (the first `--warmup` cycles are dropped):
 - ``rt``: wall time from the emulator publishing ``<root>/clock`` to the ``<root>/cycle`` ack reaching it:
   four MQTT hops (emulator → broker → daemon, daemon → broker → emulator), the daemon's thread hand-offs,
   the whole controller call (estimator, horizon data, solve), fallback and clamp, and the publishing of
-  setpoints, plan, health and metrics that precede the ack. The state file is written after the ack.
+  the setpoints that precede the ack. Plan, health, metrics and the state file come after the ack.
 - ``solve``: the solver time the daemon reports for that cycle (``solve_s`` of the health message with
-  the same ``t``; health is published on the same connection just before the ack, so it is in hand).
+  the same ``t``, published right after the ack and collected by the end of the run).
 - ``overhead = rt - solve``: the round trip excluding the solve. It still contains the estimator and the
   horizon data of the controller call (not part of ``solve_s``); that is the honest figure the 5 ms
   target is about. The house-1 site (one zone, a ~10 ms solve) gives a cross-check where the solve is small.

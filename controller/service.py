@@ -400,6 +400,17 @@ class Site:
         seq = self.store.next_seq()
         status = out.status if out is not None else ("hung" if hung else "error")
         self._publish_setpoints(clamped, t, seq)
+        if isinstance(self.clock, LockstepClock):
+            # Right after the setpoints, which are all an emulator waits for; the plan, health, metrics and
+            # the state write that follow are for people and restarts, not for the co-simulation's step.
+            ack = {"t": t, "seq": seq, "status": decision.outcome, "reason": reason, "solver_status": status}
+            self._publish(self.topics.cycle, "cycle", ack)
+            # Let the bus thread put the ack on the wire before the JSON encodes below hold the GIL.
+            flush = getattr(self.bus, "flush", None)
+            if flush is not None:
+                flush(0.05)
+            with contextlib.suppress(PayloadError):
+                self._last_ack = (t, self._last_out, encode_json(ack))
         if out is not None and out.plan:
             self._publish(self.topics.plan, "plan", {**out.plan, "t": t, "seq": seq, "outcome": decision.outcome})
         health = {"t": t, "seq": seq, "outcome": decision.outcome, "reason": reason, "detail": detail or None,
@@ -420,17 +431,6 @@ class Site:
             deadline_miss=hung or (out is not None and out.status == "deadline"), zone_temps=zone_temps,
             setpoints=dict(clamped.values), innovation_k=diag.get("innovation_k"), sensor_ages=ages,
             forecast_sources=self._forecast_sources(diag, forecasts), band=(band.low, band.high), t=t)
-        if isinstance(self.clock, LockstepClock):
-            # After the setpoints: an emulator that waits for this ack then reads the setpoints it needs.
-            ack = {"t": t, "seq": seq, "status": decision.outcome, "reason": reason, "solver_status": status}
-            self._publish(self.topics.cycle, "cycle", ack)
-            # Let the bus thread put the ack on the wire before the state write below holds the GIL for
-            # milliseconds (a 20-zone state is a ~20 ms JSON encode): the emulator is waiting for it.
-            flush = getattr(self.bus, "flush", None)
-            if flush is not None:
-                flush(0.05)
-            with contextlib.suppress(PayloadError):
-                self._last_ack = (t, self._last_out, encode_json(ack))
         self._persist(t, seq, include_controller=not hung)
         report = CycleReport(t, seq, decision.outcome, reason, status, not hung, clamped)
         self.last_report = report
