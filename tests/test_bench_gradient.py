@@ -1,0 +1,17 @@
+"""`edge-mpc bench gradient` runs, agrees with its straightforward baseline, and prints the DESIGN §8 keys."""
+
+import json
+
+from controller.bench_gradient import main
+
+
+def test_bench_gradient_quick_json(capsys):
+    assert main(["--quick", "--problems", "R1,R2", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert {r["problem"] for r in rows} == {"R1", "R2"}
+    for r in rows:
+        for key in ("suite", "problem", "backend", "dtype", "batch", "horizon", "fwd_s", "fwd_grad_s", "baseline_s",
+                    "ratio_grad_fwd", "speedup", "rss_bytes"):
+            assert key in r
+        assert r["grad_rel_err"] < 1e-6  # the timed gradient is the baseline's gradient
+        assert r["fwd_s"] > 0 and r["fwd_grad_s"] > 0
