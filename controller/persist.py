@@ -92,6 +92,9 @@ class StateStore:
         if got is None:
             return None
         age = now - got.saved_at
+        if not got.body:  # only sequence numbers were reserved (a restart before any cycle saved state)
+            log.info("state file %s holds no controller state yet; starting fresh", self.path)
+            return None
         if age > max_age_s:
             log.warning("state file %s is %.0f s old (limit %.0f s); starting fresh", self.path, age, max_age_s)
             return None
