@@ -441,7 +441,7 @@ class _Builder:
         if mat is None:
             raise mat_cur.error(f"unknown material '{mat_cur.value}'{_hint(mat_cur.value, self.materials)}",
                                 expected="one of: " + _listing(self.materials))
-        area, A = self.num(cur, "area", name, "m2", positive=True)
+        area, _ = self.num(cur, "area", name, "m2", positive=True)
         thick, _ = self.num(cur, "thickness", name, "m", positive=True, high=1.0)
         k_slab = self.reg(f"{name}.conductivity", mat["conductivity"])
         rc = self.reg(f"{name}.heat_capacity", mat["density"] * mat["specific_heat"])
@@ -480,11 +480,10 @@ class _Builder:
         pump = cur.get("pump")
         pump.only_keys({"max_flow", "power", "min_flow"})
         self._pump(f"{name}.pump", pump, supply, water)
-        del A
 
     def _pump(self, name: str, cur: Cursor, supply: int, loop: int) -> None:
-        m_max, mm = self.num(cur, "max_flow", name, "kg/s", positive=True)
-        p_max, _ = self.num(cur, "power", name, "W", nonnegative=True)
+        _, mm = self.num(cur, "max_flow", name, "kg/s", positive=True)
+        self.num(cur, "power", name, "W", nonnegative=True)
         lo = cur.get("min_flow", 0.0).as_float(unit="kg/s", nonnegative=True, high=mm)
         j = len(self.net.inputs)
         self.net.inputs.append(InputSpec(name, "kg/s", lo, mm, name))
@@ -496,7 +495,6 @@ class _Builder:
         self.net.actuators.append(comp.Pump(name, "pump", [j], "kg/s",
                                             params={"pump_power": self.net.params.index[f"{name}.power"],
                                                     "max_flow": self.net.params.index[f"{name}.max_flow"]}))
-        del m_max, p_max
 
     # -- actuators --------------------------------------------------------------------------------
     def _actuator(self, name: str, cur: Cursor) -> None:

@@ -156,7 +156,6 @@ class Simulator:
     # -- forward ----------------------------------------------------------------------------------
     def simulate(self, x0: Any, u: Any, d: Any) -> Trajectory:
         """x0 (B, n), u (B, K, nu), d (B, K, nd) -> Trajectory."""
-        xp = self.xp
         x0, u, d = self.asarray(x0), self.asarray(u), self.asarray(d)
         if self.linear is not None:
             # The modal trajectory is kept only when meters read states; Trajectory.x recomputes it.
@@ -170,7 +169,6 @@ class Simulator:
                               None, None, None, self, _x=x)
             traj._exps = exps
         traj.p_el, traj.p_gas, traj.q_th = self._powers(traj, self.theta)
-        del xp
         return traj
 
     @staticmethod
