@@ -109,8 +109,8 @@ class SiteController:
         self.step_s = ctl.step_s
         self.horizon = ctl.horizon
         self.net = load_building(site.model_path)
-        base = self.net.compile(ctl.step_s)
-        self.disturbances = DisturbanceBuilder.from_site(site, base)
+        # Built before the offset channels below exist: those are estimated, not forecast.
+        self.disturbances = DisturbanceBuilder.from_site(site, self.net)
         # What an MQTT forecast may override, with the model's unit (the service checks plausibility).
         self.forecast_units = dict(zip(self.net.disturbances, self.net.disturbance_units, strict=True))
         # Offset-free control: an unmeasured heat gain per zone, estimated by the Kalman filter and held
