@@ -128,6 +128,10 @@ class SiteController:
                               expected="ideal_hvac / boiler actuators", found=[a.kind for a in sim.net.actuators])
         self.zone_names = sim.zone_names
         self.sensor_ids = sim.sensor_names
+        node_zone = {z.node: z.name for z in sim.net.zones}
+        # The sensor that reads each zone's air node exactly (for dashboards and Home Assistant).
+        self.zone_sensors = {node_zone[next(iter(w))]: name for name, w in sim.net.sensors
+                             if len(w) == 1 and next(iter(w)) in node_zone and next(iter(w.values())) == 1.0}
         # sensor -> the zone whose air node it mostly reads (per-zone degradation of a stale/lying sensor)
         zone_by_node = {z.node: z.name for z in sim.net.zones}
         self.sensor_zones = {sid: zone_by_node.get(int(np.argmax(np.abs(row))))

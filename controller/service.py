@@ -200,6 +200,27 @@ class Site:
         self.bus.subscribe(self.topics.forecast_filter, self._on_forecast)
         if isinstance(self.clock, LockstepClock):
             self.bus.subscribe(self.topics.clock, self._on_clock)
+        self._announce_to_home_assistant()
+
+    def _announce_to_home_assistant(self) -> None:
+        """Retained Home Assistant discovery configs for zone temperatures and setpoints, if enabled."""
+        from drivers.ha_discovery import discovery_messages
+        from drivers.mqtt import MqttSettings
+
+        try:
+            enabled = MqttSettings.from_cursor(self.cfg.mqtt).ha_discovery
+        except ConfigError:
+            return  # the bus factory reports a bad mqtt section itself
+        if not enabled:
+            return
+        messages = discovery_messages(self.cfg.site, self.topics,
+                                      zone_sensors=getattr(self.controller, "zone_sensors", {}),
+                                      setpoints={a.name: a.unit for a in self.actuators})
+        for topic, payload in messages:
+            try:
+                self.bus.publish(topic, payload, qos=1, retain=True)
+            except (ValueError, OSError) as exc:
+                log.warning("%s: Home Assistant discovery %s not published: %s", self.name, topic, exc)
 
     # -- inbound messages (bus thread: never raise) ----------------------------------------------------------
     def _on_sensor(self, topic: str, payload: bytes) -> None:
