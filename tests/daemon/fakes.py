@@ -11,24 +11,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from controller.core import ActuatorSpec
+
 
 @dataclass
 class Inputs:
     t: float
     sensors: dict
     forecasts: dict
-
-
-@dataclass
-class Spec:
-    name: str
-    unit: str
-    min: float
-    max: float
-    safe_min: float
-    safe_max: float
-    rate_limit: float | None
-    zone: str | None = None
 
 
 @dataclass
@@ -56,7 +46,7 @@ class FakeController:
     release: threading.Event = field(default_factory=threading.Event)
 
     def __post_init__(self) -> None:
-        self.actuators = [Spec(f"heat_{z}", "W", 0.0, 5000.0, 0.0, 4000.0, 1500.0, zone=z)
+        self.actuators = [ActuatorSpec(f"heat_{z}", "W", 0.0, 5000.0, 0.0, 4000.0, 1500.0, zone=z)
                           for z in self.zone_names]
 
     def warm_up(self) -> None:
