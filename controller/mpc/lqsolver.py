@@ -25,8 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from controller.mpc.dual_bound import box_linear_min, comfort_conjugate_min, move_conjugate_min
 from controller.mpc.modal import ModalResponse
 from controller.mpc.objective import constraint_violation, energy_slopes, objective_terms
+from controller.mpc.polish import PENALTY, ActiveSet, direct_pairs, from_interior, polish, supported
 from controller.mpc.problem import MPCData, MPCProblem
 from controller.mpc.result import Duals, MPCResult, Status
 from controller.mpc.riccati import LQStructure
@@ -43,7 +45,9 @@ class LQOptions:
     mu0_warm: float = 1e-3
     step_frac: float = 0.995  # fraction of the step to the boundary
     correctors: int = 0  # Gondzio centrality correctors per iteration (each one more solve)
-    res_tol: float = 1e-7  # primal/dual residual tolerance (scaled units)
+    warm_rounds: int = 3  # active-set steps tried from the previous classification before interior point
+    crossover_gap: float = 3e-3  # certified gap at which interior point iterates are first polished
+    crossover_rounds: int = 3
 
 
 class _IPState:
@@ -96,6 +100,9 @@ class LQSolver:
         self.wm = (sub_u(w.move) / 1e6 * sub_u(self.scale, 1.0) ** 2)[:, None, :]  # (nb, 1, nuc)
         self.rate = sub_u(np.minimum(prob.rate_limit / self.scale, BIG), BIG)[:, None, :]
         self.in_mask = resp.in_mask[:, None, :]
+        self.rho = PENALTY * max(2.0 * float(self.wq.max()), float(self.wl.max()), 1e-12)
+        self.reg = 1e-6
+        self.pairs = direct_pairs(self)
         self.start3 = self.start[None, :, None]
 
     # -- per-cycle data in the solver's layout ------------------------------------------------------
@@ -161,6 +168,23 @@ class LQSolver:
         v = np.maximum(self.low - Y, 0.0) + np.maximum(Y - self.high, 0.0)
         return energy + (self.wm * dl * dl).sum(axis=ax) + ((self.wq * v + self.wl) * v).sum(axis=ax), Y
 
+    def _dual_bound(self, lam: np.ndarray, mu: np.ndarray) -> float:
+        """Lower bound on the optimum (USD) from zone-step multipliers lam and input-change multipliers mu."""
+        up = (self.high >= BIG) & (self.hhigh >= BIG)  # no edge above: lam > 0 would make the bound -inf
+        down = (self.low <= -BIG) & (self.hlow <= -BIG)
+        lam = np.where(up, np.minimum(lam, 0.0), lam)
+        lam = np.where(down, np.maximum(lam, 0.0), lam)
+        g = self.resp.adjoint(lam)
+        g += mu
+        g[..., :-1, :] -= mu[..., 1:, :]
+        g = self._block_sum(g)
+        bu = box_linear_min(g, self.cpB, self.cmB, self.lo, self.hi) * (self.start3 & self.in_mask)
+        by = comfort_conjugate_min(lam, self.low, self.high, self.hlow, self.hhigh, self.wq, self.wl)
+        rate = np.where(self.mask["R1"], self.rate, BIG)
+        bw = move_conjugate_min(mu, self.wm, rate)
+        lin = float((lam * self.y0).sum()) - float((mu[..., 0, :] * self.ulast[:, 0]).sum())
+        return lin + float(bu.sum()) + float(by.sum()) + float(bw.sum())
+
     def _feasible_plan(self, u: np.ndarray) -> np.ndarray:
         """The plan clipped into its bounds (and, with rate limits, into reach of the previous step)."""
         u = np.clip(u, self.lo, self.hi)
@@ -199,9 +223,10 @@ class LQSolver:
         g[..., :-1, :] -= gd[..., 1:, :]
         return gu + self._block_sum(g) * self.livef
 
-    def solve(self, data: MPCData, u0: np.ndarray | None = None, *, timer: Callable[[], float] | None = None,
-              deadline_s: float = math.inf) -> MPCResult:
-        """Solve one cycle. u0: warm start (K, nu) in W, e.g. shift_plan(last.u).
+    def solve(self, data: MPCData, u0: np.ndarray | None = None, *, active: ActiveSet | None = None,
+              timer: Callable[[], float] | None = None, deadline_s: float = math.inf) -> MPCResult:
+        """Solve one cycle. u0: warm start (K, nu) in W, e.g. shift_plan(last.u); active: the previous
+        result's `active.shifted(steps)`, which lets a warm start go straight to active-set polishing.
 
         timer: seconds since any epoch (injected; the solver reads no clock itself); at `deadline_s` after the
         start the best feasible plan so far is returned with status `deadline`.
@@ -212,12 +237,25 @@ class LQSolver:
         if not data.is_finite() or (u0 is not None and not np.all(np.isfinite(u0))):
             return self._fallback(data, t0, timer, "non-finite inputs")
         self._prepare(data)
+        can_polish = supported(self)
+        it = nfac = 0
+        # Warm start: the previous classification, corrected by a few active-set steps, usually is the
+        # new one; the certificate decides.
+        if active is not None and u0 is not None and can_polish and active.u.shape == self.lo.shape:
+            u_w = self._spread(np.where(self.live | ~self.start3, resp.to_sub_u(np.asarray(u0, float) / self.scale),
+                                        self.lo))
+            po = polish(self, active, self._feasible_plan(u_w), opt.tol, opt.warm_rounds)
+            if po is not None:
+                nfac += po.rounds
+                if po.certified:
+                    return self._result(data, po.u, Status.CONVERGED, "", po.rounds, 0.0, t0, timer,
+                                        self._rel(po.objective, po.bound), nfac, None, po.active)
         st = self._initial_point(u0)
         mask, maskf = self.mask, self.maskf
-        best_u, best_j = None, math.inf
+        best_u, best_j, best_q = None, math.inf, -math.inf
         status, msg = Status.STALLED, "iteration limit"
-        it = 0
-        gap = rd = rp = math.inf
+        rd = math.inf
+        next_crossover = opt.crossover_gap
         while True:
             y = self.y0 + resp.forward(st.u)
             dl = self._delta(st.u)
@@ -229,28 +267,39 @@ class LQSolver:
             gtot = self._to_u(gu, gy, gd)
             rd = max(float(np.abs(gtot).max()), float(np.abs(ge).max()), float(np.abs(gvl).max()),
                      float(np.abs(gvh).max()))
-            rp = max(float(np.abs(v).max()) for v in rpd.values())
-            fobj = float(st.e.sum() + ((self.wq * st.vl + self.wl) * st.vl).sum()
-                         + ((self.wq * st.vh + self.wl) * st.vh).sum() + (self.wm * dl * dl).sum())
-            gap = (mu * self.ncons + abs(sum(float((z[k] * rpd[k]).sum()) for k in GROUPS))) / max(abs(fobj), 1e-9)
-            # Anytime: the iterate made feasible, judged by the true objective.
+            # Anytime: the iterate made feasible, judged by the true objective; the multipliers bound the
+            # optimum from below whatever their accuracy (dual_bound), so the gap is certified.
             uf = self._feasible_plan(st.u)
             jf = float(self._true_objective(uf)[0])
             if jf < best_j:
                 best_u, best_j = uf, jf
-            if not (math.isfinite(mu) and math.isfinite(rd) and math.isfinite(fobj)):
+            best_q = max(best_q, self._dual_bound(gy, gd))
+            if not (math.isfinite(mu) and math.isfinite(rd) and math.isfinite(jf)):
                 status, msg = Status.NONFINITE, "non-finite iterate"
                 break
-            if gap <= opt.tol and rp <= opt.res_tol and rd <= opt.res_tol * max(1.0, 1e3 * opt.tol):
+            gap = self._rel(best_j, best_q)
+            if gap <= opt.tol:
                 status, msg = Status.CONVERGED, ""
-                best_u = self._feasible_plan(st.u)
                 break
+            if can_polish and gap <= next_crossover:
+                # Crossover: the iterate's binding constraints, polished to a vertex-exact plan.
+                po = polish(self, from_interior(self, s, z, st.u), uf, opt.tol, opt.crossover_rounds)
+                next_crossover = gap * 0.1
+                if po is not None:
+                    nfac += po.rounds
+                    if po.objective < best_j:
+                        best_u, best_j = po.u, po.objective
+                    best_q = max(best_q, po.bound)
+                    if po.certified:
+                        return self._result(data, po.u, Status.CONVERGED, "", it + po.rounds, rd, t0, timer,
+                                            self._rel(po.objective, po.bound), nfac, st, po.active)
             if it >= opt.max_iter:
                 break
             if timer() - t0 >= deadline_s:
                 status, msg = Status.DEADLINE, "deadline reached"
                 break
             nw = self._newton_system(st, rpd, dl)
+            nfac += 1
             rc0 = {k: s[k] * z[k] * maskf[k] for k in GROUPS}
             aff = self._direction(nw, rc0)
             a_aff = self._max_step(st, aff)
@@ -286,8 +335,13 @@ class LQSolver:
                 s[k] = np.where(mask[k], s[k] + a * dd["s"][k], 1.0)
                 z[k] = np.where(mask[k], z[k] + a * dd["z"][k], 0.0)
             it += 1
-        return self._result(data, best_u if best_u is not None else self._feasible_plan(st.u), status, msg, it,
-                            rd, t0, timer, gap, it, st)
+        plan = best_u if best_u is not None else self._feasible_plan(st.u)
+        act = from_interior(self, st.s, st.z, st.u) if can_polish else None
+        return self._result(data, plan, status, msg, it, rd, t0, timer, self._rel(best_j, best_q), nfac, st, act)
+
+    @staticmethod
+    def _rel(j: float, q: float) -> float:
+        return max(j - q, 0.0) / max(abs(j), 1e-9) if math.isfinite(j) and math.isfinite(q) else math.inf
 
     def _newton_system(self, st: _IPState, rpd: dict[str, np.ndarray], dl: np.ndarray) -> _Newton:
         """Eliminate slacks, multipliers and epigraph variables (W = z/s) and factor the plan's LQ system."""
@@ -380,7 +434,8 @@ class LQSolver:
 
     # -- results -----------------------------------------------------------------------------------
     def _result(self, data: MPCData, U: np.ndarray, status: Status, msg: str, it: int, rd: float, t0: float,
-                timer: Callable[[], float], gap: float, nfac: int, st: _IPState) -> MPCResult:
+                timer: Callable[[], float], gap: float, nfac: int, st: _IPState | None,
+                active: ActiveSet | None = None) -> MPCResult:
         resp, prob = self.resp, self.prob
         u = np.clip(resp.from_sub_u(U) * self.scale, data.u_min, data.u_max)
         # Values within rounding of a bound or of the energy kink are put on it (interior iterates approach
@@ -400,7 +455,8 @@ class LQSolver:
         ok = status in (Status.CONVERGED, Status.DEADLINE) and feasible and math.isfinite(total)
         return MPCResult(u=u, status=status, success=ok, objective=total, terms=terms, iterations=it, pg_norm=rd,
                          solve_time=timer() - t0, zone_temps=y, gap_bound=gap, violation=viol,
-                         duals=Duals({k: v.copy() for k, v in st.z.items()}), factorizations=nfac, message=msg)
+                         duals=None if st is None else Duals({k: v.copy() for k, v in st.z.items()}),
+                         factorizations=nfac, message=msg, active=active)
 
     def _fallback(self, data: MPCData, t0: float, timer: Callable[[], float], msg: str) -> MPCResult:
         """A plan that respects the bounds whatever the inputs: hold the last value where it is finite."""

@@ -40,6 +40,10 @@ class MPCResult:
     factorizations: int = 0
     message: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    # Which bounds, kinks and comfort edges the plan sits on (solver-specific). Pass
+    # `active.shifted(steps)` with the shifted plan to the next solve: warm starts then skip the interior
+    # point method when the classification still holds.
+    active: Any = None
 
 
 def shift_plan(u: np.ndarray, steps: int = 1) -> np.ndarray:
