@@ -22,11 +22,31 @@ from dataclasses import dataclass
 import numpy as np
 
 
+def _inv(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Inverse of a small SPD matrix written into `out`: the gufunc under np.linalg.inv, called directly,
+    since the wrapper's checks cost more than the 20x20 inverse itself (96 calls per factorisation)."""
+    _inv_ufunc(a, signature="d->d", out=out)
+    return out
+
+
+def _inv_fallback(a: np.ndarray, signature: str, out: np.ndarray) -> None:
+    out[...] = np.linalg.inv(a)
+
+
+try:
+    from numpy.linalg import _umath_linalg
+
+    _inv_ufunc = _umath_linalg.inv
+except (ImportError, AttributeError):  # a NumPy without the private module: the public route
+    _inv_ufunc = _inv_fallback
+
+
 @dataclass
 class RiccatiFactor:
     gain: np.ndarray  # (K, nb, nu, nx): d[k] = gain x[k] + kff[k]; closed loop a x + baug d (held: ahold x)
     hinv: np.ndarray  # (K, nb, nu, nu) inverse of the reduced input Hessian (zero rows for fixed inputs)
     free: np.ndarray  # (K, nb, nu) float mask
+    idle: np.ndarray  # (K,) steps with no free input and nothing to carry: gain and hinv are zero
 
 
 class LQStructure:
@@ -61,7 +81,14 @@ class LQStructure:
         # costs more than the arithmetic. A RiccatiFactor is valid until the next factor() call.
         self._gain = np.empty((K, nb, nu, nx))
         self._hinv = np.empty((K, nb, nu, nu))
+        self._hdd_add = np.empty((K, nb, nu, nu))
         self.c_outer = (C[:, :, :, None] * C[:, :, None, :]).reshape(nb, C.shape[1], nc * nc)  # rows' c c'
+        # Per-factorisation temporaries of a single subsystem, also reused: at ~1-3 MB each, fresh ones
+        # come from mmap and page-fault on first touch, which cost more than filling them.
+        if nb == 1:
+            self._q_all = np.empty((K, nc * nc))
+            self._bk = np.empty((K, nx, nu))
+            self._bkT = np.empty((K, nu, nx))
 
     def factor(self, D: np.ndarray, m: np.ndarray, free: np.ndarray, r: float | np.ndarray
                ) -> RiccatiFactor:
@@ -78,7 +105,7 @@ class LQStructure:
         # Output curvature C'D[k]C on z[k+1]: for one subsystem all steps in one product with the rows'
         # outer products; for a batch step by step (the all-steps array would be large).
         if nb == 1:
-            q_all = (D[0] @ self.c_outer[0]).reshape(K, nc, nc)
+            q_all = np.matmul(D[0], self.c_outer[0], out=self._q_all).reshape(K, nc, nc)
 
             def qzz(k: int) -> np.ndarray:
                 return q_all[k]
@@ -88,65 +115,78 @@ class LQStructure:
             def qzz(k: int) -> np.ndarray:
                 return (CT * Dk[k][:, None, :]) @ C
         rk = np.moveaxis(np.broadcast_to(r, free.shape), 1, 0)
-        hdd_add = (f * (mk + rk) + (1.0 - f))[..., None] * self.eye_u  # (K, nb, nu, nu)
-        ffT = f[..., :, None] * f[..., None, :]
+        hdd_add = np.multiply((f * (mk + rk) + (1.0 - f))[..., None], self.eye_u, out=self._hdd_add)
         if not self.augment and np.any(mk):
             raise ValueError("input-change curvature needs the augmented state")
-        hdx_add = np.zeros((K, nb, nu, nx))
+        hdx_add = None
         if self.augment:
+            hdx_add = np.zeros((K, nb, nu, nx))
             hdx_add[..., idx, vi] = -mk * f
-        fa = f[..., :, None] * self.aaug[None, :, None, :]  # (K, nb, nu, nx)
         gain, hinv = self._gain, self._hinv
         gain[self.held] = 0.0
         hinv[self.held] = 0.0
         baug, baugT, AA, held = self.baug, self.baug.transpose(0, 2, 1), self.AA, self.held
         P = np.zeros((nb, nx, nx))
         P[:, :nc, :nc] = qzz(K - 1)
+        errs = np.seterr(divide="ignore", invalid="ignore", over="ignore")  # singular Hdd: checked by callers
         if nb == 1:  # plain 2-D products: batched ones cost more per call at this size
-            P, b, bT, aa, ah = P[0], baug[0], baugT[0], AA[0], self.ahold[0]
+            P, aa, ah = P[0], AA[0], self.ahold[0]
             ahT = ah.T
+            # Fixed inputs' columns of B zeroed once for all steps: their rows of Hdd and Hdx then vanish.
+            bk = np.multiply(baug[0][None], f[:, 0, None, :], out=self._bk)  # (K, nx, nu)
+            bkT = self._bkT
+            bkT[...] = bk.transpose(0, 2, 1)
+            a_row = self.aaug[0]
+            # Without input-change terms, a step with no free input only propagates P (an active-set step
+            # fixes most inputs at night and at full power).
+            idle = ~f[:, 0].any(axis=1) & ~held & (not self.augment)
+            gain[idle] = 0.0
+            hinv[idle] = 0.0
             for k in range(K - 1, -1, -1):
                 if held[k]:
                     P = ahT @ P @ ah
+                elif idle[k]:
+                    P *= aa
                 else:
-                    PB = P @ b
-                    Hdd = bT @ PB
-                    Hdd *= ffT[k, 0]
+                    PB = P @ bk[k]
+                    Hdd = bkT[k] @ PB
                     Hdd += hdd_add[k, 0]
-                    Hdx = PB.T * fa[k, 0]
-                    Hdx += hdx_add[k, 0]
-                    Hi = np.linalg.inv(Hdd)
-                    G = Hi @ Hdx
-                    gain[k, 0] = G
-                    hinv[k, 0] = Hi
-                    P = P * aa
+                    Hdx = PB.T * a_row
+                    if self.augment:
+                        Hdx += hdx_add[k, 0]
+                    Hi = _inv(Hdd, hinv[k, 0])
+                    G = np.matmul(Hi, Hdx, out=gain[k, 0])
+                    P *= aa
                     P -= Hdx.T @ G
                 if k:
                     P[:nc, :nc] += qzz(k - 1)
                 if self.augment:
                     P[vi, vi] += mk[k, 0]
         else:
+            fa = f[..., :, None] * self.aaug[None, :, None, :]  # (K, nb, nu, nx)
             aholdT = self.ahold.transpose(0, 2, 1)
             for k in range(K - 1, -1, -1):
                 if held[k]:
                     P = aholdT @ P @ self.ahold
                 else:
                     PB = P @ baug
-                    Hdd = (baugT @ PB) * ffT[k] + hdd_add[k]
-                    Hdx = PB.transpose(0, 2, 1) * fa[k] + hdx_add[k]
-                    Hi = np.linalg.inv(Hdd)
-                    G = Hi @ Hdx
-                    gain[k] = G
-                    hinv[k] = Hi
+                    Hdd = (baugT @ PB) * (f[k, :, :, None] * f[k, :, None, :]) + hdd_add[k]
+                    Hdx = PB.transpose(0, 2, 1) * fa[k]
+                    if hdx_add is not None:
+                        Hdx += hdx_add[k]
+                    Hi = _inv(Hdd, hinv[k])
+                    G = np.matmul(Hi, Hdx, out=gain[k])
                     P = P * AA - Hdx.transpose(0, 2, 1) @ G
                 if k:
                     P[:, :nc, :nc] += qzz(k - 1)
                 if self.augment:
                     P[:, vi, vi] += mk[k]
+        np.seterr(**errs)
         # Gains were stored with the opposite sign: u = -G x.
         gain *= -1.0
-        hinv *= ffT  # exact zeros for fixed inputs
-        return RiccatiFactor(gain, hinv, f)
+        hinv *= f[..., :, None]  # exact zeros for fixed inputs
+        hinv *= f[..., None, :]
+        return RiccatiFactor(gain, hinv, f, idle if nb == 1 else np.zeros(K, bool))
 
     def solve(self, fac: RiccatiFactor, g: np.ndarray) -> np.ndarray:
         """Newton steps d for gradients g, both (nb, K, nu) or (R, nb, K, nu): min 1/2 d'Hd + g'd.
@@ -158,6 +198,10 @@ class LQStructure:
         G = g[None] if single else g
         R = G.shape[0]
         gk = np.ascontiguousarray(G.transpose(2, 1, 3, 0)) * fac.free[..., None]  # (K, nb, nu, R)
+        if self.nb == 1 and not held.any():
+            d = self._solve_single(fac, gk[:, 0])[:, None]
+            out = d.transpose(3, 1, 0, 2)
+            return out[0] if single else out
         # Reverse: s[k] = acl[k]' s[k+1] + gain[k]' g[k]; forward: x[k+1] = acl[k] x[k] + baug kff[k].
         gainT = fac.gain.transpose(0, 1, 3, 2)
         baug, baugT, a = self.baug, self.baug.transpose(0, 2, 1), self.aaug[:, :, None]
@@ -185,3 +229,29 @@ class LQStructure:
             d[held] = x[:-1][held][:, :, nc:]
         out = d.transpose(3, 1, 0, 2)  # (R, nb, K, nu)
         return out[0] if single else out
+
+    def _solve_single(self, fac: RiccatiFactor, gk: np.ndarray) -> np.ndarray:
+        """solve() for one subsystem without move blocking, in plain 2-D products: gk (K, nu, R)."""
+        K, idle = self.K, fac.idle
+        gainT = fac.gain[:, 0].transpose(0, 2, 1)
+        gain = fac.gain[:, 0]
+        b = self.baug[0]
+        bT = b.T
+        a = self.aaug[0][:, None]
+        R = gk.shape[-1]
+        bts = np.zeros((K + 1, self.nu, R))
+        s = np.zeros((self.nx, R))
+        bt = bts[K]
+        for k in range(K - 1, -1, -1):
+            s = a * s if idle[k] else a * s + gainT[k] @ (bt + gk[k])
+            bt = np.matmul(bT, s, out=bts[k])
+        kff = fac.hinv[:, 0] @ (gk + bts[1:])
+        d = np.zeros((K, self.nu, R))
+        x = np.zeros((self.nx, R))
+        for k in range(K):
+            if idle[k]:
+                x = a * x
+            else:
+                dk = np.subtract(gain[k] @ x, kff[k], out=d[k])
+                x = a * x + b @ dk
+        return d
