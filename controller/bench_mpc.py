@@ -2,8 +2,10 @@
 
 Rows (median of repeats, same process, same machine):
 - R1 office-20 (config/buildings/office-20.yaml; a synthetic R1-like floor if the file is absent): cold solve
-  and warm solve (previous plan shifted one step, state advanced, disturbance forecast revised), each to a
-  certified relative gap <= --gap; the exact convex optimum from cvxpy + Clarabel (if importable) gives
+  and warm solve (previous plan and its classification shifted one step, state advanced, disturbance
+  forecast revised), each to a certified relative gap <= --gap; `warm-ipm` is the same warm start without the
+  classification (interior point from the shifted plan); `loopN` times N consecutive closed-loop cycles;
+  the exact convex optimum from cvxpy + Clarabel (if importable) gives
   reference_s and gap_rel; the baseline is scipy L-BFGS-B on the u+/u- split, driven by a per-step NumPy
   forward loop and explicit reverse loop, run until it is within --gap of the optimum (or gives up).
 - R4 campus-500 (25 buildings, 1500 states): the same solver batched over buildings.
@@ -148,12 +150,17 @@ def _lq_rows(report: Report, name: str, prob: MPCProblem, data: MPCData, args: a
     cold = solver.solve(data, timer=time.perf_counter)
     nd = next_cycle(prob, data, cold.u)
     u0 = shift_plan(cold.u)
+    act = cold.active.shifted() if cold.active is not None else None
     repeats = args.repeats
     t_cold = median_time(lambda: solver.solve(data), repeats=repeats, warmup=0)
-    warm = solver.solve(nd, u0, timer=time.perf_counter)
-    t_warm = median_time(lambda: solver.solve(nd, u0), repeats=repeats, warmup=0)
-    for mode, res, t, d in (("cold", cold, t_cold, data), ("warm", warm, t_warm, nd)):
-        f_ref, t_ref = _reference(prob, d) if reference else (None, math.nan)
+    warm = solver.solve(nd, u0, active=act, timer=time.perf_counter)
+    t_warm = median_time(lambda: solver.solve(nd, u0, active=act), repeats=repeats, warmup=0)
+    # The same warm start without the previous classification: interior point from the shifted plan.
+    warm_ip = solver.solve(nd, u0, timer=time.perf_counter)
+    t_warm_ip = median_time(lambda: solver.solve(nd, u0), repeats=max(1, repeats // 2), warmup=0)
+    rows = (("cold", cold, t_cold, data), ("warm", warm, t_warm, nd), ("warm-ipm", warm_ip, t_warm_ip, nd))
+    for mode, res, t, d in rows:
+        f_ref, t_ref = _reference(prob, d) if reference and mode != "warm-ipm" else (None, math.nan)
         gap = (res.objective - f_ref) / abs(f_ref) if f_ref is not None else res.gap_bound
         base_s, speed, base_gap = math.nan, math.nan, math.nan
         if baseline and f_ref is not None:
@@ -171,6 +178,37 @@ def _lq_rows(report: Report, name: str, prob: MPCProblem, data: MPCData, args: a
                    mode=mode, solve_s=t, reference_s=t_ref, gap_rel=gap, iterations=res.iterations,
                    status=str(res.status), baseline_s=base_s, baseline_gap=base_gap, speedup=speed,
                    ref_ratio=t_ref / t if math.isfinite(t_ref) else math.nan, rss_bytes=rss_bytes())
+    if args.loop > 0:
+        _loop_row(report, name, prob, solver, data, cold, args.loop)
+
+
+def _loop_row(report: Report, name: str, prob: MPCProblem, solver: LQSolver, data: MPCData, first: Any,
+              cycles: int) -> None:
+    """Closed loop: `cycles` consecutive cycles, each warm-started from the one before (plant advanced,
+    forecasts revised); the median, the 90th percentile and how often active-set polishing handed over to
+    the interior point method. Gaps are the solver's certified bounds (one exact solve per cycle would take
+    minutes)."""
+    res, d = first, data
+    times, gaps, iters, handed_over, statuses = [], [], [], 0, set()
+    for c in range(cycles):
+        d = next_cycle(prob, d, res.u, seed=100 + c)
+        act = res.active.shifted() if res.active is not None else None
+        res = solver.solve(d, shift_plan(res.u), active=act, timer=time.perf_counter)
+        times.append(res.solve_time)
+        gaps.append(res.gap_bound)
+        iters.append(res.iterations)
+        handed_over += res.iterations > solver.opt.warm_rounds
+        statuses.add(str(res.status))
+    t = np.asarray(times)
+    if not report.as_json:
+        print(f"# {name} closed loop, {cycles} cycles: median {np.median(t) * 1e3:.1f} ms, p90 "
+              f"{np.percentile(t, 90) * 1e3:.1f} ms, max {t.max() * 1e3:.1f} ms; {handed_over} of {cycles} handed "
+              f"over to interior point; largest certified gap {max(gaps):.1e}")
+    report.row(suite="mpc", problem=name, backend="numpy", dtype="float64", batch=1, horizon=prob.horizon,
+               mode=f"loop{cycles}", solve_s=float(np.median(t)), p90_s=float(np.percentile(t, 90)),
+               max_s=float(t.max()), handed_over=handed_over, cycles=cycles, gap_rel=max(gaps),
+               iterations=int(np.median(iters)), status="/".join(sorted(statuses)), reference_s=math.nan,
+               baseline_s=math.nan, speedup=math.nan, ref_ratio=math.nan, rss_bytes=rss_bytes())
 
 
 def _nonlinear_rows(report: Report, args: argparse.Namespace) -> None:
@@ -209,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gap", type=float, default=1e-4, help="relative optimality gap each solve must reach")
     ap.add_argument("--move", type=float, default=0.0,
                     help="move-suppression weight, USD/kW² per step (R1/R4 of DESIGN.md §8 have none)")
+    ap.add_argument("--loop", type=int, default=48,
+                    help="closed-loop cycles to time after the warm row (0: none)")
     ap.add_argument("--no-reference", action="store_true", help="skip cvxpy + Clarabel")
     ap.add_argument("--no-baseline", action="store_true", help="skip the L-BFGS-B loop baseline")
     ap.add_argument("--r4-reference", action="store_true", help="also run the exact solver on R4 (minutes)")

@@ -168,6 +168,7 @@ class SiteController:
         self.estimator = KalmanEstimator(A, B, E[:, self._known_cols], sim.Cs, E[:, self._offset_cols])
         self.estimator.reset(sim.x_initial)
         self.last_plan: np.ndarray | None = None
+        self.last_active: Any = None  # the last plan's classification (warm starts; not persisted)
         self.u_last = np.clip(np.zeros(sim.nu), lo, hi)
         self.d_last: np.ndarray | None = None
         self.t_last: float | None = None
@@ -200,14 +201,16 @@ class SiteController:
         low[:, ~self.comfort_mask], high[:, ~self.comfort_mask] = -np.inf, np.inf
         data = self.problem.data(x0, d, price_el, price_gas, comfort_low=low, comfort_high=high, u_last=self.u_last)
         # 3. Solve, warm-started from the previous plan shifted by the steps that passed.
-        u0 = None
+        u0 = active = None
         if self.last_plan is not None and self.t_last is not None:
             steps = round((t - self.t_last) / dt)
             if 1 <= steps < K:
                 u0 = shift_plan(self.last_plan, steps)
+                active = self.last_active.shifted(steps) if self.last_active is not None else None
         remaining = max(0.0, deadline_s - (timer() - start))
-        res = self.solver.solve(data, u0, timer=timer, deadline_s=remaining)
+        res = self.solver.solve(data, u0, active=active, timer=timer, deadline_s=remaining)
         usable = res.u is not None and bool(np.all(np.isfinite(res.u))) and res.status != "nonfinite"
+        self.last_active = res.active if usable else None
         if usable:
             self.last_plan = np.array(res.u)
             self.u_last = np.array(res.u[0])
@@ -269,6 +272,7 @@ class SiteController:
         self.estimator.import_state(state["estimator"])
         plan = state.get("last_plan")
         self.last_plan = None if plan is None else np.array(plan, dtype=float)
+        self.last_active = None  # a restored plan warm-starts the interior point method only
         if self.last_plan is not None and self.last_plan.shape != (self.horizon, self.sim.nu):
             self.last_plan = None
         self.u_last = np.array(state.get("u_last", self.u_last), dtype=float)

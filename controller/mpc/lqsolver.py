@@ -33,6 +33,7 @@ from controller.mpc.problem import MPCData, MPCProblem
 from controller.mpc.result import Duals, MPCResult, Status
 from controller.mpc.riccati import LQStructure
 
+DEBUG = False
 BIG = 1e4  # stands for infinite comfort bands (degC) and absent rate limits (scaled units)
 GROUPS = ("B1", "B2", "E1", "E2", "C1", "C2", "C3", "C4", "H1", "H2", "R1", "R2")
 
@@ -239,6 +240,7 @@ class LQSolver:
         self._prepare(data)
         can_polish = supported(self)
         it = nfac = 0
+        best_u, best_j, best_q = None, math.inf, -math.inf
         # Warm start: the previous classification, corrected by a few active-set steps, usually is the
         # new one; the certificate decides.
         if active is not None and u0 is not None and can_polish and active.u.shape == self.lo.shape:
@@ -250,9 +252,12 @@ class LQSolver:
                 if po.certified:
                     return self._result(data, po.u, Status.CONVERGED, "", po.rounds, 0.0, t0, timer,
                                         self._rel(po.objective, po.bound), nfac, None, po.active)
+                # Not certified: the interior point method starts from the best polished plan, which keeps
+                # counting for the anytime result and the gap.
+                best_u, best_j, best_q = po.u, po.objective, po.bound
+                u0 = resp.from_sub_u(po.u) * self.scale
         st = self._initial_point(u0)
         mask, maskf = self.mask, self.maskf
-        best_u, best_j, best_q = None, math.inf, -math.inf
         status, msg = Status.STALLED, "iteration limit"
         rd = math.inf
         next_crossover = opt.crossover_gap
@@ -273,18 +278,21 @@ class LQSolver:
             jf = float(self._true_objective(uf)[0])
             if jf < best_j:
                 best_u, best_j = uf, jf
-            best_q = max(best_q, self._dual_bound(gy, gd))
+            q_it = self._dual_bound(gy, gd)
+            best_q = max(best_q, q_it)
             if not (math.isfinite(mu) and math.isfinite(rd) and math.isfinite(jf)):
                 status, msg = Status.NONFINITE, "non-finite iterate"
                 break
             gap = self._rel(best_j, best_q)
+            if DEBUG:
+                print(f"it {it} gap {gap:.2e} mu {mu:.1e} rd {rd:.1e} j {best_j:.4f} q {best_q:.4f}")
             if gap <= opt.tol:
                 status, msg = Status.CONVERGED, ""
                 break
-            if can_polish and gap <= next_crossover:
+            if can_polish and self._rel(jf, q_it) <= next_crossover:
                 # Crossover: the iterate's binding constraints, polished to a vertex-exact plan.
                 po = polish(self, from_interior(self, s, z, st.u), uf, opt.tol, opt.crossover_rounds)
-                next_crossover = gap * 0.1
+                next_crossover = self._rel(jf, q_it) * 0.1
                 if po is not None:
                     nfac += po.rounds
                     if po.objective < best_j:
@@ -327,6 +335,8 @@ class LQSolver:
                 dd, amax = trial, at_new
                 rc = {k: rc[k] - t[k] for k in GROUPS}
             a = min(1.0, opt.step_frac * amax)
+            if DEBUG:
+                print(f"   a_aff {a_aff:.3f} a {a:.3f} sigma {sigma:.2e}")
             st.u = st.u + a * dd["u"]
             st.e = st.e + a * dd["e"]
             st.vl = st.vl + a * dd["vl"]
@@ -388,11 +398,16 @@ class LQSolver:
     def _max_step(st: _IPState, dd: dict[str, Any]) -> float:
         """Longest step in [0, 1] keeping slacks and multipliers nonnegative."""
         a = 1.0
+        who = ""
         for k in GROUPS:
-            for v, dv in ((st.s[k], dd["s"][k]), (st.z[k], dd["z"][k])):
+            for nm, v, dv in (("s", st.s[k], dd["s"][k]), ("z", st.z[k], dd["z"][k])):
                 neg = dv < 0
                 if neg.any():
-                    a = min(a, float((-v[neg] / dv[neg]).min()))
+                    t = float((-v[neg] / dv[neg]).min())
+                    if t < a:
+                        a, who = t, nm + k
+        if DEBUG:
+            print("      block", who, f"{a:.3f}")
         return a
 
 

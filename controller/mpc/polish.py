@@ -27,6 +27,7 @@ FREE_POS, LO, HI, ZERO, FREE_NEG = 0, 1, 2, 3, 4
 # Zone-step classes
 IN, PIN_LO, PIN_HI, BELOW, ABOVE = 0, 1, 2, 3, 4
 
+DUAL_TOL = 1e-3  # relative excursion of a multiplier past its range that changes a class
 PENALTY = 1e6  # pinned zone-steps' curvature relative to the comfort weights: offsets of ~1e-7 K
 
 
@@ -114,8 +115,8 @@ def _comfort_slope(sv: LQSolver, yc: np.ndarray, y: np.ndarray, rho: float) -> n
     return np.where(yc == ABOVE, 2.0 * wq * (y - hi) + wl, g)
 
 
-def eqp_step(sv: LQSolver, act: ActiveSet, u: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Minimiser of the problem restricted to the classification: plan u, zone temps y, multipliers lam."""
+def eqp_step(sv: LQSolver, act: ActiveSet, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Minimiser of the problem restricted to the classification: plan u and zone-step multipliers lam."""
     uc, yc = act.u, act.y
     wq, rho = sv.wq, sv.rho
     free = sv.live & ((uc == FREE_POS) | (uc == FREE_NEG))
@@ -132,8 +133,7 @@ def eqp_step(sv: LQSolver, act: ActiveSet, u: np.ndarray) -> tuple[np.ndarray, n
     fac = sv.lq.factor(D, 2.0 * sv.wm * sv.start3, free, sv.reg)
     d = sv._spread(sv.lq.solve(fac, g) * free)
     u = u + d
-    y = sv.y0 + sv.resp.forward(u)
-    return u, y, _comfort_slope(sv, yc, y, rho)
+    return u, _comfort_slope(sv, yc, sv.y0 + sv.resp.forward(u), rho)
 
 
 def clip_multipliers(sv: LQSolver, yc: np.ndarray, lam: np.ndarray) -> np.ndarray:
@@ -215,14 +215,24 @@ def reclassify(sv: LQSolver, act: ActiveSet, u: np.ndarray, y: np.ndarray, lam: 
     g = sv._block_sum(g)
     right = np.where(lo >= 0.0, cp, -cm)  # energy slope just above lo
     left = np.where(hi > 0.0, cp, -cm)  # just below hi
-    nu_ = np.where((uc == LO) & (g + right < 0.0) & (hi > lo), np.where(lo >= 0.0, FREE_POS, FREE_NEG), nu_)
-    nu_ = np.where((uc == HI) & (g + left > 0.0) & (hi > lo), np.where(hi > 0.0, FREE_POS, FREE_NEG), nu_)
-    nu_ = np.where((uc == ZERO) & (g < -cp) & (hi > 0.0), FREE_POS, nu_)
-    nu_ = np.where((uc == ZERO) & (g > cm) & (lo < 0.0), FREE_NEG, nu_)
-    ny = np.where((yc == PIN_LO) & (lam < -wl), BELOW, ny)
-    ny = np.where((yc == PIN_LO) & (lam > 0.0), IN, ny)
-    ny = np.where((yc == PIN_HI) & (lam > wl), ABOVE, ny)
-    ny = np.where((yc == PIN_HI) & (lam < 0.0), IN, ny)
+    tg = DUAL_TOL * (np.abs(cp) + np.abs(cm)) + 1e-15
+    nu_ = np.where((uc == LO) & (g + right < -tg) & (hi > lo), np.where(lo >= 0.0, FREE_POS, FREE_NEG), nu_)
+    nu_ = np.where((uc == HI) & (g + left > tg) & (hi > lo), np.where(hi > 0.0, FREE_POS, FREE_NEG), nu_)
+    nu_ = np.where((uc == ZERO) & (g < -cp - tg) & (hi > 0.0), FREE_POS, nu_)
+    nu_ = np.where((uc == ZERO) & (g > cm + tg) & (lo < 0.0), FREE_NEG, nu_)
+    # A freed input needs a zone-step to hold (else nothing curves its cost): its own zone, on the edge
+    # that zone is nearer to.
+    b, k, i = np.nonzero((nu_ != uc) & sv.live)
+    z = zstar[b, i]
+    loose = yc[b, k, z] == IN
+    b, k, z = b[loose], k[loose], z[loose]
+    ny[b, k, z] = np.where(y[b, k, z] - low[b, k, z] < high[b, k, z] - y[b, k, z], PIN_LO, PIN_HI)
+    # Multipliers within a hair of their range's ends are ties (degenerate vertices), not signals.
+    tl = DUAL_TOL * wl
+    ny = np.where((yc == PIN_LO) & (lam < -wl - tl), BELOW, ny)
+    ny = np.where((yc == PIN_LO) & (lam > tl), IN, ny)
+    ny = np.where((yc == PIN_HI) & (lam > wl + tl), ABOVE, ny)
+    ny = np.where((yc == PIN_HI) & (lam < -tl), IN, ny)
     return ActiveSet(np.where(sv.live, nu_, LO).astype(np.int8), ny.astype(np.int8))
 
 
@@ -230,8 +240,9 @@ def polish(sv: LQSolver, act: ActiveSet, u: np.ndarray, tol: float, rounds: int)
     """Up to `rounds` active-set steps from `act`, stopping at the first certified plan (relative gap <= tol).
     Returns the plan with the smallest certified gap (None if no round produced finite numbers)."""
     best: PolishOutcome | None = None
+    seen = {act.u.tobytes() + act.y.tobytes()}
     for r in range(1, rounds + 1):
-        un, yn, lam = eqp_step(sv, act, u)
+        un, lam = eqp_step(sv, act, u)
         if not (np.all(np.isfinite(un)) and np.all(np.isfinite(lam))):
             break
         mu = 2.0 * sv.wm * sv._delta(un)
@@ -243,9 +254,14 @@ def polish(sv: LQSolver, act: ActiveSet, u: np.ndarray, tol: float, rounds: int)
             best = PolishOutcome(uf, j, q, act, r, ok)
         if ok:
             break
-        nxt = reclassify(sv, act, un, yn, lam, mu)
-        if np.array_equal(nxt.u, act.u) and np.array_equal(nxt.y, act.y):
+        # Zone-steps are judged under the plan clipped into its bounds: an input without curvature steps
+        # far out of them, and the temperatures it would cause there say nothing.
+        yf = sv.y0 + sv.resp.forward(uf)
+        nxt = reclassify(sv, act, un, yf, lam, mu)
+        key = nxt.u.tobytes() + nxt.y.tobytes()
+        if key in seen:  # the update cycles (it can, the problem being LP-like): interior point takes over
             break
+        seen.add(key)
         act, u = nxt, uf
     if best is not None:
         best.rounds = r

@@ -11,10 +11,13 @@ KEYS = {"suite", "problem", "backend", "dtype", "batch", "horizon", "solve_s", "
 
 
 def test_bench_json_rows(capsys) -> None:
-    assert main(["--problems", "R1,NL", "--repeats", "1", "--no-reference", "--no-baseline", "--json"]) == 0
+    assert main(["--problems", "R1,NL", "--repeats", "1", "--no-reference", "--no-baseline", "--json",
+                 "--loop", "4"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
-    assert [(r["problem"], r["mode"]) for r in rows] == [("R1", "cold"), ("R1", "warm"), ("NL heat pump", "cold")]
+    assert [(r["problem"], r["mode"]) for r in rows] == [("R1", "cold"), ("R1", "warm"), ("R1", "warm-ipm"),
+                                                         ("R1", "loop4"), ("NL heat pump", "cold")]
     for r in rows:
         assert KEYS <= r.keys()
         assert r["status"] == "converged" and r["suite"] == "mpc"
-    assert all(r["gap_rel"] <= 1e-4 for r in rows[:2])
+    assert all(r["gap_rel"] <= 1e-4 for r in rows[:4])
+    assert rows[3]["cycles"] == 4 and rows[3]["p90_s"] >= rows[3]["solve_s"] > 0
