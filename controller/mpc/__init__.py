@@ -1,7 +1,8 @@
 """Model-predictive control: the problem, its solvers and their results.
 
 - `MPCProblem` / `MPCData` (problem.py): what is decided, what it costs, what bounds it.
-- `LQSolver` (lqsolver.py): interior point + Riccati for linear models, to a certified relative gap.
+- `LQSolver` (lqsolver.py): interior point + Riccati for linear models, with active-set polishing for warm
+  starts (polish.py), to a gap certified by a dual bound (dual_bound.py).
 - `GenericSolver` (generic.py): projected quasi-Newton for nonlinear models driven by f_and_grad.
 - `MPCResult`, `Status`, `shift_plan` (result.py).
 """

@@ -12,6 +12,14 @@ inputs, input changes and zone temperatures over the horizon. A Riccati recursio
 model (controller.mpc.riccati) solves it exactly in O(K) small dense products; predictor and corrector
 share one factorisation. All derivatives come from the modal forward/adjoint maps (controller.mpc.modal).
 
+Stopping is certified: any multipliers give a lower bound on the optimum (controller.mpc.dual_bound), so
+the gap between the best feasible plan and the best bound so far is a proof, not an estimate.
+
+Active-set polishing (controller.mpc.polish) shortcuts the method where the binding constraints can be
+guessed: a warm start that brings the previous result's classification (`active=`) tries a few
+equality-constrained steps first (one factorisation each, usually one or two suffice), and interior point
+iterates whose gap is below `crossover_gap` are polished the same way. Only a certificate ends a solve.
+
 Anytime: after every iteration the current plan, clipped to the bounds and rate limits, is a feasible plan;
 the best one so far (by the true objective) is returned at the deadline. Pure: the clock is injected.
 """
@@ -33,14 +41,13 @@ from controller.mpc.problem import MPCData, MPCProblem
 from controller.mpc.result import Duals, MPCResult, Status
 from controller.mpc.riccati import LQStructure
 
-DEBUG = False
 BIG = 1e4  # stands for infinite comfort bands (degC) and absent rate limits (scaled units)
 GROUPS = ("B1", "B2", "E1", "E2", "C1", "C2", "C3", "C4", "H1", "H2", "R1", "R2")
 
 
 @dataclass(frozen=True)
 class LQOptions:
-    tol: float = 1e-6  # relative duality gap at which the solve stops
+    tol: float = 1e-6  # certified relative optimality gap at which the solve stops
     max_iter: int = 60
     mu0: float = 0.1  # initial size of bound multipliers relative to energy slopes (cold start)
     mu0_warm: float = 1e-3
@@ -246,7 +253,8 @@ class LQSolver:
         if active is not None and u0 is not None and can_polish and active.u.shape == self.lo.shape:
             u_w = self._spread(np.where(self.live | ~self.start3, resp.to_sub_u(np.asarray(u0, float) / self.scale),
                                         self.lo))
-            po = polish(self, active, self._feasible_plan(u_w), opt.tol, opt.warm_rounds)
+            po = polish(self, active, self._feasible_plan(u_w), opt.tol, opt.warm_rounds,
+                        lambda: timer() - t0 >= deadline_s)
             if po is not None:
                 nfac += po.rounds
                 if po.certified:
@@ -284,14 +292,13 @@ class LQSolver:
                 status, msg = Status.NONFINITE, "non-finite iterate"
                 break
             gap = self._rel(best_j, best_q)
-            if DEBUG:
-                print(f"it {it} gap {gap:.2e} mu {mu:.1e} rd {rd:.1e} j {best_j:.4f} q {best_q:.4f}")
             if gap <= opt.tol:
                 status, msg = Status.CONVERGED, ""
                 break
             if can_polish and self._rel(jf, q_it) <= next_crossover:
                 # Crossover: the iterate's binding constraints, polished to a vertex-exact plan.
-                po = polish(self, from_interior(self, s, z, st.u), uf, opt.tol, opt.crossover_rounds)
+                po = polish(self, from_interior(self, s, z, st.u), uf, opt.tol, opt.crossover_rounds,
+                            lambda: timer() - t0 >= deadline_s)
                 next_crossover = self._rel(jf, q_it) * 0.1
                 if po is not None:
                     nfac += po.rounds
@@ -335,8 +342,6 @@ class LQSolver:
                 dd, amax = trial, at_new
                 rc = {k: rc[k] - t[k] for k in GROUPS}
             a = min(1.0, opt.step_frac * amax)
-            if DEBUG:
-                print(f"   a_aff {a_aff:.3f} a {a:.3f} sigma {sigma:.2e}")
             st.u = st.u + a * dd["u"]
             st.e = st.e + a * dd["e"]
             st.vl = st.vl + a * dd["vl"]
@@ -398,16 +403,11 @@ class LQSolver:
     def _max_step(st: _IPState, dd: dict[str, Any]) -> float:
         """Longest step in [0, 1] keeping slacks and multipliers nonnegative."""
         a = 1.0
-        who = ""
         for k in GROUPS:
-            for nm, v, dv in (("s", st.s[k], dd["s"][k]), ("z", st.z[k], dd["z"][k])):
+            for v, dv in ((st.s[k], dd["s"][k]), (st.z[k], dd["z"][k])):
                 neg = dv < 0
                 if neg.any():
-                    t = float((-v[neg] / dv[neg]).min())
-                    if t < a:
-                        a, who = t, nm + k
-        if DEBUG:
-            print("      block", who, f"{a:.3f}")
+                    a = min(a, float((-v[neg] / dv[neg]).min()))
         return a
 
 

@@ -14,6 +14,7 @@ remains the fallback, so polishing never decides convergence without a certifica
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -236,12 +237,17 @@ def reclassify(sv: LQSolver, act: ActiveSet, u: np.ndarray, y: np.ndarray, lam: 
     return ActiveSet(np.where(sv.live, nu_, LO).astype(np.int8), ny.astype(np.int8))
 
 
-def polish(sv: LQSolver, act: ActiveSet, u: np.ndarray, tol: float, rounds: int) -> PolishOutcome | None:
+def polish(sv: LQSolver, act: ActiveSet, u: np.ndarray, tol: float, rounds: int,
+           expired: Callable[[], bool] = lambda: False) -> PolishOutcome | None:
     """Up to `rounds` active-set steps from `act`, stopping at the first certified plan (relative gap <= tol).
     Returns the plan with the smallest certified gap (None if no round produced finite numbers)."""
     best: PolishOutcome | None = None
     seen = {act.u.tobytes() + act.y.tobytes()}
+    r = 0
     for r in range(1, rounds + 1):
+        if expired():
+            r -= 1
+            break
         un, lam = eqp_step(sv, act, u)
         if not (np.all(np.isfinite(un)) and np.all(np.isfinite(lam))):
             break

@@ -78,9 +78,9 @@ def test_deadline_overrun(tmp_path, monkeypatch):
         solve = h.ctrl.solver.solve
         before = h.svc.metrics.registry.get_sample_value("edge_mpc_deadline_misses_total", {"site": SITE}) or 0
 
-        def overrun(data, u0=None, *, timer=None, deadline_s=math.inf):
+        def overrun(data, u0=None, *, active=None, timer=None, deadline_s=math.inf):
             time.sleep(0.4)  # past the 0.3 s deadline (but inside the grace: not hung)
-            return solve(data, u0, timer=timer, deadline_s=0.0)
+            return solve(data, u0, active=active, timer=timer, deadline_s=0.0)
         h.ctrl.solver.solve = overrun
         h.sensors(T0 + 895, 21.0)
         ack = h.tick(T0 + 900)
