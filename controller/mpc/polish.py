@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -38,13 +38,14 @@ class ActiveSet:
 
     u: np.ndarray
     y: np.ndarray
+    interior: Any = None  # the interior point iterate the solve ended with, if any (lqsolver._IPState)
 
     def shifted(self, steps: int = 1) -> ActiveSet:
         """The classification one cycle later: moved ahead, the last step repeated."""
         def sh(a: np.ndarray) -> np.ndarray:
             return np.concatenate([a[..., steps:, :], np.repeat(a[..., -1:, :], steps, axis=-2)], axis=-2)
 
-        return ActiveSet(sh(self.u), sh(self.y))
+        return ActiveSet(sh(self.u), sh(self.y), None if self.interior is None else self.interior.shifted(steps))
 
 
 @dataclass
