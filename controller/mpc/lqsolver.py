@@ -298,11 +298,14 @@ class LQSolver:
         if fits and u0 is not None and can_polish:
             u_w = self._spread(np.where(self.live | ~self.start3, resp.to_sub_u(np.asarray(u0, float) / self.scale),
                                         self.lo))
-            po = polish(self, active, self._feasible_plan(u_w), opt.tol, opt.warm_rounds,
-                        lambda: timer() - t0 >= deadline_s)
+            # After a cycle whose classification the interior point method could not certify, a shorter
+            # probe: such stretches (pre-heat transitions) tend to last, and a failed round costs a factorisation.
+            rounds = min(2, opt.warm_rounds) if active.handed_over else opt.warm_rounds
+            po = polish(self, active, self._feasible_plan(u_w), opt.tol, rounds, lambda: timer() - t0 >= deadline_s)
             if po is not None:
                 nfac += po.rounds
                 if po.certified:
+                    po.active.interior = active.interior  # older, but the best start if the next guess fails
                     return self._result(data, po.u, Status.CONVERGED, "", po.rounds, 0.0, t0, timer,
                                         self._rel(po.objective, po.bound), nfac, None, po.active)
                 # Not certified: the interior point method starts from the best polished plan, which keeps
@@ -317,6 +320,7 @@ class LQSolver:
         status, msg = Status.STALLED, "iteration limit"
         rd = math.inf
         next_crossover = opt.crossover_gap
+        crossover_rounds = 1 if fits and active.handed_over else opt.crossover_rounds
         while True:
             y = self.y0 + resp.forward(st.u)
             dl = self._delta(st.u)
@@ -346,7 +350,7 @@ class LQSolver:
                 break
             if can_polish and self._rel(jf, q_it) <= next_crossover:
                 # Crossover: the iterate's binding constraints, polished to a vertex-exact plan.
-                po = polish(self, from_interior(self, s, z, st.u), uf, opt.tol, opt.crossover_rounds,
+                po = polish(self, from_interior(self, s, z, st.u), uf, opt.tol, crossover_rounds,
                             lambda: timer() - t0 >= deadline_s)
                 next_crossover = self._rel(jf, q_it) * 0.1
                 if po is not None:
@@ -355,7 +359,7 @@ class LQSolver:
                         best_u, best_j = po.u, po.objective
                     best_q = max(best_q, po.bound)
                     if po.certified:
-                        po.active.interior = st
+                        po.active.interior = st  # a certified classification: handed_over stays False
                         return self._result(data, po.u, Status.CONVERGED, "", it + po.rounds, rd, t0, timer,
                                             self._rel(po.objective, po.bound), nfac, st, po.active)
             if it >= opt.max_iter:
@@ -399,7 +403,7 @@ class LQSolver:
             it += 1
         plan = best_u if best_u is not None else self._feasible_plan(st.u)
         act = from_interior(self, st.s, st.z, st.u)
-        act.interior = st
+        act.interior, act.handed_over = st, True
         return self._result(data, plan, status, msg, it, rd, t0, timer, self._rel(best_j, best_q), nfac, st, act)
 
     @staticmethod
