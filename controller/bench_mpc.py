@@ -144,7 +144,7 @@ def _reference(prob: MPCProblem, data: MPCData) -> tuple[float | None, float]:
 
 
 def _lq_rows(report: Report, name: str, prob: MPCProblem, data: MPCData, args: argparse.Namespace,
-             reference: bool, baseline: bool) -> None:
+             reference: bool, baseline: bool, loop: int = 0) -> None:
     # The solver's stopping gap is a certified upper bound on the true gap, so it can equal --gap.
     solver = LQSolver(prob, LQOptions(tol=args.gap))
     cold = solver.solve(data, timer=time.perf_counter)
@@ -178,8 +178,8 @@ def _lq_rows(report: Report, name: str, prob: MPCProblem, data: MPCData, args: a
                    mode=mode, solve_s=t, reference_s=t_ref, gap_rel=gap, iterations=res.iterations,
                    status=str(res.status), baseline_s=base_s, baseline_gap=base_gap, speedup=speed,
                    ref_ratio=t_ref / t if math.isfinite(t_ref) else math.nan, rss_bytes=rss_bytes())
-    if args.loop > 0:
-        _loop_row(report, name, prob, solver, data, cold, args.loop)
+    if loop > 0:
+        _loop_row(report, name, prob, solver, data, cold, loop)
 
 
 def _loop_row(report: Report, name: str, prob: MPCProblem, solver: LQSolver, data: MPCData, first: Any,
@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--move", type=float, default=0.0,
                     help="move-suppression weight, USD/kW² per step (R1/R4 of DESIGN.md §8 have none)")
     ap.add_argument("--loop", type=int, default=48,
-                    help="closed-loop cycles to time after the warm row (0: none)")
+                    help="R1 closed-loop cycles to time after the warm rows (0: none)")
     ap.add_argument("--no-reference", action="store_true", help="skip cvxpy + Clarabel")
     ap.add_argument("--no-baseline", action="store_true", help="skip the L-BFGS-B loop baseline")
     ap.add_argument("--r4-reference", action="store_true", help="also run the exact solver on R4 (minutes)")
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         prob, data, src = _load("office-20", office_problem, args.move)
         if not args.json:
             print(f"R1: {src}; {prob.model.n} states, {prob.nu} inputs, {prob.horizon} steps")
-        _lq_rows(report, "R1", prob, data, args, not args.no_reference, not args.no_baseline)
+        _lq_rows(report, "R1", prob, data, args, not args.no_reference, not args.no_baseline, args.loop)
     if "R4" in problems:
         path = ROOT / "config" / "buildings" / "campus-500.yaml"
         if not path.exists():
