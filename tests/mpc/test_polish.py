@@ -133,3 +133,15 @@ def test_wrong_classification_falls_back_to_interior_point(r1) -> None:
     act.u[:] = np.where(solver.live, 2, 1)  # everything at the upper bound: far from the optimum
     res = solver.solve(data, first.u, active=act)
     check_optimal(prob, data, res, u_ref, f_ref)
+
+
+def test_warm_polish_respects_the_deadline(office20) -> None:
+    from tests.mpc.test_lqsolver import JumpingTimer
+
+    prob, data, _, _ = office20
+    solver = LQSolver(prob)
+    first = solver.solve(data)
+    nd = next_cycle(prob, data, first.u)
+    res = solver.solve(nd, shift_plan(first.u), active=first.active.shifted(), timer=JumpingTimer(), deadline_s=0.5)
+    assert res.status == Status.DEADLINE and res.factorizations == 0
+    assert np.all(res.u >= nd.u_min) and np.all(res.u <= nd.u_max) and np.isfinite(res.objective)
