@@ -298,12 +298,14 @@ class LQSolver:
         # Warm start: the previous classification, corrected by a few active-set steps, usually is the
         # new one; the certificate decides.
         fits = active is not None and active.u.shape == self.lo.shape and active.y.shape == self.low.shape
-        if fits and u0 is not None and can_polish:
+        # After cycles whose classification could not be certified, shorter and then rarer probes: such
+        # stretches (pre-heat transitions, a plant the model does not match) last, and a failed round costs
+        # a factorisation.
+        misses = active.misses if fits else 0
+        if fits and u0 is not None and can_polish and (misses < 3 or misses % 4 == 0):
             u_w = self._spread(np.where(self.live | ~self.start3, resp.to_sub_u(np.asarray(u0, float) / self.scale),
                                         self.lo))
-            # After a cycle whose classification the interior point method could not certify, a shorter
-            # probe: such stretches (pre-heat transitions) tend to last, and a failed round costs a factorisation.
-            rounds = min(2, opt.warm_rounds) if active.handed_over else opt.warm_rounds
+            rounds = min(2, opt.warm_rounds) if misses else opt.warm_rounds
             po = polish(self, active, self._feasible_plan(u_w), opt.tol, rounds, lambda: timer() - t0 >= deadline_s)
             if po is not None:
                 nfac += po.rounds
@@ -324,7 +326,7 @@ class LQSolver:
         rd = math.inf
         next_crossover = opt.crossover_gap
         keep = None
-        crossover_rounds = 1 if fits and active.handed_over else opt.crossover_rounds
+        crossover_rounds = 1 if misses else opt.crossover_rounds
         while True:
             y = self.y0 + resp.forward(st.u)
             dl = self._delta(st.u)
@@ -365,7 +367,7 @@ class LQSolver:
                         best_u, best_j = po.u, po.objective
                     best_q = max(best_q, po.bound)
                     if po.certified:
-                        po.active.interior = keep or st  # a certified classification: handed_over stays False
+                        po.active.interior = keep or st  # a certified classification: no miss
                         return self._result(data, po.u, Status.CONVERGED, "", it + po.rounds, rd, t0, timer,
                                             self._rel(po.objective, po.bound), nfac, st, po.active)
             if it >= opt.max_iter:
@@ -409,7 +411,7 @@ class LQSolver:
             it += 1
         plan = best_u if best_u is not None else self._feasible_plan(st.u)
         act = from_interior(self, st.s, st.z, st.u)
-        act.interior, act.handed_over = keep or st, True
+        act.interior, act.misses = keep or st, misses + 1
         return self._result(data, plan, status, msg, it, rd, t0, timer, self._rel(best_j, best_q), nfac, st, act)
 
     @staticmethod

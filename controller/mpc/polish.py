@@ -39,7 +39,7 @@ class ActiveSet:
     u: np.ndarray
     y: np.ndarray
     interior: Any = None  # the interior point iterate the solve ended with, if any (lqsolver._IPState)
-    handed_over: bool = False  # the solve needed the interior point method
+    misses: int = 0  # consecutive solves whose classification polishing could not certify
 
     def shifted(self, steps: int = 1) -> ActiveSet:
         """The classification one cycle later: moved ahead, the last step repeated."""
@@ -47,7 +47,7 @@ class ActiveSet:
             return np.concatenate([a[..., steps:, :], np.repeat(a[..., -1:, :], steps, axis=-2)], axis=-2)
 
         return ActiveSet(sh(self.u), sh(self.y), None if self.interior is None else self.interior.shifted(steps),
-                         self.handed_over)
+                         self.misses)
 
 
 @dataclass
