@@ -69,9 +69,6 @@ class _G:
     def items(self) -> list[tuple[str, np.ndarray]]:
         return [(k, self[k]) for k in GROUPS]
 
-    def sum(self) -> float:
-        return float(self.U.sum()) + float(self.Y.sum())
-
 
 @dataclass(frozen=True)
 class LQOptions:
@@ -193,9 +190,8 @@ class LQSolver:
             prev_live = np.concatenate([np.zeros_like(self.live[:, :1]), self.live[:, self.of_step][:, :-1]], axis=1)
         mrate = (self.rate < BIG) & self.start3 & self.in_mask & (self.live | prev_live)
         lv = self.live
-        self.mask = _G.of({"B1": lv, "B2": lv, "E1": lv, "E2": lv, "C1": mlow, "C2": mlow, "C3": mhigh,
-                           "C4": mhigh, "H1": mhl, "H2": mhh, "R1": mrate, "R2": mrate})
-        self.mask = _G(self.mask.U > 0.5, self.mask.Y > 0.5)
+        # In U_GROUPS / Y_GROUPS order.
+        self.mask = _G(np.stack([lv, lv, lv, lv, mrate, mrate]), np.stack([mlow, mlow, mhigh, mhigh, mhl, mhh]))
         self.maskf = _G(self.mask.U.astype(float), self.mask.Y.astype(float))
         self.ncons = max(1, int(self.mask.U.sum()) + int(self.mask.Y.sum()))
 

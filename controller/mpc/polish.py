@@ -38,7 +38,7 @@ class ActiveSet:
 
     u: np.ndarray
     y: np.ndarray
-    interior: Any = None  # the interior point iterate the solve ended with, if any (lqsolver._IPState)
+    interior: Any = None  # an interior point iterate of the solve, to restart from (lqsolver._IPState)
     misses: int = 0  # consecutive solves whose classification polishing could not certify
 
     def shifted(self, steps: int = 1) -> ActiveSet:
@@ -66,8 +66,9 @@ def supported(sv: LQSolver) -> bool:
     return not (sv.mask["R1"].any() or sv.mask["H1"].any() or sv.mask["H2"].any())
 
 
-def from_interior(sv: LQSolver, s: dict[str, np.ndarray], z: dict[str, np.ndarray], u: np.ndarray) -> ActiveSet:
-    """Classes from an interior point iterate: a constraint binds where its multiplier exceeds its slack."""
+def from_interior(sv: LQSolver, s: Any, z: Any, u: np.ndarray) -> ActiveSet:
+    """Classes from an interior point iterate (slacks s and multipliers z by constraint group, as the
+    solver keeps them): a constraint binds where its multiplier exceeds its slack."""
     act = {k: (z[k] > s[k]) & sv.mask[k] for k in ("B1", "B2", "E1", "E2", "C1", "C2", "C3", "C4")}
     uc = np.where(u >= 0.0, FREE_POS, FREE_NEG)
     uc = np.where(act["E1"] & act["E2"], ZERO, uc)
