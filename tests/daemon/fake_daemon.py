@@ -8,9 +8,10 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from fakes import FakeController, Inputs
+from fakes import FakeController
 
 from controller.cmd_run import _setup_logging
+from controller.core import CycleInputs
 from controller.service import Service
 
 
@@ -18,7 +19,7 @@ def main() -> int:
     _setup_logging("INFO")
     mode = os.environ.get("FAKE_MODE", "ok")
     args = [a for a in sys.argv[2:] if a != "--once"]
-    svc = Service(sys.argv[1], args, make_inputs=Inputs,
+    svc = Service(sys.argv[1], args, make_inputs=CycleInputs,
                   controller_factory=lambda cfg: FakeController(step_s=cfg.control.step_s, mode=mode))
     svc.install_signal_handlers()
     svc.start()

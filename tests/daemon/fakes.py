@@ -11,26 +11,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from controller.core import ActuatorSpec
-
-
-@dataclass
-class Inputs:
-    t: float
-    sensors: dict
-    forecasts: dict
-
-
-@dataclass
-class Out:
-    setpoints: dict
-    units: dict
-    plan: dict
-    status: str
-    ok: bool
-    reason: str | None
-    diagnostics: dict
-    plan_setpoints: np.ndarray | None = None
+from controller.core import ActuatorSpec, CycleOutput
 
 
 @dataclass
@@ -59,7 +40,7 @@ class FakeController:
         self.state = dict(state)
         self.calls = int(state.get("calls", 0))
 
-    def cycle(self, inputs, timer, deadline_s: float) -> Out:
+    def cycle(self, inputs, timer, deadline_s: float) -> CycleOutput:
         start = timer()
         self.calls += 1
         self.last_inputs = inputs
@@ -78,7 +59,7 @@ class FakeController:
         if self.mode == "infeasible":
             status, ok, reason = "deadline", False, "no feasible iterate before the deadline"
         innov = 9.0 if self.mode == "diverge" else 0.05
-        return Out(setpoints=sp, units={a.name: a.unit for a in self.actuators},
+        return CycleOutput(setpoints=sp, units={a.name: a.unit for a in self.actuators},
                    plan={"times": [inputs.t + k * self.step_s for k in range(K)],
                          "setpoints": plan_sp.tolist()},
                    status=status, ok=ok, reason=reason,

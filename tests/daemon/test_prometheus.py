@@ -14,13 +14,13 @@ import urllib.request
 
 import pytest
 
+from controller.core import CycleInputs, SiteController
 from controller.service import Service
 from drivers.memory_bus import MemoryBus
 from drivers.payloads import encode_json
 from drivers.topics import Topics
 
 from .conftest import ROOT, free_port, write_site
-from .fakes import FakeController, Inputs
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")
@@ -38,14 +38,6 @@ def dashboard_exprs() -> list[str]:
             exprs.append(e)
     return exprs
 
-
-def _controller():
-    """The real core when it imports, else the stand-in (the point here is the metrics path)."""
-    try:
-        from controller.core import CycleInputs, SiteController
-    except Exception:
-        return (lambda cfg: FakeController(step_s=cfg.control.step_s)), Inputs, "fake"
-    return SiteController, CycleInputs, "real"
 
 
 def _get(url: str) -> bytes:
@@ -82,11 +74,10 @@ def prometheus(tmp_path):
 
 
 def test_dashboard_queries_return_data(tmp_path, prometheus):
-    factory, inputs, kind = _controller()
     site_file = write_site(tmp_path)
     bus = MemoryBus()
-    svc = Service(site_file, [], environ={}, controller_factory=factory,
-                  bus_factory=lambda cfg, topics, m: bus, make_inputs=inputs)
+    svc = Service(site_file, [], environ={}, controller_factory=SiteController,
+                  bus_factory=lambda cfg, topics, m: bus, make_inputs=CycleInputs)
     svc.start()
     runner = threading.Thread(target=svc.run, daemon=True)
     runner.start()
@@ -138,7 +129,7 @@ def test_dashboard_queries_return_data(tmp_path, prometheus):
         q = urllib.parse.urlencode({"query": 'histogram_quantile(0.99, sum by (le) '
                                     '(rate(edge_mpc_solve_seconds_bucket[30s])))'})
         p99 = json.loads(_get(f"http://127.0.0.1:{prom}/api/v1/query?{q}"))["data"]["result"][0]["value"][1]
-        print(f"[{kind} controller] {len(exprs)} dashboard queries return data; solve p99 via Prometheus: "
+        print(f"[real controller] {len(exprs)} dashboard queries return data; solve p99 via Prometheus: "
               f"{float(p99) * 1e3:.2f} ms")
     finally:
         stop.set()

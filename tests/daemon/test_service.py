@@ -12,13 +12,14 @@ import time
 import pytest
 
 from controller import service as service_mod
+from controller.core import CycleInputs
 from controller.service import Service
 from drivers.memory_bus import MemoryBus
 from drivers.payloads import encode_json, parse_setpoint
 from drivers.topics import Topics
 
 from .conftest import write_site
-from .fakes import FakeController, Inputs
+from .fakes import FakeController
 
 T0 = 1_780_000_000.0  # a Tuesday, 2026
 TOPICS = Topics("edge-mpc/v1/office-20")
@@ -29,7 +30,7 @@ class Harness:
         self.bus = bus or MemoryBus()
         self.ctrl = FakeController(mode=mode)
         self.svc = Service(path, list(overrides), environ=env, controller_factory=lambda cfg: self.ctrl,
-                           bus_factory=lambda cfg, topics, m: self.bus, make_inputs=Inputs)
+                           bus_factory=lambda cfg, topics, m: self.bus, make_inputs=CycleInputs)
         self.svc.start()
         self.thread = threading.Thread(target=self.svc.run, daemon=True)
         self.thread.start()
@@ -264,7 +265,7 @@ def test_two_sites_in_one_process(tmp_path):
     top.write_text(f"sites: [{a.name}, {b.name}]\nmetrics: {{port: 0}}\n")
     bus = MemoryBus()
     ctrls = {}
-    svc = Service(top, [], environ={}, make_inputs=Inputs, bus_factory=lambda cfg, topics, m: bus,
+    svc = Service(top, [], environ={}, make_inputs=CycleInputs, bus_factory=lambda cfg, topics, m: bus,
                   controller_factory=lambda cfg: ctrls.setdefault(cfg.site, FakeController()))
     svc.start()
     runner = threading.Thread(target=svc.run, daemon=True)
