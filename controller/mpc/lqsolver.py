@@ -38,7 +38,7 @@ from controller.mpc.modal import ModalResponse
 from controller.mpc.objective import constraint_violation, energy_slopes, objective_terms
 from controller.mpc.polish import PENALTY, ActiveSet, direct_pairs, from_interior, polish, supported
 from controller.mpc.problem import MPCData, MPCProblem
-from controller.mpc.result import Duals, MPCResult, Status
+from controller.mpc.result import Duals, MPCResult, Status, shift_plan
 from controller.mpc.riccati import LQStructure
 
 BIG = 1e4  # stands for infinite comfort bands (degC) and absent rate limits (scaled units)
@@ -105,7 +105,7 @@ class _IPState:
 
     def shifted(self, steps: int) -> _IPState:
         def sh(a: np.ndarray) -> np.ndarray:
-            return np.concatenate([a[..., steps:, :], np.repeat(a[..., -1:, :], steps, axis=-2)], axis=-2)
+            return shift_plan(a, steps, axis=-2)
 
         return _IPState(sh(self.u), sh(self.e), sh(self.vl), sh(self.vh), _G(sh(self.s.U), sh(self.s.Y)),
                         _G(sh(self.z.U), sh(self.z.Y)))

@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from controller.mpc.result import shift_plan
+
 if TYPE_CHECKING:
     from controller.mpc.lqsolver import LQSolver
 
@@ -44,7 +46,7 @@ class ActiveSet:
     def shifted(self, steps: int = 1) -> ActiveSet:
         """The classification one cycle later: moved ahead, the last step repeated."""
         def sh(a: np.ndarray) -> np.ndarray:
-            return np.concatenate([a[..., steps:, :], np.repeat(a[..., -1:, :], steps, axis=-2)], axis=-2)
+            return shift_plan(a, steps, axis=-2)
 
         return ActiveSet(sh(self.u), sh(self.y), None if self.interior is None else self.interior.shifted(steps),
                          self.misses)

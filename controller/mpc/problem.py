@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from controller.mpc.result import shift_plan
+
 
 @dataclass(frozen=True)
 class PowerCoeffs:
@@ -149,7 +151,7 @@ class MPCData:
     def shifted(self, steps: int = 1) -> MPCData:
         """This data one step later with the last values repeated: a stand-in until new forecasts arrive."""
         def sh(a: np.ndarray) -> np.ndarray:
-            return np.concatenate([a[steps:], np.repeat(a[-1:], steps, axis=0)], axis=0)
+            return shift_plan(a, steps)
 
         return MPCData(self.x0.copy(), sh(self.d), sh(self.price_el), sh(self.price_gas), sh(self.comfort_low),
                        sh(self.comfort_high), sh(self.hard_low), sh(self.hard_high), self.u_last.copy(),

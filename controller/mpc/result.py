@@ -46,7 +46,8 @@ class MPCResult:
     active: Any = None
 
 
-def shift_plan(u: np.ndarray, steps: int = 1) -> np.ndarray:
-    """Previous plan moved `steps` ahead, the last value repeated: the warm start of the next cycle."""
-    u = np.asarray(u)
-    return np.concatenate([u[steps:], np.repeat(u[-1:], steps, axis=0)], axis=0)
+def shift_plan(u: np.ndarray, steps: int = 1, axis: int = 0) -> np.ndarray:
+    """Previous plan (or any per-step array, time along `axis`) moved `steps` ahead, the last value repeated:
+    the warm start of the next cycle."""
+    u = np.moveaxis(np.asarray(u), axis, 0)
+    return np.moveaxis(np.concatenate([u[steps:], np.repeat(u[-1:], steps, axis=0)], axis=0), 0, axis)
