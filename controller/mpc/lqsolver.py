@@ -186,6 +186,9 @@ class LQSolver:
         self.high, mhigh = band(data.comfort_high, BIG)
         self.hlow, mhl = band(data.hard_low, -BIG)
         self.hhigh, mhh = band(data.hard_high, BIG)
+        up = (self.high >= BIG) & (self.hhigh >= BIG)
+        down = (self.low <= -BIG) & (self.hlow <= -BIG)
+        self.no_edge = (up, down) if up.any() or down.any() else (None, None)
         self.ulast = self.sub_u(data.u_last / self.scale)[:, None, :]
         prev_live = np.concatenate([np.zeros_like(self.live[:, :1]), self.live[:, :-1]], axis=1)
         if self.blocked:
@@ -212,25 +215,26 @@ class LQSolver:
         return np.diff(u, axis=-2, prepend=np.broadcast_to(self.ulast, (*u.shape[:-3], *self.ulast.shape)))
 
     # -- objective ---------------------------------------------------------------------------------
-    def _true_objective(self, U: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """True objective (USD) of plans U (..., nb, K, nuc), and their zone temperatures."""
+    def _true_objective(self, U: np.ndarray, Y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """True objective (USD) of plans U (..., nb, K, nuc), and their zone temperatures (Y if given)."""
         ax = (-3, -2, -1)
-        Y = self.y0 + self.resp.forward(U)
+        if Y is None:
+            Y = self.y0 + self.resp.forward(U)
         energy = (np.maximum(U, 0.0) * self.cp + np.maximum(-U, 0.0) * self.cm).sum(axis=ax)
         dl = self._delta(U)
         v = np.maximum(self.low - Y, 0.0) + np.maximum(Y - self.high, 0.0)
         return energy + (self.wm * dl * dl).sum(axis=ax) + ((self.wq * v + self.wl) * v).sum(axis=ax), Y
 
-    def _dual_bound(self, lam: np.ndarray, mu: np.ndarray) -> float:
-        """Lower bound on the optimum (USD) from zone-step multipliers lam and input-change multipliers mu."""
-        up = (self.high >= BIG) & (self.hhigh >= BIG)  # no edge above: lam > 0 would make the bound -inf
-        down = (self.low <= -BIG) & (self.hlow <= -BIG)
-        lam = np.where(up, np.minimum(lam, 0.0), lam)
-        lam = np.where(down, np.maximum(lam, 0.0), lam)
-        g = self.resp.adjoint(lam)
-        g += mu
-        g[..., :-1, :] -= mu[..., 1:, :]
-        g = self._block_sum(g)
+    def _dual_bound(self, lam: np.ndarray, mu: np.ndarray, g: np.ndarray | None = None) -> float:
+        """Lower bound on the optimum (USD) from zone-step multipliers lam and input-change multipliers mu;
+        g: their _plan_gradient if the caller has it (used unless lam must be clipped first)."""
+        up, down = self.no_edge
+        if up is not None:  # no edge above: lam > 0 would make the bound -inf (and below alike)
+            lam = np.where(up, np.minimum(lam, 0.0), lam)
+            lam = np.where(down, np.maximum(lam, 0.0), lam)
+            g = None
+        if g is None:
+            g = self._plan_gradient(lam, mu)
         bu = box_linear_min(g, self.cpB, self.cmB, self.lo, self.hi) * (self.start3 & self.in_mask)
         by = comfort_conjugate_min(lam, self.low, self.high, self.hlow, self.hhigh, self.wq, self.wl)
         rate = np.where(self.mask["R1"], self.rate, BIG)
@@ -269,12 +273,16 @@ class LQSolver:
         gd = 2.0 * self.wm * dl + zh["R1"] - zh["R2"]
         return gu, ge, gvl * self.maskf["C1"], gvh * self.maskf["C3"], gy, gd
 
-    def _to_u(self, gu: np.ndarray, gy: np.ndarray, gd: np.ndarray) -> np.ndarray:
-        """Total gradient on the plan from direct, zone-temperature and input-change parts."""
+    def _plan_gradient(self, gy: np.ndarray, gd: np.ndarray) -> np.ndarray:
+        """Gradient on the plan (block starts) of zone-temperature and input-change terms gy, gd."""
         g = self.resp.adjoint(gy)
         g += gd
         g[..., :-1, :] -= gd[..., 1:, :]
-        return gu + self._block_sum(g) * self.livef
+        return self._block_sum(g)
+
+    def _to_u(self, gu: np.ndarray, gy: np.ndarray, gd: np.ndarray) -> np.ndarray:
+        """Total gradient on the plan from direct, zone-temperature and input-change parts."""
+        return gu + self._plan_gradient(gy, gd) * self.livef
 
     def solve(self, data: MPCData, u0: np.ndarray | None = None, *, active: ActiveSet | None = None,
               timer: Callable[[], float] | None = None, deadline_s: float = math.inf) -> MPCResult:
@@ -324,8 +332,10 @@ class LQSolver:
         rd = math.inf
         next_crossover = opt.crossover_gap
         keep = None
+        y = None
         while True:
-            y = self.y0 + resp.forward(st.u)
+            if y is None:  # afterwards carried along the steps (the model is linear)
+                y = self.y0 + resp.forward(st.u)
             dl = self._delta(st.u)
             c = self._constraints(st.u, st.e, st.vl, st.vh, y, dl)
             s, z = st.s, st.z
@@ -333,16 +343,17 @@ class LQSolver:
             rpd = _G((c.U - s.U) * maskf.U, (c.Y - s.Y) * maskf.Y)
             mu = (float((s.U * z.U).sum()) + float((s.Y * z.Y).sum())) / self.ncons
             gu, ge, gvl, gvh, gy, gd = self._gradients(st, z, dl)
-            gtot = self._to_u(gu, gy, gd)
+            gplan = self._plan_gradient(gy, gd)
+            gtot = gu + gplan * self.livef
             rd = max(float(np.abs(gtot).max()), float(np.abs(ge).max()), float(np.abs(gvl).max()),
                      float(np.abs(gvh).max()))
             # Anytime: the iterate made feasible, judged by the true objective; the multipliers bound the
             # optimum from below whatever their accuracy (dual_bound), so the gap is certified.
             uf = self._feasible_plan(st.u)
-            jf = float(self._true_objective(uf)[0])
+            jf = float(self._true_objective(uf, y if np.array_equal(uf, st.u) else None)[0])
             if jf < best_j:
                 best_u, best_j = uf, jf
-            q_it = self._dual_bound(gy, gd)
+            q_it = self._dual_bound(gy, gd, gplan)
             best_q = max(best_q, q_it)
             if keep is None and self._rel(jf, q_it) <= opt.warm_store_gap:
                 keep = _IPState(st.u, st.e, st.vl, st.vh, st.s, st.z)
@@ -400,6 +411,7 @@ class LQSolver:
                 dd, amax, rc = trial, at_new, rc_t
             a = min(1.0, opt.step_frac * amax)
             st.u = st.u + a * dd["u"]
+            y = y + a * dd["y"]
             st.e = st.e + a * dd["e"]
             st.vl = st.vl + a * dd["vl"]
             st.vh = st.vh + a * dd["vh"]
@@ -454,7 +466,7 @@ class LQSolver:
         dcY = np.stack([dvl, dvl + dy, dvh, dvh - dy, dy, -dy])
         ds = _G((dcU + rpd.U) * maskf.U, (dcY + rpd.Y) * maskf.Y)
         dz = _G(-(rc.U + z.U * ds.U) / s.U, -(rc.Y + z.Y * ds.Y) / s.Y)
-        return {"u": du, "e": de, "vl": dvl, "vh": dvh, "s": ds, "z": dz}
+        return {"u": du, "y": dy, "e": de, "vl": dvl, "vh": dvh, "s": ds, "z": dz}
 
     @staticmethod
     def _max_step(st: _IPState, dd: dict[str, Any]) -> float:
