@@ -471,11 +471,11 @@ class LQSolver:
     @staticmethod
     def _max_step(st: _IPState, dd: dict[str, Any]) -> float:
         """Longest step in [0, 1] keeping slacks and multipliers nonnegative."""
-        a = 1.0
+        m = 0.0  # most negative relative change dv/v; outside the masks z = dz = 0 gives NaN, which fmin skips
         with np.errstate(divide="ignore", invalid="ignore"):
             for v, dv in ((st.s.U, dd["s"].U), (st.s.Y, dd["s"].Y), (st.z.U, dd["z"].U), (st.z.Y, dd["z"].Y)):
-                a = min(a, float(np.where(dv < 0.0, -v / dv, np.inf).min()))
-        return a
+                m = min(m, float(np.fmin.reduce(dv / v, axis=None)))
+        return 1.0 if m >= -1.0 else -1.0 / m
 
     def _warm_interior(self, prev: _IPState) -> _IPState:
         """An interior point iterate of the previous solve (the first within warm_store_gap), already
