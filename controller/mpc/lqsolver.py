@@ -313,11 +313,13 @@ class LQSolver:
         # Warm start: the previous classification, corrected by a few active-set steps, usually is the
         # new one; the certificate decides.
         fits = active is not None and active.u.shape == self.lo.shape and active.y.shape == self.low.shape
-        # After cycles whose classification could not be certified, shorter and then rarer probes: such
-        # stretches (pre-heat transitions, a plant the model does not match) last, and a failed round costs
-        # a factorisation.
+        # After cycles whose classification could not be certified, shorter and then rarer probes, warm and
+        # crossover alike: such stretches (pre-heat transitions, a plant the model does not match) last, and
+        # a failed round costs a factorisation (demo, office-20 with plant mismatch: 0 of 138 crossovers
+        # certified).
         misses = active.misses if fits else 0
-        if fits and u0 is not None and can_polish and (misses < 3 or misses % 4 == 0):
+        probe = can_polish and (misses < 3 or misses % 4 == 0)
+        if fits and u0 is not None and probe:
             u_w = self._spread(np.where(self.live | ~self.start3, resp.to_sub_u(np.asarray(u0, float) / self.scale),
                                         self.lo))
             rounds = min(2, opt.warm_rounds) if misses else opt.warm_rounds
@@ -373,7 +375,7 @@ class LQSolver:
             if gap <= opt.tol:
                 status, msg = Status.CONVERGED, ""
                 break
-            if can_polish and self._rel(jf, q_it) <= next_crossover:
+            if probe and self._rel(jf, q_it) <= next_crossover:
                 # Crossover: the iterate's binding constraints, polished to a vertex-exact plan.
                 po = polish(self, from_interior(self, s, z, st.u), uf, opt.tol, opt.crossover_rounds,
                             lambda: timer() - t0 >= deadline_s)

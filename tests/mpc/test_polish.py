@@ -145,3 +145,18 @@ def test_warm_polish_respects_the_deadline(office20) -> None:
     res = solver.solve(nd, shift_plan(first.u), active=first.active.shifted(), timer=JumpingTimer(), deadline_s=0.5)
     assert res.status == Status.DEADLINE and res.factorizations == 0
     assert np.all(res.u >= nd.u_min) and np.all(res.u <= nd.u_max) and np.isfinite(res.objective)
+
+
+def test_polishing_is_rationed_after_repeated_misses(r1) -> None:
+    """After three uncertified cycles neither warm rounds nor crossover are tried (only every fourth cycle);
+    the interior point method alone still reaches the optimum."""
+    prob, data, u_ref, f_ref = r1
+    solver = LQSolver(prob)
+    first = solver.solve(data)
+    for misses, probed in ((5, False), (8, True)):
+        act = first.active.shifted(0)
+        act.misses = misses
+        res = solver.solve(data, first.u, active=act)
+        check_optimal(prob, data, res, u_ref, f_ref)
+        ipm_only = res.factorizations == res.iterations and res.duals is not None
+        assert ipm_only != probed, (misses, res.iterations, res.factorizations)
