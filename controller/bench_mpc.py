@@ -10,6 +10,9 @@ Rows (median of repeats, same process, same machine):
   forward loop and explicit reverse loop, run until it is within --gap of the optimum (or gives up).
 - R4 campus-500 (25 buildings, 1500 states): the same solver batched over buildings.
 - NL: the generic projected L-BFGS on a nonlinear heat-pump/tank/radiator model.
+
+The cold rows also say where the time goes: Riccati factorisations and solves (count and median cost) and
+the rest of the solve.
 """
 
 from __future__ import annotations
@@ -159,6 +162,11 @@ def _lq_rows(report: Report, name: str, prob: MPCProblem, data: MPCData, args: a
     warm_ip = solver.solve(nd, u0, timer=time.perf_counter)
     t_warm_ip = median_time(lambda: solver.solve(nd, u0), repeats=max(1, repeats // 2), warmup=0)
     rows = (("cold", cold, t_cold, data), ("warm", warm, t_warm, nd), ("warm-ipm", warm_ip, t_warm_ip, nd))
+    parts = _cost_parts(solver, data, min(repeats, 3))
+    if not args.json:
+        print(f"# {name} cold, where the time goes: {parts['factorizations']} Riccati factorisations of "
+              f"{parts['factor_s'] * 1e3:.2f} ms, {parts['lq_solves']} Riccati solves of "
+              f"{parts['lq_solve_s'] * 1e3:.2f} ms, {parts['other_s'] * 1e3:.1f} ms of other array work")
     for mode, res, t, d in rows:
         f_ref, t_ref = _reference(prob, d) if reference and mode != "warm-ipm" else (None, math.nan)
         gap = (res.objective - f_ref) / abs(f_ref) if f_ref is not None else res.gap_bound
@@ -174,12 +182,46 @@ def _lq_rows(report: Report, name: str, prob: MPCProblem, data: MPCData, args: a
             speed = base_s / t
             if not reached and not args.json:
                 print(f"# baseline ({mode}) gave up at gap {(f_bl - f_ref) / abs(f_ref):.1e} after {it_bl} iterations")
+        extra = parts if mode == "cold" else {}
         report.row(suite="mpc", problem=name, backend="numpy", dtype="float64", batch=1, horizon=prob.horizon,
-                   mode=mode, solve_s=t, reference_s=t_ref, gap_rel=gap, iterations=res.iterations,
+                   mode=mode, solve_s=t, reference_s=t_ref, gap_rel=gap, iterations=res.iterations, **extra,
                    status=str(res.status), baseline_s=base_s, baseline_gap=base_gap, speedup=speed,
                    ref_ratio=t_ref / t if math.isfinite(t_ref) else math.nan, rss_bytes=rss_bytes())
     if loop > 0:
         _loop_row(report, name, prob, solver, data, cold, loop)
+
+
+def _cost_parts(solver: LQSolver, data: MPCData, repeats: int) -> dict[str, Any]:
+    """Median cost of one Riccati factorisation and one Riccati solve over cold solves, and the rest of the
+    median solve time: the linear algebra that bounds the method, measured apart from the array work
+    around it."""
+    lq = solver.lq
+    factor, lsolve = lq.factor, lq.solve
+    tf: list[float] = []
+    ts: list[float] = []
+
+    def timed(fn: Any, into: list[float]) -> Any:
+        def call(*a: Any) -> Any:
+            t0 = time.perf_counter()
+            out = fn(*a)
+            into.append(time.perf_counter() - t0)
+            return out
+        return call
+
+    lq.factor, lq.solve = timed(factor, tf), timed(lsolve, ts)
+    try:
+        totals = []
+        for _ in range(max(1, repeats)):
+            tf.clear()
+            ts.clear()
+            t0 = time.perf_counter()
+            solver.solve(data)
+            totals.append((time.perf_counter() - t0, sum(tf) + sum(ts), len(tf), len(ts), float(np.median(tf)),
+                           float(np.median(ts))))
+    finally:
+        del lq.factor, lq.solve  # back to the class methods
+    total, lin, nf, ns, f1, s1 = sorted(totals)[len(totals) // 2]
+    return {"factorizations": nf, "factor_s": f1, "lq_solves": ns, "lq_solve_s": s1, "other_s": total - lin}
 
 
 def _loop_row(report: Report, name: str, prob: MPCProblem, solver: LQSolver, data: MPCData, first: Any,

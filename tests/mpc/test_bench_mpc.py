@@ -21,3 +21,6 @@ def test_bench_json_rows(capsys) -> None:
         assert r["status"] == "converged" and r["suite"] == "mpc"
     assert all(r["gap_rel"] <= 1e-4 for r in rows[:4])
     assert rows[3]["cycles"] == 4 and rows[3]["p90_s"] >= rows[3]["solve_s"] > 0
+    cold = rows[0]  # the cost breakdown: counts of the linear algebra behind the cold row
+    assert cold["factorizations"] >= cold["iterations"] and cold["lq_solves"] >= cold["factorizations"]
+    assert cold["factor_s"] > 0 and cold["lq_solve_s"] > 0
