@@ -90,8 +90,8 @@ class LQOptions:
 
 
 def _step_changes(u: np.ndarray, first: np.ndarray | float) -> np.ndarray:
-    """u[k] - u[k-1] along the step axis (-2), with u[-1] = first (np.diff with prepend, without its
-    concatenation, which cost ten times as much at this size)."""
+    """u[k] - u[k-1] along the step axis (-2), with u[-1] = first: np.diff with prepend, without the
+    concatenation that made it cost twice as much at this size."""
     d = u.copy()
     d[..., 1:, :] -= u[..., :-1, :]
     d[..., 0, :] -= first
