@@ -2,16 +2,34 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from drivers.payloads import encode_json
+from drivers.topics import Topics
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "config" / "sites" / "office-20.yaml"
+
+
+def lockstep_tick(bus: Any, topics: Topics, t: float, timeout: float, poll: float) -> dict:
+    """Publish clock time t on a lockstep daemon's bus and return the cycle ack that follows."""
+    n = len(bus.messages(topics.cycle))
+    bus.publish(topics.clock, encode_json({"t": t}))
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        acks = bus.messages(topics.cycle)
+        if len(acks) > n:
+            return json.loads(acks[-1].payload)
+        time.sleep(poll)
+    raise AssertionError(f"no cycle ack for t={t}")
 
 
 def write_site(tmp_path: Path, *, clock: str = "lockstep", extra: dict[str, str] | None = None,

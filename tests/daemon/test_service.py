@@ -18,7 +18,7 @@ from drivers.memory_bus import MemoryBus
 from drivers.payloads import encode_json, parse_setpoint
 from drivers.topics import Topics
 
-from .conftest import write_site
+from .conftest import lockstep_tick, write_site
 from .fakes import FakeController
 
 T0 = 1_780_000_000.0  # a Tuesday, 2026
@@ -40,15 +40,7 @@ class Harness:
             self.bus.publish(TOPICS.sensor(sid), encode_json({"value": v, "ts": t}))
 
     def tick(self, t, timeout=20.0):
-        n = len(self.bus.messages(TOPICS.cycle))
-        self.bus.publish(TOPICS.clock, encode_json({"t": t}))
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            acks = self.bus.messages(TOPICS.cycle)
-            if len(acks) > n:
-                return json.loads(acks[-1].payload)
-            time.sleep(0.01)
-        raise AssertionError(f"no cycle ack for t={t}")
+        return lockstep_tick(self.bus, TOPICS, t, timeout, poll=0.01)
 
     def setpoints(self, seq):
         out = {}

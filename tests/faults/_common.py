@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import math
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
-from daemon.conftest import write_site
+from daemon.conftest import lockstep_tick, write_site
 
 from controller.fallback import safe_range
 from controller.service import Service
@@ -70,15 +69,7 @@ class Harness:
             self.bus.publish(TOPICS.sensor(sid), encode_json({"value": v, "ts": t}))
 
     def tick(self, t: float, timeout: float = 60.0) -> dict:
-        n = len(self.bus.messages(TOPICS.cycle))
-        self.bus.publish(TOPICS.clock, encode_json({"t": t}))
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            acks = self.bus.messages(TOPICS.cycle)
-            if len(acks) > n:
-                return json.loads(acks[-1].payload)
-            time.sleep(0.005)
-        raise AssertionError(f"no cycle ack for t={t}")
+        return lockstep_tick(self.bus, TOPICS, t, timeout, poll=0.005)
 
     def setpoints(self, seq: int) -> dict:
         out = {}
