@@ -7,7 +7,7 @@ linear term on d. The input at the previous step is carried as extra state v so 
 stage-wise. Inputs that the active set fixes (at a bound or the energy kink) are masked out.
 
 With a diagonal, A'PA is an elementwise product and each step costs a handful of small dense products
-plus one (nu x nu) Cholesky factorisation; independent subsystems (buildings of a campus) are a batch axis.
+plus one (nu x nu) inverse; independent subsystems (buildings of a campus) are a batch axis.
 The closed-loop matrices are never formed (that product cost as much as the rest of the factorisation):
 each solve applies a x + baug (gain x + kff) in two short loops; several right-hand sides solve in one pass.
 
@@ -17,7 +17,6 @@ input), so the step contributes no factorisation, only the closed-loop transitio
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -82,7 +81,6 @@ class LQStructure:
         # costs more than the arithmetic. A RiccatiFactor is valid until the next factor() call.
         self._gain = np.empty((K, nb, nu, nx))
         self._hinv = np.empty((K, nb, nu, nu))
-        self._hdd_add = np.empty((K, nb, nu, nu))
         self.c_outer = (C[:, :, :, None] * C[:, :, None, :]).reshape(nb, C.shape[1], nc * nc)  # rows' c c'
         # Per-factorisation temporaries of a single subsystem, also reused: at ~1-3 MB each, fresh ones
         # come from mmap and page-fault on first touch, which cost more than filling them.
@@ -95,6 +93,8 @@ class LQStructure:
                            "bkT": list(self._bkT), "hinv": list(self._hinv[:, 0]), "gain": list(self._gain[:, 0])}
             self._views["gainT"] = [g.T for g in self._views["gain"]]
             self._bT = np.ascontiguousarray(self.baug[0].T)
+        else:
+            self._hdd_add = np.empty((K, nb, nu, nu))
 
     def factor(self, D: np.ndarray, m: np.ndarray, free: np.ndarray, r: float | np.ndarray
                ) -> RiccatiFactor:
@@ -103,94 +103,102 @@ class LQStructure:
 
         Held steps (move blocking) must have free = False and m = 0: their input is the previous one.
         """
+        if not self.augment and np.any(m):
+            raise ValueError("input-change curvature needs the augmented state")
+        r = np.broadcast_to(r, free.shape)
+        errs = np.seterr(divide="ignore", invalid="ignore", over="ignore")  # singular Hdd: checked by callers
+        try:
+            if self.nb == 1:
+                return self._factor_single(D[0], m[0], free[0], r[0])
+            return self._factor_batch(D, m, free, r)
+        finally:
+            np.seterr(**errs)
+
+    def _factor_batch(self, D: np.ndarray, m: np.ndarray, free: np.ndarray, r: np.ndarray) -> RiccatiFactor:
+        """factor() for a batch of subsystems (a campus), step by step over the batch axis."""
         K, nb, nc, nu, nx = self.K, self.nb, self.nc, self.nu, self.nx
         f = np.ascontiguousarray(np.moveaxis(free, 1, 0)).astype(float)  # (K, nb, nu)
         mk = np.ascontiguousarray(np.moveaxis(m, 1, 0))  # (K, nb, nu)
-        idx = np.arange(nu)
-        vi = nc + idx
-        # Output curvature C'D[k]C on z[k+1]: for one subsystem all steps in one product with the rows'
-        # outer products; for a batch step by step (the all-steps array would be large).
-        if nb == 1:
-            q_all = np.matmul(D[0], self.c_outer[0], out=self._q_all).reshape(K, nc, nc)
+        vi = nc + np.arange(nu)
+        # Output curvature C'D[k]C on z[k+1], step by step (the all-steps array would be large).
+        Dk, C, CT = np.moveaxis(D, 1, 0), self.C, self.C.transpose(0, 2, 1)
 
-            def qzz(k: int) -> np.ndarray:
-                return q_all[k]
-        else:
-            Dk, C, CT = np.moveaxis(D, 1, 0), self.C, self.C.transpose(0, 2, 1)
-
-            def qzz(k: int) -> np.ndarray:
-                return (CT * Dk[k][:, None, :]) @ C
-        rk = np.moveaxis(np.broadcast_to(r, free.shape), 1, 0)
+        def qzz(k: int) -> np.ndarray:
+            return (CT * Dk[k][:, None, :]) @ C
+        rk = np.moveaxis(r, 1, 0)
         hdd_add = np.multiply((f * (mk + rk) + (1.0 - f))[..., None], self.eye_u, out=self._hdd_add)
-        if not self.augment and np.any(mk):
-            raise ValueError("input-change curvature needs the augmented state")
         hdx_add = None
         if self.augment:
             hdx_add = np.zeros((K, nb, nu, nx))
-            hdx_add[..., idx, vi] = -mk * f
+            hdx_add[..., np.arange(nu), vi] = -mk * f
         gain, hinv = self._gain, self._hinv
         gain[self.held] = 0.0
         hinv[self.held] = 0.0
         baug, baugT, AA, held = self.baug, self.baug.transpose(0, 2, 1), self.AA, self.held
-        errs = np.seterr(divide="ignore", invalid="ignore", over="ignore")  # singular Hdd: checked by callers
-        if nb == 1:
-            idle = self._factor_single(qzz, hdd_add, hdx_add, mk, f, gain, hinv)
-        else:
-            P = np.zeros((nb, nx, nx))
-            P[:, :nc, :nc] = qzz(K - 1)
-            fa = f[..., :, None] * self.aaug[None, :, None, :]  # (K, nb, nu, nx)
-            aholdT = self.ahold.transpose(0, 2, 1)
-            for k in range(K - 1, -1, -1):
-                if held[k]:
-                    P = aholdT @ P @ self.ahold
-                else:
-                    PB = P @ baug
-                    Hdd = (baugT @ PB) * (f[k, :, :, None] * f[k, :, None, :]) + hdd_add[k]
-                    Hdx = PB.transpose(0, 2, 1) * fa[k]
-                    if hdx_add is not None:
-                        Hdx += hdx_add[k]
-                    Hi = _inv(Hdd, hinv[k])
-                    G = np.matmul(Hi, Hdx, out=gain[k])
-                    P = P * AA - Hdx.transpose(0, 2, 1) @ G
-                if k:
-                    P[:, :nc, :nc] += qzz(k - 1)
-                if self.augment:
-                    P[:, vi, vi] += mk[k]
-        np.seterr(**errs)
+        P = np.zeros((nb, nx, nx))
+        P[:, :nc, :nc] = qzz(K - 1)
+        fa = f[..., :, None] * self.aaug[None, :, None, :]  # (K, nb, nu, nx)
+        aholdT = self.ahold.transpose(0, 2, 1)
+        for k in range(K - 1, -1, -1):
+            if held[k]:
+                P = aholdT @ P @ self.ahold
+            else:
+                PB = P @ baug
+                Hdd = (baugT @ PB) * (f[k, :, :, None] * f[k, :, None, :]) + hdd_add[k]
+                Hdx = PB.transpose(0, 2, 1) * fa[k]
+                if hdx_add is not None:
+                    Hdx += hdx_add[k]
+                Hi = _inv(Hdd, hinv[k])
+                G = np.matmul(Hi, Hdx, out=gain[k])
+                P = P * AA - Hdx.transpose(0, 2, 1) @ G
+            if k:
+                P[:, :nc, :nc] += qzz(k - 1)
+            if self.augment:
+                P[:, vi, vi] += mk[k]
         # Gains were stored with the opposite sign: u = -G x.
         gain *= -1.0
         hinv *= f[..., :, None]  # exact zeros for fixed inputs
         hinv *= f[..., None, :]
-        return RiccatiFactor(gain, hinv, f, idle if nb == 1 else np.zeros(K, bool))
+        return RiccatiFactor(gain, hinv, f, np.zeros(K, bool))
 
-    def _factor_single(self, qzz: Callable[[int], np.ndarray], hdd_add: np.ndarray, hdx_add: np.ndarray | None,
-                       mk: np.ndarray, f: np.ndarray, gain: np.ndarray, hinv: np.ndarray) -> np.ndarray:
-        """factor() for one subsystem: plain 2-D products into preallocated buffers through per-step views
-        made once (at 96 steps of ~10 small products each, call and indexing overhead is a third of the
-        time). Returns the idle steps."""
-        K, nc = self.K, self.nc
+    def _factor_single(self, D: np.ndarray, m: np.ndarray, free: np.ndarray, r: np.ndarray) -> RiccatiFactor:
+        """factor() for one subsystem: D (K, nz), m, free, r (K, nu). Plain 2-D products into preallocated
+        buffers through per-step views made once (at 96 steps of ~10 small products each, call and indexing
+        overhead is a third of the time); diagonal additions go through strided views of the diagonals."""
+        K, nc, nu, nx = self.K, self.nc, self.nu, self.nx
         v = self._views
         P, PB, Hdd, Hdx, T = v["P"], v["PB"], v["Hdd"], v["Hdx"], v["T"]
-        aa, ah, a_row = self.AA[0], self.ahold[0], self.aaug[0]
-        # Fixed inputs' columns of B zeroed once for all steps: their rows of Hdd and Hdx then vanish.
-        np.multiply(self.baug[0][None], f[:, 0, None, :], out=self._bk)
-        np.copyto(self._bkT, self._bk.transpose(0, 2, 1))
+        gain, hinv = self._gain, self._hinv
+        aa, ah = self.AA[0], self.ahold[0]
+        neg_a = -self.aaug[0]  # Hdx is formed negated, so that gain = Hinv Hdx needs no sign pass
+        f = free.astype(float)
+        all_free = bool(free.all())  # interior point iterations: no masking needed
+        h = (m + r) if all_free else f * (m + r) + (1.0 - f)  # fixed inputs: a unit diagonal, zero rows
         held = self.held.tolist()
         # Without input-change terms, a step with no free input only propagates P (an active-set step
         # fixes most inputs at night and at full power).
-        idle_arr = ~f[:, 0].any(axis=1) & ~self.held & (not self.augment)
+        idle_arr = ~free.any(axis=1) & ~self.held & (not self.augment)
         idle = idle_arr.tolist()
-        gain[idle_arr] = 0.0
-        hinv[idle_arr] = 0.0
-        bk, bkT, hinv_v, gain_v = v["bk"], v["bkT"], v["hinv"], v["gain"]
-        hdd_v = list(hdd_add[:, 0])
-        hdx_v = None if hdx_add is None else list(hdx_add[:, 0])
+        gain[self.held | idle_arr] = 0.0
+        hinv[self.held | idle_arr] = 0.0
+        if all_free:
+            bk, bkT = [self.baug[0]] * K, [self._bT] * K
+        else:  # fixed inputs' columns of B zeroed once for all steps: their rows of Hdd and Hdx then vanish
+            np.multiply(self.baug[0][None], f[:, None, :], out=self._bk)
+            np.copyto(self._bkT, self._bk.transpose(0, 2, 1))
+            bk, bkT = v["bk"], v["bkT"]
+        hinv_v, gain_v = v["hinv"], v["gain"]
+        # Output curvature C'D[k]C on z[k+1], all steps in one product with the rows' outer products.
+        ql = list(np.matmul(D, self.c_outer[0], out=self._q_all).reshape(K, nc, nc))
+        hl = list(h)
+        hdd_diag = Hdd.reshape(-1)[::nu + 1]
         Pz = P[:nc, :nc]
         P.fill(0.0)
-        Pz += qzz(K - 1)
+        Pz += ql[K - 1]
         if self.augment:
-            vi = nc + np.arange(self.nu)
-            mkd = mk[:, 0]
+            ml, mfl = list(m), list(m * f)
+            hdx_diag = Hdx.reshape(-1)[nc::nx + 1]  # entries (i, nc + i): input i against its previous value
+            pv_diag = P.reshape(-1)[nc * (nx + 1)::nx + 1]  # the previous inputs' diagonal
         for k in range(K - 1, -1, -1):
             if held[k]:
                 np.copyto(P, ah.T @ P @ ah)
@@ -199,20 +207,23 @@ class LQStructure:
             else:
                 np.matmul(P, bk[k], out=PB)
                 np.matmul(bkT[k], PB, out=Hdd)
-                Hdd += hdd_v[k]
-                np.multiply(PB.T, a_row, out=Hdx)
-                if hdx_v is not None:
-                    Hdx += hdx_v[k]
+                hdd_diag += hl[k]
+                np.multiply(PB.T, neg_a, out=Hdx)
+                if self.augment:
+                    hdx_diag += mfl[k]
                 _inv(Hdd, hinv_v[k])
                 np.matmul(hinv_v[k], Hdx, out=gain_v[k])
                 P *= aa
                 np.matmul(Hdx.T, gain_v[k], out=T)
                 P -= T
             if k:
-                Pz += qzz(k - 1)
+                Pz += ql[k - 1]
             if self.augment:
-                P[vi, vi] += mkd[k]
-        return idle_arr
+                pv_diag += ml[k]
+        if not all_free:
+            hinv[:, 0] *= f[:, :, None]  # exact zeros for fixed inputs
+            hinv[:, 0] *= f[:, None, :]
+        return RiccatiFactor(gain, hinv, f[:, None, :], idle_arr)
 
     def solve(self, fac: RiccatiFactor, g: np.ndarray) -> np.ndarray:
         """Newton steps d for gradients g, both (nb, K, nu) or (R, nb, K, nu): min 1/2 d'Hd + g'd.

@@ -39,20 +39,28 @@ def dense_newton(a, Bm, C, D, m, r, free, g, held):
     return (E @ d).reshape(K, nu)
 
 
-@pytest.mark.parametrize("held", [None, np.array([0, 0, 1, 1, 0, 1, 0], bool)])
+@pytest.mark.parametrize(("held", "augment", "all_free"), [
+    (None, True, False),
+    (np.array([0, 0, 1, 1, 0, 1, 0], bool), True, False),
+    (None, False, False),  # no move terms: the modal state alone (office-20's path)
+    (None, False, True),  # ... with every input free, as in interior point iterations
+    (None, True, True),
+])
 @pytest.mark.parametrize("nb", [1, 2])
-def test_factor_solve_matches_dense(held, nb) -> None:
+def test_factor_solve_matches_dense(held, augment, all_free, nb) -> None:
     rng = np.random.default_rng(0)
     nc, nu, nz, K = 5, 3, 2, 7
     a = rng.uniform(0.2, 0.95, (nb, nc))
     Bm = rng.standard_normal((nb, nc, nu))
     C = rng.standard_normal((nb, nz, nc))
     hmask = np.zeros(K, bool) if held is None else held
-    st = LQStructure(a, Bm, C, K, held)
+    st = LQStructure(a, Bm, C, K, held, augment=augment)
     D = rng.uniform(0, 2, (nb, K, nz))
-    m = rng.uniform(0, 1, (nb, K, nu))
+    m = rng.uniform(0, 1, (nb, K, nu)) if augment else np.zeros((nb, K, nu))
     r = rng.uniform(0.01, 1, (nb, K, nu))
-    free = rng.uniform(size=(nb, K, nu)) > 0.3
+    free = np.ones((nb, K, nu), bool) if all_free else rng.uniform(size=(nb, K, nu)) > 0.3
+    if not all_free:
+        free[:, 3] = False  # a step with no free input (idle without move terms)
     free[:, hmask], m[:, hmask] = False, 0.0
     g = rng.standard_normal((nb, K, nu)) * free
     fac = st.factor(D, m, free, r)
@@ -62,6 +70,12 @@ def test_factor_solve_matches_dense(held, nb) -> None:
                                    atol=1e-10)
     d2 = st.solve(fac, np.stack([g, -2 * g]))  # several right-hand sides in one pass
     np.testing.assert_allclose(d2[1], -2 * d, atol=1e-12)
+    # The factor buffers are reused: a second factorisation with other data gives its own answer.
+    fac2 = st.factor(2.0 * D, m, free, r)
+    d3 = st.solve(fac2, g)
+    for b in range(nb):
+        np.testing.assert_allclose(d3[b], dense_newton(a[b], Bm[b], C[b], 2.0 * D[b], m[b], r[b], free[b], g[b],
+                                                       hmask), atol=1e-10)
 
 
 def test_modal_response_matches_model_and_is_adjoint() -> None:
