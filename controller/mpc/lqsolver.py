@@ -17,8 +17,10 @@ the gap between the best feasible plan and the best bound so far is a proof, not
 
 Active-set polishing (controller.mpc.polish) shortcuts the method where the binding constraints can be
 guessed: a warm start that brings the previous result's classification (`active=`) tries a few
-equality-constrained steps first (one factorisation each, usually one or two suffice), and interior point
-iterates whose gap is below `crossover_gap` are polished the same way. Only a certificate ends a solve.
+equality-constrained steps first (one factorisation each, usually one or two suffice). Only a certificate
+ends a solve. (Polishing interior point iterates as well, a crossover, never certified once the warm path
+existed: 0 of 24 cold office-20 problems, of 48 closed-loop cycles, of the R4 solves and of 138 demo
+attempts; each try cost a factorisation, so it was removed.)
 
 Anytime: after every iteration the current plan, clipped to the bounds and rate limits, is a feasible plan;
 the best one so far (by the true objective) is returned at the deadline. Pure: the clock is injected.
@@ -79,10 +81,6 @@ class LQOptions:
     step_frac: float = 0.995  # fraction of the step to the boundary
     correctors: int = 0  # Gondzio centrality correctors per iteration (each one more solve)
     warm_rounds: int = 3  # active-set steps tried from the previous classification before interior point
-    crossover_gap: float = 3e-3  # certified gap at which interior point iterates are first polished
-    # One round: if the iterate's classification is right it certifies at once; if not, an interior point
-    # iteration is the cheaper next step (seven office-20 cold problems: 637 -> 601 ms in all).
-    crossover_rounds: int = 1
     warm_interior_delta: float = 1e-3  # how far a carried-over interior iterate is pushed off the boundary
     # The iterate carried over is the first with a certified gap below this: better centred than the last
     # one, it reaches the next cycle's optimum in fewer iterations (office-20 closed loop: p90 99 -> 80 ms).
@@ -313,10 +311,9 @@ class LQSolver:
         # Warm start: the previous classification, corrected by a few active-set steps, usually is the
         # new one; the certificate decides.
         fits = active is not None and active.u.shape == self.lo.shape and active.y.shape == self.low.shape
-        # After cycles whose classification could not be certified, shorter and then rarer probes, warm and
-        # crossover alike: such stretches (pre-heat transitions, a plant the model does not match) last, and
-        # a failed round costs a factorisation (demo, office-20 with plant mismatch: 0 of 138 crossovers
-        # certified).
+        # After cycles whose classification could not be certified, shorter and then rarer probes: such
+        # stretches (pre-heat transitions, a plant the model does not match) last, and a failed round costs a
+        # factorisation.
         misses = active.misses if fits else 0
         probe = can_polish and (misses < 3 or misses % 4 == 0)
         if fits and u0 is not None and probe:
@@ -341,7 +338,6 @@ class LQSolver:
         mask, maskf = self.mask, self.maskf
         status, msg = Status.STALLED, "iteration limit"
         rd = math.inf
-        next_crossover = opt.crossover_gap
         keep = None
         y = None
         while True:
@@ -375,20 +371,6 @@ class LQSolver:
             if gap <= opt.tol:
                 status, msg = Status.CONVERGED, ""
                 break
-            if probe and self._rel(jf, q_it) <= next_crossover:
-                # Crossover: the iterate's binding constraints, polished to a vertex-exact plan.
-                po = polish(self, from_interior(self, s, z, st.u), uf, opt.tol, opt.crossover_rounds,
-                            lambda: timer() - t0 >= deadline_s)
-                next_crossover = self._rel(jf, q_it) * 0.1
-                if po is not None:
-                    nfac += po.rounds
-                    if po.objective < best_j:
-                        best_u, best_j = po.u, po.objective
-                    best_q = max(best_q, po.bound)
-                    if po.certified:
-                        po.active.interior = keep or st  # a certified classification: no miss
-                        return self._result(data, po.u, Status.CONVERGED, "", it + po.rounds, rd, t0, timer,
-                                            self._rel(po.objective, po.bound), nfac, st, po.active)
             if it >= opt.max_iter:
                 break
             if timer() - t0 >= deadline_s:

@@ -7,9 +7,10 @@ fixed, pinned zone-steps stay on their edge (a stiff penalty, so the same Riccat
 the rest is quadratic. One factorisation and one solve give its minimiser. Its multipliers then certify
 the plan through the dual bound, or show which classes are wrong (a primal-dual active-set update).
 
-Where the guess comes from: the previous cycle's classification shifted one step (warm start), or an
-interior point iterate (crossover). A wrong guess costs one factorisation; the interior point method
-remains the fallback, so polishing never decides convergence without a certificate.
+Where the guess comes from: the previous cycle's classification shifted one step (warm start), which the
+solve's final interior point iterate provides when polishing did not (from_interior). A wrong guess costs
+one factorisation; the interior point method remains the fallback, so polishing never decides
+convergence without a certificate.
 """
 
 from __future__ import annotations

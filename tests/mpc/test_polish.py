@@ -148,7 +148,7 @@ def test_warm_polish_respects_the_deadline(office20) -> None:
 
 
 def test_polishing_is_rationed_after_repeated_misses(r1) -> None:
-    """After three uncertified cycles neither warm rounds nor crossover are tried (only every fourth cycle);
+    """After three uncertified cycles warm rounds are not tried (only every fourth cycle);
     the interior point method alone still reaches the optimum."""
     prob, data, u_ref, f_ref = r1
     solver = LQSolver(prob)
