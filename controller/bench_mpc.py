@@ -201,9 +201,9 @@ def _cost_parts(solver: LQSolver, data: MPCData, repeats: int) -> dict[str, Any]
     ts: list[float] = []
 
     def timed(fn: Any, into: list[float]) -> Any:
-        def call(*a: Any) -> Any:
+        def call(*a: Any, **kw: Any) -> Any:
             t0 = time.perf_counter()
-            out = fn(*a)
+            out = fn(*a, **kw)
             into.append(time.perf_counter() - t0)
             return out
         return call

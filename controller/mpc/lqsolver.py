@@ -448,8 +448,8 @@ class LQSolver:
         gu, ge, gvl, gvh, gy, gd = self._gradients(st, zh, nw.dl)
         gu = gu - nw.hue * ge / nw.hee
         gy = gy - W["C2"] * gvl / nw.hll + W["C4"] * gvh / nw.hhh
-        du = self._spread(self.lq.solve(nw.fac, self._to_u(gu, gy, gd)) * self.livef)
-        dy = self.resp.forward(du)
+        # The Riccati solve's steps are zero where inputs are fixed and repeat the block start on held steps.
+        du, dy = self.lq.solve(nw.fac, self._to_u(gu, gy, gd), outputs=True)
         ddl = _step_changes(du, 0.0)
         de = -(ge + nw.hue * du) / nw.hee * self.livef
         dvl = -(gvl + W["C2"] * dy) / nw.hll * maskf["C1"]

@@ -225,20 +225,33 @@ class LQStructure:
             hinv[:, 0] *= f[:, None, :]
         return RiccatiFactor(gain, hinv, f[:, None, :], idle_arr)
 
-    def solve(self, fac: RiccatiFactor, g: np.ndarray) -> np.ndarray:
+    def solve(self, fac: RiccatiFactor, g: np.ndarray, outputs: bool = False
+              ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
         """Newton steps d for gradients g, both (nb, K, nu) or (R, nb, K, nu): min 1/2 d'Hd + g'd.
 
         Held steps' gradients must already be summed into their block's first step (and zero).
+        outputs: also return the steps' output response C z[k+1], (nb, K, nz) or (R, nb, K, nz), read off
+        the states the forward pass goes through anyway (a separate forward map would cost more).
         """
-        K, held, nc = self.K, self.held, self.nc
+        held, nc = self.held, self.nc
         single = g.ndim == 3
         G = g[None] if single else g
-        R = G.shape[0]
         gk = np.ascontiguousarray(G.transpose(2, 1, 3, 0)) * fac.free[..., None]  # (K, nb, nu, R)
         if self.nb == 1 and not held.any():
-            d = self._solve_single(fac, gk[:, 0])[:, None]
-            out = d.transpose(3, 1, 0, 2)
+            d1, x1 = self._solve_single(fac, gk[:, 0])
+            d, x = d1[:, None], x1[:, None]
+        else:
+            d, x = self._solve_general(fac, gk)
+        out = d.transpose(3, 1, 0, 2)  # (R, nb, K, nu)
+        if not outputs:
             return out[0] if single else out
+        y = np.matmul(self.C, x[1:, :, :nc, :]).transpose(3, 1, 0, 2)  # (R, nb, K, nz)
+        return (out[0], y[0]) if single else (out, y)
+
+    def _solve_general(self, fac: RiccatiFactor, gk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """solve() for a batch or with move blocking: gk (K, nb, nu, R) -> steps (K, nb, nu, R) and the states
+        they lead through (K + 1, nb, nx, R)."""
+        K, held, nc, R = self.K, self.held, self.nc, gk.shape[-1]
         # Reverse: s[k] = acl[k]' s[k+1] + gain[k]' g[k]; forward: x[k+1] = acl[k] x[k] + baug kff[k].
         gainT = fac.gain.transpose(0, 1, 3, 2)
         baug, baugT, a = self.baug, self.baug.transpose(0, 2, 1), self.aaug[:, :, None]
@@ -264,11 +277,11 @@ class LQStructure:
                 x[k + 1] = a * x[k] + baug @ d[k]
         if held.any():  # a held step repeats the previous input (the v part of its state)
             d[held] = x[:-1][held][:, :, nc:]
-        out = d.transpose(3, 1, 0, 2)  # (R, nb, K, nu)
-        return out[0] if single else out
+        return d, x
 
-    def _solve_single(self, fac: RiccatiFactor, gk: np.ndarray) -> np.ndarray:
-        """solve() for one subsystem without move blocking, in plain 2-D products into buffers: gk (K, nu, R)."""
+    def _solve_single(self, fac: RiccatiFactor, gk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """solve() for one subsystem without move blocking, in plain 2-D products into buffers: gk (K, nu, R)
+        -> steps (K, nu, R) and states (K + 1, nx, R)."""
         K, nu, nx = self.K, self.nu, self.nx
         idle = fac.idle.tolist()
         if fac.gain is self._gain:  # the usual case: views of the reused buffers, made once
@@ -289,14 +302,14 @@ class LQStructure:
             np.matmul(bT, s, out=bl[k])
         kff = list(np.matmul(fac.hinv[:, 0], gk + bts[1:]))
         d = np.zeros((K, nu, R))
-        dl = list(d)
-        x = np.zeros((nx, R))
+        x = np.zeros((K + 1, nx, R))
+        dl, xl = list(d), list(x)
         for k in range(K):
             if idle[k]:
-                x *= a
+                np.multiply(xl[k], a, out=xl[k + 1])
             else:
-                dk = np.matmul(gain[k], x, out=dl[k])
+                dk = np.matmul(gain[k], xl[k], out=dl[k])
                 dk -= kff[k]
-                x *= a
-                x += np.matmul(b, dk, out=t)
-        return d
+                np.multiply(xl[k], a, out=xl[k + 1])
+                xl[k + 1] += np.matmul(b, dk, out=t)
+        return d, x

@@ -70,6 +70,16 @@ def test_factor_solve_matches_dense(held, augment, all_free, nb) -> None:
                                    atol=1e-10)
     d2 = st.solve(fac, np.stack([g, -2 * g]))  # several right-hand sides in one pass
     np.testing.assert_allclose(d2[1], -2 * d, atol=1e-12)
+    # The output response the solve reads off its states is the forward map's: y[k] = C z[k+1].
+    d1, y1 = st.solve(fac, g, outputs=True)
+    np.testing.assert_allclose(d1, d, atol=1e-12)
+    for b in range(nb):
+        z = np.zeros(nc)
+        for k in range(K):
+            z = a[b] * z + Bm[b] @ d[b, k]
+            np.testing.assert_allclose(y1[b, k], C[b] @ z, atol=1e-10)
+    _, y2 = st.solve(fac, np.stack([g, -2 * g]), outputs=True)
+    np.testing.assert_allclose(y2[1], -2 * y1, atol=1e-10)
     # The factor buffers are reused: a second factorisation with other data gives its own answer.
     fac2 = st.factor(2.0 * D, m, free, r)
     d3 = st.solve(fac2, g)
