@@ -21,6 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+# Products of the per-step loops go through np.dot into preallocated C-contiguous buffers: at these sizes
+# (20-60 wide) its call costs ~0.4 us less than np.matmul's ufunc dispatch, about 10 % of a factorisation.
+dot = np.dot
+
 
 def _inv(a: np.ndarray, out: np.ndarray) -> np.ndarray:
     """Inverse of a small SPD matrix written into `out`: the gufunc under np.linalg.inv, called directly,
@@ -205,16 +209,16 @@ class LQStructure:
             elif idle[k]:
                 P *= aa
             else:
-                np.matmul(P, bk[k], out=PB)
-                np.matmul(bkT[k], PB, out=Hdd)
+                dot(P, bk[k], PB)
+                dot(bkT[k], PB, Hdd)
                 hdd_diag += hl[k]
                 np.multiply(PB.T, neg_a, out=Hdx)
                 if self.augment:
                     hdx_diag += mfl[k]
                 _inv(Hdd, hinv_v[k])
-                np.matmul(hinv_v[k], Hdx, out=gain_v[k])
+                dot(hinv_v[k], Hdx, gain_v[k])
                 P *= aa
-                np.matmul(Hdx.T, gain_v[k], out=T)
+                dot(Hdx.T, gain_v[k], T)
                 P -= T
             if k:
                 Pz += ql[k - 1]
@@ -298,8 +302,8 @@ class LQStructure:
             s *= a
             if not idle[k]:
                 np.add(bl[k + 1], gl[k], out=w)
-                s += np.matmul(gainT[k], w, out=t)
-            np.matmul(bT, s, out=bl[k])
+                s += dot(gainT[k], w, t)
+            dot(bT, s, bl[k])
         kff = list(np.matmul(fac.hinv[:, 0], gk + bts[1:]))
         d = np.zeros((K, nu, R))
         x = np.zeros((K + 1, nx, R))
@@ -308,8 +312,8 @@ class LQStructure:
             if idle[k]:
                 np.multiply(xl[k], a, out=xl[k + 1])
             else:
-                dk = np.matmul(gain[k], xl[k], out=dl[k])
+                dk = dot(gain[k], xl[k], dl[k])
                 dk -= kff[k]
                 np.multiply(xl[k], a, out=xl[k + 1])
-                xl[k + 1] += np.matmul(b, dk, out=t)
+                xl[k + 1] += dot(b, dk, t)
         return d, x
