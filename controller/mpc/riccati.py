@@ -51,6 +51,9 @@ class RiccatiFactor:
     hinv: np.ndarray  # (K, nb, nu, nu) inverse of the reduced input Hessian (zero rows for fixed inputs)
     free: np.ndarray  # (K, nb, nu) float mask
     idle: np.ndarray  # (K,) steps with no free input and nothing to carry: gain and hinv are zero
+    # True where gain leaves out the diagonal a on its right (d[k] = gain (a x[k]) + kff[k]): the
+    # factorisation of one subsystem without the previous-input state saves a product per step that way.
+    prescaled: bool = False
 
 
 class LQStructure:
@@ -97,6 +100,7 @@ class LQStructure:
                            "bkT": list(self._bkT), "hinv": list(self._hinv[:, 0]), "gain": list(self._gain[:, 0])}
             self._views["gainT"] = [g.T for g in self._views["gain"]]
             self._bT = np.ascontiguousarray(self.baug[0].T)
+            self._bneg = -self.baug[0]
         else:
             self._hdd_add = np.empty((K, nb, nu, nu))
 
@@ -185,10 +189,13 @@ class LQStructure:
         idle = idle_arr.tolist()
         gain[self.held | idle_arr] = 0.0
         hinv[self.held | idle_arr] = 0.0
+        # Fixed inputs' columns of B are zeroed once for all steps: their rows of Hdd and the gain vanish.
+        # Without the previous-input state, B enters negated (see below).
+        bsrc = self.baug[0] if self.augment else self._bneg
         if all_free:
-            bk, bkT = [self.baug[0]] * K, [self._bT] * K
-        else:  # fixed inputs' columns of B zeroed once for all steps: their rows of Hdd and Hdx then vanish
-            np.multiply(self.baug[0][None], f[:, None, :], out=self._bk)
+            bk, bkT = [bsrc] * K, [np.ascontiguousarray(bsrc.T)] * K
+        else:
+            np.multiply(bsrc[None], f[:, None, :], out=self._bk)
             np.copyto(self._bkT, self._bk.transpose(0, 2, 1))
             bk, bkT = v["bk"], v["bkT"]
         hinv_v, gain_v = v["hinv"], v["gain"]
@@ -199,35 +206,48 @@ class LQStructure:
         Pz = P[:nc, :nc]
         P.fill(0.0)
         Pz += ql[K - 1]
-        if self.augment:
+        if not self.augment:
+            # With Bn = -B: PBn = P Bn, Hdd = Bn' PBn, the raw gain Gr = Hinv PBn' (the gain is Gr diag(a))
+            # and the downdate PBn Gr = PB Hinv PB' is taken before the a a' scaling: no Hdx product.
+            PBT = PB.T
+            for k in range(K - 1, -1, -1):
+                if not idle[k]:
+                    dot(P, bk[k], PB)
+                    dot(bkT[k], PB, Hdd)
+                    hdd_diag += hl[k]
+                    hi, g = hinv_v[k], gain_v[k]
+                    _inv(Hdd, hi)
+                    dot(hi, PBT, g)
+                    dot(PB, g, T)
+                    P -= T
+                P *= aa
+                if k:
+                    Pz += ql[k - 1]
+        else:
             ml, mfl = list(m), list(m * f)
             hdx_diag = Hdx.reshape(-1)[nc::nx + 1]  # entries (i, nc + i): input i against its previous value
             pv_diag = P.reshape(-1)[nc * (nx + 1)::nx + 1]  # the previous inputs' diagonal
-        for k in range(K - 1, -1, -1):
-            if held[k]:
-                np.copyto(P, ah.T @ P @ ah)
-            elif idle[k]:
-                P *= aa
-            else:
-                dot(P, bk[k], PB)
-                dot(bkT[k], PB, Hdd)
-                hdd_diag += hl[k]
-                np.multiply(PB.T, neg_a, out=Hdx)
-                if self.augment:
+            for k in range(K - 1, -1, -1):
+                if held[k]:
+                    np.copyto(P, ah.T @ P @ ah)
+                else:
+                    dot(P, bk[k], PB)
+                    dot(bkT[k], PB, Hdd)
+                    hdd_diag += hl[k]
+                    np.multiply(PB.T, neg_a, out=Hdx)
                     hdx_diag += mfl[k]
-                _inv(Hdd, hinv_v[k])
-                dot(hinv_v[k], Hdx, gain_v[k])
-                P *= aa
-                dot(Hdx.T, gain_v[k], T)
-                P -= T
-            if k:
-                Pz += ql[k - 1]
-            if self.augment:
+                    _inv(Hdd, hinv_v[k])
+                    dot(hinv_v[k], Hdx, gain_v[k])
+                    P *= aa
+                    dot(Hdx.T, gain_v[k], T)
+                    P -= T
+                if k:
+                    Pz += ql[k - 1]
                 pv_diag += ml[k]
         if not all_free:
             hinv[:, 0] *= f[:, :, None]  # exact zeros for fixed inputs
             hinv[:, 0] *= f[:, None, :]
-        return RiccatiFactor(gain, hinv, f[:, None, :], idle_arr)
+        return RiccatiFactor(gain, hinv, f[:, None, :], idle_arr, prescaled=not self.augment)
 
     def solve(self, fac: RiccatiFactor, g: np.ndarray, outputs: bool = False
               ) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
@@ -298,11 +318,18 @@ class LQStructure:
         bts = np.zeros((K + 1, nu, R))
         s, w, t = np.zeros((nx, R)), np.empty((nu, R)), np.empty((nx, R))
         gl, bl = list(gk), list(bts)
+        pre = fac.prescaled  # gain (a x) rather than gain x: the a scaling moves next to the product
         for k in range(K - 1, -1, -1):
-            s *= a
-            if not idle[k]:
-                np.add(bl[k + 1], gl[k], out=w)
-                s += dot(gainT[k], w, t)
+            if pre:
+                if not idle[k]:
+                    np.add(bl[k + 1], gl[k], out=w)
+                    s += dot(gainT[k], w, t)
+                s *= a
+            else:
+                s *= a
+                if not idle[k]:
+                    np.add(bl[k + 1], gl[k], out=w)
+                    s += dot(gainT[k], w, t)
             dot(bT, s, bl[k])
         kff = list(np.matmul(fac.hinv[:, 0], gk + bts[1:]))
         d = np.zeros((K, nu, R))
@@ -311,6 +338,11 @@ class LQStructure:
         for k in range(K):
             if idle[k]:
                 np.multiply(xl[k], a, out=xl[k + 1])
+            elif pre:
+                np.multiply(xl[k], a, out=xl[k + 1])
+                dk = dot(gain[k], xl[k + 1], dl[k])
+                dk -= kff[k]
+                xl[k + 1] += dot(b, dk, t)
             else:
                 dk = dot(gain[k], xl[k], dl[k])
                 dk -= kff[k]
