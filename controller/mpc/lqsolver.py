@@ -51,18 +51,35 @@ _WHERE = {k: (0, i) for i, k in enumerate(U_GROUPS)} | {k: (1, i) for i, k in en
 
 
 class _G:
-    """Slacks, multipliers or any per-constraint quantity: two stacked arrays (input and zone-step groups),
-    so that each interior point operation is two array calls rather than twelve; g["C2"] is a view."""
+    """Slacks, multipliers or any per-constraint quantity, stored flat (`a`) so that an interior point
+    operation on all constraints is one array call; U and Y view it as the stacked input groups
+    (6, nb, K, nuc) and zone-step groups (6, nb, K, nzc), and g["C2"] is a view of one group."""
 
-    __slots__ = ("U", "Y")
+    __slots__ = ("U", "Y", "a")
 
-    def __init__(self, U: np.ndarray, Y: np.ndarray) -> None:
-        self.U, self.Y = U, Y
+    def __init__(self, a: np.ndarray, ushape: tuple[int, ...], yshape: tuple[int, ...]) -> None:
+        n = math.prod(ushape)
+        self.a, self.U, self.Y = a, a[:n].reshape(ushape), a[n:].reshape(yshape)
+
+    @classmethod
+    def join(cls, U: np.ndarray, Y: np.ndarray) -> _G:
+        return cls(np.concatenate([U.ravel(), Y.ravel()]), U.shape, Y.shape)
 
     @classmethod
     def of(cls, d: dict[str, np.ndarray]) -> _G:
-        return cls(np.stack([np.asarray(d[k], float) for k in U_GROUPS]),
-                   np.stack([np.asarray(d[k], float) for k in Y_GROUPS]))
+        return cls.join(np.stack([np.asarray(d[k], float) for k in U_GROUPS]),
+                        np.stack([np.asarray(d[k], float) for k in Y_GROUPS]))
+
+    def new(self, a: np.ndarray) -> _G:
+        """The same layout over the flat array a."""
+        return _G(a, self.U.shape, self.Y.shape)
+
+    def stacked(self, us: list[np.ndarray], ys: list[np.ndarray]) -> _G:
+        """The same layout holding the groups us (U_GROUPS order) and ys (Y_GROUPS order)."""
+        g = self.new(np.empty_like(self.a, dtype=float))
+        np.stack(us, out=g.U)
+        np.stack(ys, out=g.Y)
+        return g
 
     def __getitem__(self, k: str) -> np.ndarray:
         f, i = _WHERE[k]
@@ -114,8 +131,8 @@ class _IPState:
         def sh(a: np.ndarray) -> np.ndarray:
             return shift_plan(a, steps, axis=-2)
 
-        return _IPState(sh(self.u), sh(self.e), sh(self.vl), sh(self.vh), _G(sh(self.s.U), sh(self.s.Y)),
-                        _G(sh(self.z.U), sh(self.z.Y)))
+        return _IPState(sh(self.u), sh(self.e), sh(self.vl), sh(self.vh), _G.join(sh(self.s.U), sh(self.s.Y)),
+                        _G.join(sh(self.z.U), sh(self.z.Y)))
 
 
 class _Newton:
@@ -203,9 +220,9 @@ class LQSolver:
         mrate = (self.rate < BIG) & self.start3 & self.in_mask & (self.live | prev_live)
         lv = self.live
         # In U_GROUPS / Y_GROUPS order.
-        self.mask = _G(np.stack([lv, lv, lv, lv, mrate, mrate]), np.stack([mlow, mlow, mhigh, mhigh, mhl, mhh]))
-        self.maskf = _G(self.mask.U.astype(float), self.mask.Y.astype(float))
-        self.ncons = max(1, int(self.mask.U.sum()) + int(self.mask.Y.sum()))
+        self.mask = _G.join(np.stack([lv, lv, lv, lv, mrate, mrate]), np.stack([mlow, mlow, mhigh, mhigh, mhl, mhh]))
+        self.maskf = self.mask.new(self.mask.a.astype(float))
+        self.ncons = max(1, int(self.mask.a.sum()))
 
     def _block_sum(self, a: np.ndarray) -> np.ndarray:
         """Per-step quantities summed into their block's first step (zero on held steps)."""
@@ -265,9 +282,9 @@ class LQSolver:
     def _constraints(self, u: np.ndarray, e: np.ndarray, vl: np.ndarray, vh: np.ndarray, y: np.ndarray,
                      dl: np.ndarray) -> _G:
         """Constraint values c(x) >= 0 by group (the same expressions are linear in the step)."""
-        U = np.stack([u - self.lo, self.hi - u, e - self.cpB * u, e + self.cmB * u, self.rate - dl, self.rate + dl])
-        Y = np.stack([vl, vl + y - self.low, vh, vh - y + self.high, y - self.hlow, self.hhigh - y])
-        return _G(U, Y)
+        return self.mask.stacked(
+            [u - self.lo, self.hi - u, e - self.cpB * u, e + self.cmB * u, self.rate - dl, self.rate + dl],
+            [vl, vl + y - self.low, vh, vh - y + self.high, y - self.hlow, self.hhigh - y])
 
     def _gradients(self, st: _IPState, zh: _G, dl: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -346,8 +363,8 @@ class LQSolver:
             c = self._constraints(st.u, st.e, st.vl, st.vh, y, dl)
             s, z = st.s, st.z
             # Outside the mask s = 1 and z = 0 always, so products with z need no mask.
-            rpd = _G((c.U - s.U) * maskf.U, (c.Y - s.Y) * maskf.Y)
-            mu = (float((s.U * z.U).sum()) + float((s.Y * z.Y).sum())) / self.ncons
+            rpd = s.new((c.a - s.a) * maskf.a)
+            mu = float(s.a @ z.a) / self.ncons
             grads = self._gradients(st, z, dl)
             gy, gd = grads[4], grads[5]
             # Anytime: the iterate made feasible, judged by the true objective; the multipliers bound the
@@ -377,14 +394,13 @@ class LQSolver:
                 break
             nw = self._newton_system(st, rpd, dl)
             nfac += 1
-            rc0 = _G(s.U * z.U, s.Y * z.Y)
+            rc0 = s.a * z.a
             aff = self._direction(nw, rc0)
             a_aff = self._max_step(st, aff)
             ds, dz = aff["s"], aff["z"]
-            mu_aff = (float(((s.U + a_aff * ds.U) * (z.U + a_aff * dz.U)).sum())
-                      + float(((s.Y + a_aff * ds.Y) * (z.Y + a_aff * dz.Y)).sum())) / self.ncons
+            mu_aff = float((s.a + a_aff * ds.a) @ (z.a + a_aff * dz.a)) / self.ncons
             sigma = min(1.0, (mu_aff / mu) ** 3) if mu > 0 else 0.0
-            rc = _G((rc0.U + ds.U * dz.U - sigma * mu) * maskf.U, (rc0.Y + ds.Y * dz.Y - sigma * mu) * maskf.Y)
+            rc = (rc0 + ds.a * dz.a - sigma * mu) * maskf.a
             dd = self._direction(nw, rc)
             amax = self._max_step(st, dd)
             # Gondzio's centrality correctors: more solves with the same factorisation buy longer steps.
@@ -393,9 +409,7 @@ class LQSolver:
                     break
                 at = min(1.0, 1.5 * amax + 0.1)
                 lo_t, hi_t = 0.1 * sigma * mu, 10.0 * sigma * mu
-                t = _G(*(_corrector_shift(sv, zv, dsv, dzv, m, at, lo_t, hi_t) for sv, zv, dsv, dzv, m in
-                         ((s.U, z.U, dd["s"].U, dd["z"].U, maskf.U), (s.Y, z.Y, dd["s"].Y, dd["z"].Y, maskf.Y))))
-                rc_t = _G(rc.U - t.U, rc.Y - t.Y)
+                rc_t = rc - _corrector_shift(s.a, z.a, dd["s"].a, dd["z"].a, maskf.a, at, lo_t, hi_t)
                 trial = self._direction(nw, rc_t)
                 at_new = self._max_step(st, trial)
                 if at_new < amax + 0.1 * (at - amax):
@@ -407,8 +421,8 @@ class LQSolver:
             st.e = st.e + a * dd["e"]
             st.vl = st.vl + a * dd["vl"]
             st.vh = st.vh + a * dd["vh"]
-            st.s = s = _G(np.where(mask.U, s.U + a * dd["s"].U, 1.0), np.where(mask.Y, s.Y + a * dd["s"].Y, 1.0))
-            st.z = z = _G(np.where(mask.U, z.U + a * dd["z"].U, 0.0), np.where(mask.Y, z.Y + a * dd["z"].Y, 0.0))
+            st.s = s = s.new(np.where(mask.a, s.a + a * dd["s"].a, 1.0))
+            st.z = z = z.new(np.where(mask.a, z.a + a * dd["z"].a, 0.0))
             it += 1
         if best_q == -math.inf and math.isfinite(jf):  # stopped before any bound was taken
             best_q = self._dual_bound(gy, gd)
@@ -429,12 +443,12 @@ class LQSolver:
     def _rel(j: float, q: float) -> float:
         return max(j - q, 0.0) / max(abs(j), 1e-9) if math.isfinite(j) and math.isfinite(q) else math.inf
 
-    def _newton_system(self, st: _IPState, rpd: dict[str, np.ndarray], dl: np.ndarray) -> _Newton:
+    def _newton_system(self, st: _IPState, rpd: _G, dl: np.ndarray) -> _Newton:
         """Eliminate slacks, multipliers and epigraph variables (W = z/s) and factor the plan's LQ system."""
         z, s, maskf, mask = st.z, st.s, self.maskf, self.mask
         nw = _Newton()
         nw.st, nw.rpd, nw.dl = st, rpd, dl
-        nw.W = W = _G(z.U / s.U * maskf.U, z.Y / s.Y * maskf.Y)
+        nw.W = W = s.new(z.a / s.a * maskf.a)
         cpB, cmB = self.cpB, self.cmB
         huu = W["B1"] + W["B2"] + cpB * cpB * W["E1"] + cmB * cmB * W["E2"]
         nw.hue = hue = cmB * W["E2"] - cpB * W["E1"]
@@ -448,12 +462,12 @@ class LQSolver:
         nw.fac = self.lq.factor(D, mchg, self.live, R)
         return nw
 
-    def _direction(self, nw: _Newton, rc: dict[str, np.ndarray]) -> dict[str, Any]:
+    def _direction(self, nw: _Newton, rc: np.ndarray) -> dict[str, Any]:
         """Step for complementarity targets rc: solve the reduced LQ system, then recover the rest."""
         st, W, maskf, rpd = nw.st, nw.W, self.maskf, nw.rpd
         z, s = st.z, st.s
         # Multipliers with the complementarity and primal residuals folded in: z - (rc + z rp)/s.
-        zh = _G(z.U - (rc.U + z.U * rpd.U) / s.U, z.Y - (rc.Y + z.Y * rpd.Y) / s.Y)
+        zh = z.new(z.a - (rc + z.a * rpd.a) / s.a)
         gu, ge, gvl, gvh, gy, gd = self._gradients(st, zh, nw.dl)
         gu = gu - nw.hue * ge / nw.hee
         gy = gy - W["C2"] * gvl / nw.hll + W["C4"] * gvh / nw.hhh
@@ -464,10 +478,9 @@ class LQSolver:
         dvl = -(gvl + W["C2"] * dy) / nw.hll * maskf["C1"]
         dvh = -(gvh - W["C4"] * dy) / nw.hhh * maskf["C3"]
         cpB, cmB = self.cpB, self.cmB
-        dcU = np.stack([du, -du, de - cpB * du, de + cmB * du, -ddl, ddl])
-        dcY = np.stack([dvl, dvl + dy, dvh, dvh - dy, dy, -dy])
-        ds = _G((dcU + rpd.U) * maskf.U, (dcY + rpd.Y) * maskf.Y)
-        dz = _G(-(rc.U + z.U * ds.U) / s.U, -(rc.Y + z.Y * ds.Y) / s.Y)
+        dc = s.stacked([du, -du, de - cpB * du, de + cmB * du, -ddl, ddl], [dvl, dvl + dy, dvh, dvh - dy, dy, -dy])
+        ds = s.new((dc.a + rpd.a) * maskf.a)
+        dz = z.new(-(rc + z.a * ds.a) / s.a)
         return {"u": du, "y": dy, "e": de, "vl": dvl, "vh": dvh, "s": ds, "z": dz}
 
     @staticmethod
@@ -475,7 +488,7 @@ class LQSolver:
         """Longest step in [0, 1] keeping slacks and multipliers nonnegative."""
         m = 0.0  # most negative relative change dv/v; outside the masks z = dz = 0 gives NaN, which fmin skips
         with np.errstate(divide="ignore", invalid="ignore"):
-            for v, dv in ((st.s.U, dd["s"].U), (st.s.Y, dd["s"].Y), (st.z.U, dd["z"].U), (st.z.Y, dd["z"].Y)):
+            for v, dv in ((st.s.a, dd["s"].a), (st.z.a, dd["z"].a)):
                 m = min(m, float(np.fmin.reduce(dv / v, axis=None)))
         return 1.0 if m >= -1.0 else -1.0 / m
 
@@ -485,8 +498,8 @@ class LQSolver:
         office-20 about seven iterations instead of ten to twelve when the active-set guess fails."""
         d = self.opt.warm_interior_delta
         m = self.mask
-        s = _G(np.where(m.U, prev.s.U + d, 1.0), np.where(m.Y, prev.s.Y + d, 1.0))
-        z = _G(np.where(m.U, prev.z.U + d, 0.0), np.where(m.Y, prev.z.Y + d, 0.0))
+        s = m.new(np.where(m.a, prev.s.a + d, 1.0))
+        z = m.new(np.where(m.a, prev.z.a + d, 0.0))
         u = self._spread(np.where(self.live | ~self.start3, prev.u, self.lo))
         return _IPState(u, prev.e * self.livef, prev.vl * self.maskf["C1"], prev.vh * self.maskf["C3"], s, z)
 
