@@ -101,6 +101,8 @@ class LQStructure:
             self._views["gainT"] = [g.T for g in self._views["gain"]]
             self._bT = np.ascontiguousarray(self.baug[0].T)
             self._bneg = -self.baug[0]
+            self._ext: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # _solve_prescaled_one's buffers
+            self._ext_fac: RiccatiFactor | None = None  # the factor whose gain _ext holds
         else:
             self._hdd_add = np.empty((K, nb, nu, nu))
 
@@ -262,7 +264,10 @@ class LQStructure:
         G = g[None] if single else g
         gk = np.ascontiguousarray(G.transpose(2, 1, 3, 0)) * fac.free[..., None]  # (K, nb, nu, R)
         if self.nb == 1 and not held.any():
-            d1, x1 = self._solve_single(fac, gk[:, 0])
+            if fac.prescaled and gk.shape[-1] == 1:
+                d1, x1 = self._solve_prescaled_one(fac, gk[:, 0, :, 0])
+            else:
+                d1, x1 = self._solve_single(fac, gk[:, 0])
             d, x = d1[:, None], x1[:, None]
         else:
             d, x = self._solve_general(fac, gk)
@@ -349,3 +354,39 @@ class LQStructure:
                 np.multiply(xl[k], a, out=xl[k + 1])
                 xl[k + 1] += dot(b, dk, t)
         return d, x
+
+    def _solve_prescaled_one(self, fac: RiccatiFactor, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """_solve_single for one right-hand side g (K, nu) and a prescaled factor, at four operations per step
+        each way instead of five: the state carries a constant 1 as its last entry, so the gradient enters the
+        backward products as an extra column of B' and the feed-forward enters the forward products as an
+        extra column of the gain."""
+        K, nu, nx = self.K, self.nu, self.nx
+        if self._ext is None:
+            mb = np.empty((K, nu, nx + 1))
+            mb[:, :, :nx] = self._bT
+            self._ext = (mb, np.empty((K, nu, nx + 1)), np.append(self.aaug[0], 1.0))
+        mb, ge, a1 = self._ext
+        mb[:, :, nx] = g
+        gainT = self._views["gainT"] if fac.gain is self._gain else [v.T for v in fac.gain[:, 0]]
+        s = np.zeros(nx + 1)
+        s[nx] = 1.0
+        sv, t = s[:nx], np.empty(nx)
+        w = np.empty((K, nu))
+        wl, mbl = list(w), list(mb)
+        for k in range(K - 1, -1, -1):
+            dot(mbl[k], s, wl[k])  # B' s[k+1] + g[k]
+            sv += dot(gainT[k], wl[k], t)
+            s *= a1
+        if self._ext_fac is not fac:  # the predictor and corrector share a factor: copy its gain once
+            ge[:, :, :nx] = fac.gain[:, 0]
+            self._ext_fac = fac
+        ge[:, :, nx] = -np.matmul(fac.hinv[:, 0], w[:, :, None])[:, :, 0]  # -kff
+        x = np.zeros((K + 1, nx + 1))
+        x[:, nx] = 1.0
+        d = np.empty((K, nu))
+        xl, xv, dl, gel, b = list(x), list(x[:, :nx]), list(d), list(ge), self.baug[0]
+        for k in range(K):
+            np.multiply(xl[k], a1, out=xl[k + 1])
+            dot(gel[k], xl[k + 1], dl[k])
+            xv[k + 1] += dot(b, dl[k], t)
+        return d[:, :, None], x[:, :nx, None]
