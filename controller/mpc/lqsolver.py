@@ -177,6 +177,8 @@ class LQSolver:
         self.wm = (sub_u(w.move) / 1e6 * sub_u(self.scale, 1.0) ** 2)[:, None, :]  # (nb, 1, nuc)
         self.rate = sub_u(np.minimum(prob.rate_limit / self.scale, BIG), BIG)[:, None, :]
         self.in_mask = resp.in_mask[:, None, :]
+        self.has_move = bool(np.any(self.wm > 0))
+        self.mchg0 = 2.0 * self.wm * self.start[None, :, None]  # input-change curvature without rate terms
         self.rho = PENALTY * max(2.0 * float(self.wq.max()), float(self.wl.max()), 1e-12)
         self.reg = 1e-6
         self.pairs = direct_pairs(self)
@@ -221,6 +223,10 @@ class LQSolver:
         lv = self.live
         # In U_GROUPS / Y_GROUPS order.
         self.mask = _G.join(np.stack([lv, lv, lv, lv, mrate, mrate]), np.stack([mlow, mlow, mhigh, mhigh, mhl, mhh]))
+        # Terms that vanish in most problems (office-20 has no rate limits and no hard comfort limits) are
+        # skipped rather than computed as zeros in every iteration.
+        self.has_rate, self.has_hard = bool(mrate.any()), bool(mhl.any() or mhh.any())
+        self.rate_on = np.where(mrate, self.rate, BIG)
         self.maskf = self.mask.new(self.mask.a.astype(float))
         self.ncons = max(1, int(self.mask.a.sum()))
 
@@ -245,13 +251,17 @@ class LQSolver:
         if Y is None:
             Y = self.y0 + self.resp.forward(U)
         energy = (np.maximum(U, 0.0) * self.cp + np.maximum(-U, 0.0) * self.cm).sum(axis=ax)
-        dl = self._delta(U)
         v = np.maximum(self.low - Y, 0.0) + np.maximum(Y - self.high, 0.0)
-        return energy + (self.wm * dl * dl).sum(axis=ax) + ((self.wq * v + self.wl) * v).sum(axis=ax), Y
+        total = energy + ((self.wq * v + self.wl) * v).sum(axis=ax)
+        if self.has_move:
+            dl = self._delta(U)
+            total = total + (self.wm * dl * dl).sum(axis=ax)
+        return total, Y
 
-    def _dual_bound(self, lam: np.ndarray, mu: np.ndarray, g: np.ndarray | None = None) -> float:
-        """Lower bound on the optimum (USD) from zone-step multipliers lam and input-change multipliers mu;
-        g: their _plan_gradient if the caller has it (used unless lam must be clipped first)."""
+    def _dual_bound(self, lam: np.ndarray, mu: np.ndarray | None, g: np.ndarray | None = None) -> float:
+        """Lower bound on the optimum (USD) from zone-step multipliers lam and input-change multipliers mu
+        (None: no input-change terms); g: their _plan_gradient if the caller has it (used unless lam must be
+        clipped first)."""
         up, down = self.no_edge
         if up is not None:  # no edge above: lam > 0 would make the bound -inf (and below alike)
             lam = np.where(up, np.minimum(lam, 0.0), lam)
@@ -261,15 +271,16 @@ class LQSolver:
             g = self._plan_gradient(lam, mu)
         bu = box_linear_min(g, self.cpB, self.cmB, self.lo, self.hi) * (self.start3 & self.in_mask)
         by = comfort_conjugate_min(lam, self.low, self.high, self.hlow, self.hhigh, self.wq, self.wl)
-        rate = np.where(self.mask["R1"], self.rate, BIG)
-        bw = move_conjugate_min(mu, self.wm, rate)
-        lin = float((lam * self.y0).sum()) - float((mu[..., 0, :] * self.ulast[:, 0]).sum())
-        return lin + float(bu.sum()) + float(by.sum()) + float(bw.sum())
+        q = float(lam.ravel() @ self.y0.ravel()) + float(bu.sum()) + float(by.sum())
+        if mu is not None:
+            q += float(move_conjugate_min(mu, self.wm, self.rate_on).sum())
+            q -= float((mu[..., 0, :] * self.ulast[:, 0]).sum())
+        return q
 
     def _feasible_plan(self, u: np.ndarray) -> np.ndarray:
         """The plan clipped into its bounds (and, with rate limits, into reach of the previous step)."""
         u = np.clip(u, self.lo, self.hi)
-        if np.any(self.mask["R1"]):
+        if self.has_rate:
             u = u.copy()
             prev = self.ulast[:, 0]
             for k in range(self.K):
@@ -293,18 +304,25 @@ class LQSolver:
         ge = (1.0 - zh["E1"] - zh["E2"]) * self.livef
         gvl = 2.0 * self.wq * st.vl + self.wl - zh["C1"] - zh["C2"]
         gvh = 2.0 * self.wq * st.vh + self.wl - zh["C3"] - zh["C4"]
-        gy = zh["C4"] - zh["C2"] + zh["H2"] - zh["H1"]
-        gd = 2.0 * self.wm * dl + zh["R1"] - zh["R2"]
+        gy = zh["C4"] - zh["C2"]
+        if self.has_hard:
+            gy += zh["H2"] - zh["H1"]
+        gd = None  # input-change terms: none without move suppression and rate limits
+        if self.has_move:
+            gd = 2.0 * self.wm * dl
+        if self.has_rate:
+            gd = (zh["R1"] - zh["R2"]) if gd is None else gd + zh["R1"] - zh["R2"]
         return gu, ge, gvl * self.maskf["C1"], gvh * self.maskf["C3"], gy, gd
 
-    def _plan_gradient(self, gy: np.ndarray, gd: np.ndarray) -> np.ndarray:
-        """Gradient on the plan (block starts) of zone-temperature and input-change terms gy, gd."""
+    def _plan_gradient(self, gy: np.ndarray, gd: np.ndarray | None) -> np.ndarray:
+        """Gradient on the plan (block starts) of zone-temperature and input-change terms gy, gd (or None)."""
         g = self.resp.adjoint(gy)
-        g += gd
-        g[..., :-1, :] -= gd[..., 1:, :]
+        if gd is not None:
+            g += gd
+            g[..., :-1, :] -= gd[..., 1:, :]
         return self._block_sum(g)
 
-    def _to_u(self, gu: np.ndarray, gy: np.ndarray, gd: np.ndarray) -> np.ndarray:
+    def _to_u(self, gu: np.ndarray, gy: np.ndarray, gd: np.ndarray | None) -> np.ndarray:
         """Total gradient on the plan from direct, zone-temperature and input-change parts."""
         return gu + self._plan_gradient(gy, gd) * self.livef
 
@@ -433,7 +451,7 @@ class LQSolver:
         return self._result(data, plan, status, msg, it, rd, t0, timer, self._rel(best_j, best_q), nfac, st, act)
 
     def _residual_norm(self, gu: np.ndarray, ge: np.ndarray, gvl: np.ndarray, gvh: np.ndarray, gy: np.ndarray,
-                       gd: np.ndarray) -> float:
+                       gd: np.ndarray | None) -> float:
         """Largest Lagrangian gradient entry (the result's pg_norm), from _gradients' pieces."""
         gtot = gu + self._plan_gradient(gy, gd) * self.livef
         return max(float(np.abs(gtot).max()), float(np.abs(ge).max()), float(np.abs(gvl).max()),
@@ -453,12 +471,14 @@ class LQSolver:
         huu = W["B1"] + W["B2"] + cpB * cpB * W["E1"] + cmB * cmB * W["E2"]
         nw.hue = hue = cmB * W["E2"] - cpB * W["E1"]
         nw.hee = hee = np.where(self.live, W["E1"] + W["E2"], 1.0)
-        hyy = W["C2"] + W["C4"] + W["H1"] + W["H2"]
+        hyy = W["C2"] + W["C4"]
+        if self.has_hard:
+            hyy += W["H1"] + W["H2"]
         nw.hll = hll = np.where(mask["C1"], 2.0 * self.wq + W["C1"] + W["C2"], 1.0)
         nw.hhh = hhh = np.where(mask["C3"], 2.0 * self.wq + W["C3"] + W["C4"], 1.0)
         R = huu - hue * hue / hee
         D = hyy - W["C2"] ** 2 / hll - W["C4"] ** 2 / hhh
-        mchg = (2.0 * self.wm + W["R1"] + W["R2"]) * self.start3
+        mchg = (2.0 * self.wm + W["R1"] + W["R2"]) * self.start3 if self.has_rate else self.mchg0
         nw.fac = self.lq.factor(D, mchg, self.live, R)
         return nw
 
