@@ -138,7 +138,8 @@ class _IPState:
 class _Newton:
     """One iteration's reduced Newton system (shared by predictor and corrector)."""
 
-    __slots__ = ("W", "dl", "fac", "hee", "hhh", "hll", "hue", "rpd", "st")
+    __slots__ = ("W", "c2l", "c4h", "cvh", "cvl", "dl", "fac", "hee", "hhh", "hll", "hue", "inv_s", "rpd", "st",
+                 "zb")
 
 
 class LQSolver:
@@ -227,6 +228,7 @@ class LQSolver:
         # skipped rather than computed as zeros in every iteration.
         self.has_rate, self.has_hard = bool(mrate.any()), bool(mhl.any() or mhh.any())
         self.rate_on = np.where(mrate, self.rate, BIG)
+        self.zero_u = np.zeros(lo.shape)  # input-change steps where there are no rate constraints to take them
         self.maskf = self.mask.new(self.mask.a.astype(float))
         self.ncons = max(1, int(self.mask.a.sum()))
 
@@ -297,13 +299,14 @@ class LQSolver:
             [u - self.lo, self.hi - u, e - self.cpB * u, e + self.cmB * u, self.rate - dl, self.rate + dl],
             [vl, vl + y - self.low, vh, vh - y + self.high, y - self.hlow, self.hhigh - y])
 
-    def _gradients(self, st: _IPState, zh: _G, dl: np.ndarray
+    def _gradients(self, zh: _G, cvl: np.ndarray, cvh: np.ndarray, dl: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Lagrangian gradient pieces with multipliers zh: on u (direct), e, vl, vh, y and input changes."""
+        """Lagrangian gradient pieces with multipliers zh: on u (direct), e, vl, vh, y and input changes;
+        cvl, cvh: the comfort penalties' own slopes at the iterate (2 wq v + wl)."""
         gu = (zh["B2"] - zh["B1"] + self.cpB * zh["E1"] - self.cmB * zh["E2"]) * self.livef
         ge = (1.0 - zh["E1"] - zh["E2"]) * self.livef
-        gvl = 2.0 * self.wq * st.vl + self.wl - zh["C1"] - zh["C2"]
-        gvh = 2.0 * self.wq * st.vh + self.wl - zh["C3"] - zh["C4"]
+        gvl = cvl - zh["C1"] - zh["C2"]
+        gvh = cvh - zh["C3"] - zh["C4"]
         gy = zh["C4"] - zh["C2"]
         if self.has_hard:
             gy += zh["H2"] - zh["H1"]
@@ -383,7 +386,7 @@ class LQSolver:
             # Outside the mask s = 1 and z = 0 always, so products with z need no mask.
             rpd = s.new((c.a - s.a) * maskf.a)
             mu = float(s.a @ z.a) / self.ncons
-            grads = self._gradients(st, z, dl)
+            grads = self._gradients(z, 2.0 * self.wq * st.vl + self.wl, 2.0 * self.wq * st.vh + self.wl, dl)
             gy, gd = grads[4], grads[5]
             # Anytime: the iterate made feasible, judged by the true objective; the multipliers bound the
             # optimum from below whatever their accuracy (dual_bound), so the gap is certified.
@@ -466,7 +469,13 @@ class LQSolver:
         z, s, maskf, mask = st.z, st.s, self.maskf, self.mask
         nw = _Newton()
         nw.st, nw.rpd, nw.dl = st, rpd, dl
-        nw.W = W = s.new(z.a / s.a * maskf.a)
+        nw.inv_s = inv_s = 1.0 / s.a
+        nw.W = W = s.new(z.a * inv_s * maskf.a)
+        # Shared by every direction of this system: the multipliers with the primal residual folded in and
+        # the parts of the comfort gradients that do not depend on the multipliers.
+        nw.zb = z.a - W.a * rpd.a
+        nw.cvl = 2.0 * self.wq * st.vl + self.wl
+        nw.cvh = 2.0 * self.wq * st.vh + self.wl
         cpB, cmB = self.cpB, self.cmB
         huu = W["B1"] + W["B2"] + cpB * cpB * W["E1"] + cmB * cmB * W["E2"]
         nw.hue = hue = cmB * W["E2"] - cpB * W["E1"]
@@ -477,31 +486,37 @@ class LQSolver:
         nw.hll = hll = np.where(mask["C1"], 2.0 * self.wq + W["C1"] + W["C2"], 1.0)
         nw.hhh = hhh = np.where(mask["C3"], 2.0 * self.wq + W["C3"] + W["C4"], 1.0)
         R = huu - hue * hue / hee
-        D = hyy - W["C2"] ** 2 / hll - W["C4"] ** 2 / hhh
+        nw.c2l, nw.c4h = W["C2"] / hll, W["C4"] / hhh
+        D = hyy - W["C2"] * nw.c2l - W["C4"] * nw.c4h
         mchg = (2.0 * self.wm + W["R1"] + W["R2"]) * self.start3 if self.has_rate else self.mchg0
         nw.fac = self.lq.factor(D, mchg, self.live, R)
         return nw
 
     def _direction(self, nw: _Newton, rc: np.ndarray) -> dict[str, Any]:
         """Step for complementarity targets rc: solve the reduced LQ system, then recover the rest."""
-        st, W, maskf, rpd = nw.st, nw.W, self.maskf, nw.rpd
-        z, s = st.z, st.s
+        W, maskf, rpd = nw.W, self.maskf, nw.rpd
+        s = nw.st.s
         # Multipliers with the complementarity and primal residuals folded in: z - (rc + z rp)/s.
-        zh = z.new(z.a - (rc + z.a * rpd.a) / s.a)
-        gu, ge, gvl, gvh, gy, gd = self._gradients(st, zh, nw.dl)
-        gu = gu - nw.hue * ge / nw.hee
-        gy = gy - W["C2"] * gvl / nw.hll + W["C4"] * gvh / nw.hhh
+        t = rc * nw.inv_s
+        zh = s.new(nw.zb - t)
+        gu, ge, gvl, gvh, gy, gd = self._gradients(zh, nw.cvl, nw.cvh, nw.dl)
+        gu -= nw.hue * ge / nw.hee
+        gy -= nw.c2l * gvl
+        gy += nw.c4h * gvh
         # The Riccati solve's steps are zero where inputs are fixed and repeat the block start on held steps.
         du, dy = self.lq.solve(nw.fac, self._to_u(gu, gy, gd), outputs=True)
-        ddl = _step_changes(du, 0.0)
         de = -(ge + nw.hue * du) / nw.hee * self.livef
         dvl = -(gvl + W["C2"] * dy) / nw.hll * maskf["C1"]
         dvh = -(gvh - W["C4"] * dy) / nw.hhh * maskf["C3"]
         cpB, cmB = self.cpB, self.cmB
+        ddl = _step_changes(du, 0.0) if self.has_rate else self.zero_u
         dc = s.stacked([du, -du, de - cpB * du, de + cmB * du, -ddl, ddl], [dvl, dvl + dy, dvh, dvh - dy, dy, -dy])
-        ds = s.new((dc.a + rpd.a) * maskf.a)
-        dz = z.new(-(rc + z.a * ds.a) / s.a)
-        return {"u": du, "y": dy, "e": de, "vl": dvl, "vh": dvh, "s": ds, "z": dz}
+        dc.a += rpd.a
+        dc.a *= maskf.a
+        dz = W.a * dc.a
+        dz += t
+        np.negative(dz, out=dz)
+        return {"u": du, "y": dy, "e": de, "vl": dvl, "vh": dvh, "s": dc, "z": s.new(dz)}
 
     @staticmethod
     def _max_step(st: _IPState, dd: dict[str, Any]) -> float:
