@@ -376,18 +376,18 @@ class LQSolver:
         mask, maskf = self.mask, self.maskf
         status, msg = Status.STALLED, "iteration limit"
         keep = None
-        y = None
+        y = rpd = None
         while True:
-            if y is None:  # afterwards carried along the steps (the model is linear)
-                y = self.y0 + resp.forward(st.u)
             dl = self._delta(st.u)
-            c = self._constraints(st.u, st.e, st.vl, st.vh, y, dl)
             s, z = st.s, st.z
-            # Outside the mask s = 1 and z = 0 always, so products with z need no mask.
-            rpd = s.new((c.a - s.a) * maskf.a)
+            if rpd is None:
+                # Afterwards carried along the steps: the constraints are linear, so a step of length a leaves
+                # (1 - a) of the primal residual, and the zone temperatures follow the step's response.
+                y = self.y0 + resp.forward(st.u)
+                c = self._constraints(st.u, st.e, st.vl, st.vh, y, dl)
+                rpd = s.new((c.a - s.a) * maskf.a)  # outside the mask s = 1 and z = 0 always
             mu = float(s.a @ z.a) / self.ncons
-            grads = self._gradients(z, 2.0 * self.wq * st.vl + self.wl, 2.0 * self.wq * st.vh + self.wl, dl)
-            gy, gd = grads[4], grads[5]
+            grads = None
             # Anytime: the iterate made feasible, judged by the true objective; the multipliers bound the
             # optimum from below whatever their accuracy (dual_bound), so the gap is certified.
             uf = self._feasible_plan(st.u)
@@ -397,7 +397,8 @@ class LQSolver:
             # The bound is worth its cost only once complementarity is below the objective: s'z overstates
             # the certified gap (about six times on office-20 near the end), and early bounds are far off.
             if mu * self.ncons <= abs(jf):
-                q_it = self._dual_bound(gy, gd)
+                grads = self._iterate_gradients(st, dl)
+                q_it = self._dual_bound(grads[4], grads[5])
                 best_q = max(best_q, q_it)
                 if keep is None and self._rel(jf, q_it) <= opt.warm_store_gap:
                     keep = _IPState(st.u, st.e, st.vl, st.vh, st.s, st.z)
@@ -444,14 +445,22 @@ class LQSolver:
             st.vh = st.vh + a * dd["vh"]
             st.s = s = s.new(np.where(mask.a, s.a + a * dd["s"].a, 1.0))
             st.z = z = z.new(np.where(mask.a, z.a + a * dd["z"].a, 0.0))
+            rpd = s.new((1.0 - a) * rpd.a)
             it += 1
-        if best_q == -math.inf and math.isfinite(jf):  # stopped before any bound was taken
-            best_q = self._dual_bound(gy, gd)
+        if grads is None:
+            grads = self._iterate_gradients(st, dl)
+            if best_q == -math.inf and math.isfinite(jf):  # stopped before any bound was taken
+                best_q = self._dual_bound(grads[4], grads[5])
         rd = self._residual_norm(*grads)
         plan = best_u if best_u is not None else self._feasible_plan(st.u)
         act = from_interior(self, st.s, st.z, st.u)
         act.interior, act.misses = keep or st, misses + 1
         return self._result(data, plan, status, msg, it, rd, t0, timer, self._rel(best_j, best_q), nfac, st, act)
+
+    def _iterate_gradients(self, st: _IPState, dl: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """_gradients at the iterate's own multipliers."""
+        return self._gradients(st.z, 2.0 * self.wq * st.vl + self.wl, 2.0 * self.wq * st.vh + self.wl, dl)
 
     def _residual_norm(self, gu: np.ndarray, ge: np.ndarray, gvl: np.ndarray, gvh: np.ndarray, gy: np.ndarray,
                        gd: np.ndarray | None) -> float:
