@@ -26,23 +26,19 @@ import numpy as np
 dot = np.dot
 
 
-def _inv(a: np.ndarray, out: np.ndarray) -> np.ndarray:
-    """Inverse of a small SPD matrix written into `out`: the gufunc under np.linalg.inv, called directly,
-    since the wrapper's checks cost more than the 20x20 inverse itself (96 calls per factorisation)."""
-    _inv_ufunc(a, signature="d->d", out=out)
+def _inv_fallback(a: np.ndarray, out: np.ndarray) -> np.ndarray:
+    out[...] = np.linalg.inv(a)
     return out
 
 
-def _inv_fallback(a: np.ndarray, signature: str, out: np.ndarray) -> None:
-    out[...] = np.linalg.inv(a)
-
-
+# Inverse of a small SPD matrix into `out`, inv(a, out): the gufunc under np.linalg.inv, called directly,
+# since the wrapper's checks cost more than the 20x20 inverse itself (96 calls per factorisation).
 try:
     from numpy.linalg import _umath_linalg
 
-    _inv_ufunc = _umath_linalg.inv
+    _inv = _umath_linalg.inv
 except (ImportError, AttributeError):  # a NumPy without the private module: the public route
-    _inv_ufunc = _inv_fallback
+    _inv = _inv_fallback
 
 
 @dataclass
@@ -211,20 +207,35 @@ class LQStructure:
         if not self.augment:
             # With Bn = -B: PBn = P Bn, Hdd = Bn' PBn, the raw gain Gr = Hinv PBn' (the gain is Gr diag(a))
             # and the downdate PBn Gr = PB Hinv PB' is taken before the a a' scaling: no Hdx product.
-            PBT = PB.T
-            for k in range(K - 1, -1, -1):
-                if not idle[k]:
-                    dot(P, bk[k], PB)
-                    dot(bkT[k], PB, Hdd)
+            PBT, inv = PB.T, _inv
+            if all_free:  # interior point iterations: the same B every step, no idle step
+                Bn, BnT = bk[0], bkT[0]
+                for k in range(K - 1, -1, -1):
+                    dot(P, Bn, PB)
+                    dot(BnT, PB, Hdd)
                     hdd_diag += hl[k]
                     hi, g = hinv_v[k], gain_v[k]
-                    _inv(Hdd, hi)
+                    inv(Hdd, hi)
                     dot(hi, PBT, g)
                     dot(PB, g, T)
                     P -= T
-                P *= aa
-                if k:
-                    Pz += ql[k - 1]
+                    P *= aa
+                    if k:
+                        P += ql[k - 1]
+            else:
+                for k in range(K - 1, -1, -1):
+                    if not idle[k]:
+                        dot(P, bk[k], PB)
+                        dot(bkT[k], PB, Hdd)
+                        hdd_diag += hl[k]
+                        hi, g = hinv_v[k], gain_v[k]
+                        inv(Hdd, hi)
+                        dot(hi, PBT, g)
+                        dot(PB, g, T)
+                        P -= T
+                    P *= aa
+                    if k:
+                        P += ql[k - 1]
         else:
             ml, mfl = list(m), list(m * f)
             hdx_diag = Hdx.reshape(-1)[nc::nx + 1]  # entries (i, nc + i): input i against its previous value
