@@ -97,6 +97,7 @@ class LQStructure:
             self._views["gainT"] = [g.T for g in self._views["gain"]]
             self._bT = np.ascontiguousarray(self.baug[0].T)
             self._bneg = -self.baug[0]
+            self.CT0 = np.ascontiguousarray(C[0].T)
             self._ext: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # _solve_prescaled_one's buffers
             self._ext_fac: RiccatiFactor | None = None  # the factor whose gain _ext holds
         else:
@@ -272,6 +273,11 @@ class LQStructure:
         """
         held, nc = self.held, self.nc
         single = g.ndim == 3
+        if single and fac.prescaled:  # the interior point method's case: no layout changes needed
+            d1, x1 = self._solve_prescaled_one(fac, g[0] * fac.free[:, 0])
+            if not outputs:
+                return d1[None, :, :, 0]
+            return d1[None, :, :, 0], (x1[1:, :nc, 0] @ self.CT0)[None]
         G = g[None] if single else g
         gk = np.ascontiguousarray(G.transpose(2, 1, 3, 0)) * fac.free[..., None]  # (K, nb, nu, R)
         if self.nb == 1 and not held.any():
