@@ -53,7 +53,10 @@ _WHERE = {k: (0, i) for i, k in enumerate(U_GROUPS)} | {k: (1, i) for i, k in en
 class _G:
     """Slacks, multipliers or any per-constraint quantity, stored flat (`a`) so that an interior point
     operation on all constraints is one array call; U and Y view it as the stacked input groups
-    (6, nb, K, nuc) and zone-step groups (6, nb, K, nzc), and g["C2"] is a view of one group."""
+    (<= 6, nb, K, nuc) and zone-step groups (<= 6, nb, K, nzc), and g["C2"] is a view of one group.
+
+    The last two groups of each stack (rate limits; hard comfort limits) are left out where a problem has
+    none; g[k] of an absent group reads zero."""
 
     __slots__ = ("U", "Y", "a")
 
@@ -65,25 +68,27 @@ class _G:
     def join(cls, U: np.ndarray, Y: np.ndarray) -> _G:
         return cls(np.concatenate([U.ravel(), Y.ravel()]), U.shape, Y.shape)
 
-    @classmethod
-    def of(cls, d: dict[str, np.ndarray]) -> _G:
-        return cls.join(np.stack([np.asarray(d[k], float) for k in U_GROUPS]),
-                        np.stack([np.asarray(d[k], float) for k in Y_GROUPS]))
+    def of(self, d: dict[str, np.ndarray]) -> _G:
+        """The same layout holding d's groups."""
+        return self.stacked([np.asarray(d[k], float) for k in U_GROUPS[:len(self.U)]],
+                            [np.asarray(d[k], float) for k in Y_GROUPS[:len(self.Y)]])
 
     def new(self, a: np.ndarray) -> _G:
         """The same layout over the flat array a."""
         return _G(a, self.U.shape, self.Y.shape)
 
     def stacked(self, us: list[np.ndarray], ys: list[np.ndarray]) -> _G:
-        """The same layout holding the groups us (U_GROUPS order) and ys (Y_GROUPS order)."""
+        """The same layout holding the groups us (U_GROUPS order) and ys (Y_GROUPS order); entries for
+        groups the layout leaves out are ignored."""
         g = self.new(np.empty_like(self.a, dtype=float))
-        np.stack(us, out=g.U)
-        np.stack(ys, out=g.Y)
+        np.stack(us[:len(self.U)], out=g.U)
+        np.stack(ys[:len(self.Y)], out=g.Y)
         return g
 
     def __getitem__(self, k: str) -> np.ndarray:
         f, i = _WHERE[k]
-        return (self.U, self.Y)[f][i]
+        v = (self.U, self.Y)[f]
+        return v[i] if i < len(v) else np.zeros(v.shape[1:], v.dtype)
 
     def items(self) -> list[tuple[str, np.ndarray]]:
         return [(k, self[k]) for k in GROUPS]
@@ -222,13 +227,13 @@ class LQSolver:
             prev_live = np.concatenate([np.zeros_like(self.live[:, :1]), self.live[:, self.of_step][:, :-1]], axis=1)
         mrate = (self.rate < BIG) & self.start3 & self.in_mask & (self.live | prev_live)
         lv = self.live
-        # In U_GROUPS / Y_GROUPS order.
-        self.mask = _G.join(np.stack([lv, lv, lv, lv, mrate, mrate]), np.stack([mlow, mlow, mhigh, mhigh, mhl, mhh]))
         # Terms that vanish in most problems (office-20 has no rate limits and no hard comfort limits) are
-        # skipped rather than computed as zeros in every iteration.
+        # skipped rather than computed as zeros in every iteration, and their groups left out of the layout.
         self.has_rate, self.has_hard = bool(mrate.any()), bool(mhl.any() or mhh.any())
+        # In U_GROUPS / Y_GROUPS order.
+        self.mask = _G.join(np.stack([lv, lv, lv, lv, mrate, mrate][:6 if self.has_rate else 4]),
+                            np.stack([mlow, mlow, mhigh, mhigh, mhl, mhh][:6 if self.has_hard else 4]))
         self.rate_on = np.where(mrate, self.rate, BIG)
-        self.zero_u = np.zeros(lo.shape)  # input-change steps where there are no rate constraints to take them
         self.maskf = self.mask.new(self.mask.a.astype(float))
         self.ncons = max(1, int(self.mask.a.sum()))
 
@@ -295,9 +300,13 @@ class LQSolver:
     def _constraints(self, u: np.ndarray, e: np.ndarray, vl: np.ndarray, vh: np.ndarray, y: np.ndarray,
                      dl: np.ndarray) -> _G:
         """Constraint values c(x) >= 0 by group (the same expressions are linear in the step)."""
-        return self.mask.stacked(
-            [u - self.lo, self.hi - u, e - self.cpB * u, e + self.cmB * u, self.rate - dl, self.rate + dl],
-            [vl, vl + y - self.low, vh, vh - y + self.high, y - self.hlow, self.hhigh - y])
+        us = [u - self.lo, self.hi - u, e - self.cpB * u, e + self.cmB * u]
+        ys = [vl, vl + y - self.low, vh, vh - y + self.high]
+        if self.has_rate:
+            us += [self.rate - dl, self.rate + dl]
+        if self.has_hard:
+            ys += [y - self.hlow, self.hhigh - y]
+        return self.mask.stacked(us, ys)
 
     def _gradients(self, zh: _G, cvl: np.ndarray, cvh: np.ndarray, dl: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -369,7 +378,9 @@ class LQSolver:
                 # counting for the anytime result and the gap.
                 best_u, best_j, best_q = po.u, po.objective, po.bound
                 u0 = resp.from_sub_u(po.u) * self.scale
-        if fits and active.interior is not None:
+        same_layout = fits and active.interior is not None and (active.interior.s.U.shape, active.interior.s.Y.shape) \
+            == (self.mask.U.shape, self.mask.Y.shape)
+        if same_layout:
             st = self._warm_interior(active.interior)
         else:
             st = self._initial_point(u0)
@@ -518,8 +529,14 @@ class LQSolver:
         dvl = -(gvl + W["C2"] * dy) / nw.hll * maskf["C1"]
         dvh = -(gvh - W["C4"] * dy) / nw.hhh * maskf["C3"]
         cpB, cmB = self.cpB, self.cmB
-        ddl = _step_changes(du, 0.0) if self.has_rate else self.zero_u
-        dc = s.stacked([du, -du, de - cpB * du, de + cmB * du, -ddl, ddl], [dvl, dvl + dy, dvh, dvh - dy, dy, -dy])
+        us = [du, -du, de - cpB * du, de + cmB * du]
+        ys = [dvl, dvl + dy, dvh, dvh - dy]
+        if self.has_rate:
+            ddl = _step_changes(du, 0.0)
+            us += [-ddl, ddl]
+        if self.has_hard:
+            ys += [dy, -dy]
+        dc = s.stacked(us, ys)
         dc.a += rpd.a
         dc.a *= maskf.a
         dz = W.a * dc.a
@@ -581,7 +598,7 @@ class LQSolver:
         for k in GROUPS:
             s[k] = np.where(self.mask[k], np.maximum(c[k], floor[k]), 1.0)
             z[k] = np.where(self.mask[k], np.broadcast_to(zinit[k], s[k].shape), 0.0)
-        return _IPState(u, e, vl, vh, _G.of(s), _G.of(z))
+        return _IPState(u, e, vl, vh, self.mask.of(s), self.mask.of(z))
 
     # -- results -----------------------------------------------------------------------------------
     def _result(self, data: MPCData, U: np.ndarray, status: Status, msg: str, it: int, rd: float, t0: float,
