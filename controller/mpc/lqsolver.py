@@ -143,8 +143,8 @@ class _IPState:
 class _Newton:
     """One iteration's reduced Newton system (shared by predictor and corrector)."""
 
-    __slots__ = ("W", "c2l", "c4h", "cvh", "cvl", "dl", "fac", "hee", "hhh", "hll", "hue", "inv_s", "rpd", "st",
-                 "zb")
+    __slots__ = ("W", "c2l", "c4h", "cvh", "cvl", "dl", "fac", "hee", "hhh", "hll", "hue", "inv_s", "nihee", "nihhh",
+                 "nihll", "rpd", "rue", "st", "zb")
 
 
 class LQSolver:
@@ -236,6 +236,7 @@ class LQSolver:
         self.rate_on = np.where(mrate, self.rate, BIG)
         self.maskf = self.mask.new(self.mask.a.astype(float))
         self.ncons = max(1, int(self.mask.a.sum()))
+        self.all_live = bool(self.live.all())
 
     def _block_sum(self, a: np.ndarray) -> np.ndarray:
         """Per-step quantities summed into their block's first step (zero on held steps)."""
@@ -311,9 +312,12 @@ class LQSolver:
     def _gradients(self, zh: _G, cvl: np.ndarray, cvh: np.ndarray, dl: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Lagrangian gradient pieces with multipliers zh: on u (direct), e, vl, vh, y and input changes;
-        cvl, cvh: the comfort penalties' own slopes at the iterate (2 wq v + wl)."""
-        gu = (zh["B2"] - zh["B1"] + self.cpB * zh["E1"] - self.cmB * zh["E2"]) * self.livef
-        ge = (1.0 - zh["E1"] - zh["E2"]) * self.livef
+        cvl, cvh: the comfort penalties' own slopes at the iterate (2 wq v + wl), zero where the zone-step has
+        no such band edge (multipliers outside their masks are zero, so no other masking is needed)."""
+        gu = zh["B2"] - zh["B1"] + self.cpB * zh["E1"] - self.cmB * zh["E2"]
+        ge = 1.0 - zh["E1"] - zh["E2"]
+        if not self.all_live:
+            ge *= self.livef
         gvl = cvl - zh["C1"] - zh["C2"]
         gvh = cvh - zh["C3"] - zh["C4"]
         gy = zh["C4"] - zh["C2"]
@@ -324,7 +328,7 @@ class LQSolver:
             gd = 2.0 * self.wm * dl
         if self.has_rate:
             gd = (zh["R1"] - zh["R2"]) if gd is None else gd + zh["R1"] - zh["R2"]
-        return gu, ge, gvl * self.maskf["C1"], gvh * self.maskf["C3"], gy, gd
+        return gu, ge, gvl, gvh, gy, gd
 
     def _plan_gradient(self, gy: np.ndarray, gd: np.ndarray | None) -> np.ndarray:
         """Gradient on the plan (block starts) of zone-temperature and input-change terms gy, gd (or None)."""
@@ -336,7 +340,11 @@ class LQSolver:
 
     def _to_u(self, gu: np.ndarray, gy: np.ndarray, gd: np.ndarray | None) -> np.ndarray:
         """Total gradient on the plan from direct, zone-temperature and input-change parts."""
-        return gu + self._plan_gradient(gy, gd) * self.livef
+        g = self._plan_gradient(gy, gd)
+        if not self.all_live:
+            g *= self.livef
+        g += gu
+        return g
 
     def solve(self, data: MPCData, u0: np.ndarray | None = None, *, active: ActiveSet | None = None,
               timer: Callable[[], float] | None = None, deadline_s: float = math.inf) -> MPCResult:
@@ -471,7 +479,12 @@ class LQSolver:
     def _iterate_gradients(self, st: _IPState, dl: np.ndarray
                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """_gradients at the iterate's own multipliers."""
-        return self._gradients(st.z, 2.0 * self.wq * st.vl + self.wl, 2.0 * self.wq * st.vh + self.wl, dl)
+        return self._gradients(st.z, *self._comfort_slopes(st), dl)
+
+    def _comfort_slopes(self, st: _IPState) -> tuple[np.ndarray, np.ndarray]:
+        """The comfort penalties' own slopes at the iterate, 2 wq v + wl, where the band edge exists."""
+        return ((2.0 * self.wq * st.vl + self.wl) * self.maskf["C1"],
+                (2.0 * self.wq * st.vh + self.wl) * self.maskf["C3"])
 
     def _residual_norm(self, gu: np.ndarray, ge: np.ndarray, gvl: np.ndarray, gvh: np.ndarray, gy: np.ndarray,
                        gd: np.ndarray | None) -> float:
@@ -494,8 +507,7 @@ class LQSolver:
         # Shared by every direction of this system: the multipliers with the primal residual folded in and
         # the parts of the comfort gradients that do not depend on the multipliers.
         nw.zb = z.a - W.a * rpd.a
-        nw.cvl = 2.0 * self.wq * st.vl + self.wl
-        nw.cvh = 2.0 * self.wq * st.vh + self.wl
+        nw.cvl, nw.cvh = self._comfort_slopes(st)
         cpB, cmB = self.cpB, self.cmB
         huu = W["B1"] + W["B2"] + cpB * cpB * W["E1"] + cmB * cmB * W["E2"]
         nw.hue = hue = cmB * W["E2"] - cpB * W["E1"]
@@ -505,8 +517,10 @@ class LQSolver:
             hyy += W["H1"] + W["H2"]
         nw.hll = hll = np.where(mask["C1"], 2.0 * self.wq + W["C1"] + W["C2"], 1.0)
         nw.hhh = hhh = np.where(mask["C3"], 2.0 * self.wq + W["C3"] + W["C4"], 1.0)
-        R = huu - hue * hue / hee
-        nw.c2l, nw.c4h = W["C2"] / hll, W["C4"] / hhh
+        nw.nihee, nw.nihll, nw.nihhh = -1.0 / hee, -1.0 / hll, -1.0 / hhh
+        nw.rue = -hue * nw.nihee  # hue / hee
+        R = huu - hue * nw.rue
+        nw.c2l, nw.c4h = -W["C2"] * nw.nihll, -W["C4"] * nw.nihhh
         D = hyy - W["C2"] * nw.c2l - W["C4"] * nw.c4h
         mchg = (2.0 * self.wm + W["R1"] + W["R2"]) * self.start3 if self.has_rate else self.mchg0
         nw.fac = self.lq.factor(D, mchg, self.live, R)
@@ -520,14 +534,21 @@ class LQSolver:
         t = rc * nw.inv_s
         zh = s.new(nw.zb - t)
         gu, ge, gvl, gvh, gy, gd = self._gradients(zh, nw.cvl, nw.cvh, nw.dl)
-        gu -= nw.hue * ge / nw.hee
+        gu -= nw.rue * ge
         gy -= nw.c2l * gvl
         gy += nw.c4h * gvh
-        # The Riccati solve's steps are zero where inputs are fixed and repeat the block start on held steps.
+        # The Riccati solve's steps are zero where inputs are fixed and repeat the block start on held steps;
+        # outside their masks the curvatures below are one and the numerators zero.
         du, dy = self.lq.solve(nw.fac, self._to_u(gu, gy, gd), outputs=True)
-        de = -(ge + nw.hue * du) / nw.hee * self.livef
-        dvl = -(gvl + W["C2"] * dy) / nw.hll * maskf["C1"]
-        dvh = -(gvh - W["C4"] * dy) / nw.hhh * maskf["C3"]
+        de = nw.hue * du
+        de += ge
+        de *= nw.nihee
+        dvl = W["C2"] * dy
+        dvl += gvl
+        dvl *= nw.nihll
+        dvh = W["C4"] * dy
+        np.subtract(gvh, dvh, out=dvh)
+        dvh *= nw.nihhh
         cpB, cmB = self.cpB, self.cmB
         us = [du, -du, de - cpB * du, de + cmB * du]
         ys = [dvl, dvl + dy, dvh, dvh - dy]
