@@ -18,12 +18,25 @@ from __future__ import annotations
 import numpy as np
 
 
-def box_linear_min(c: np.ndarray, cp: np.ndarray, cm: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """min over u in [lo, hi] of cp max(u,0) + cm max(-u,0) + c u, elementwise (convex, piecewise linear)."""
-    def f(u: np.ndarray) -> np.ndarray:
-        return cp * np.maximum(u, 0.0) + cm * np.maximum(-u, 0.0) + c * u
+class BoxLinearMin:
+    """min over u in [lo, hi] of cp max(u,0) + cm max(-u,0) + c u, elementwise, for many slopes c: the minimum
+    of a convex piecewise-linear function sits at lo, hi or the kink (0 clipped into the box), whose energy
+    terms do not depend on c and are computed once."""
 
-    return np.minimum(np.minimum(f(lo), f(hi)), f(np.clip(0.0, lo, hi)))
+    def __init__(self, cp: np.ndarray, cm: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> None:
+        def energy(u: np.ndarray) -> np.ndarray:
+            return cp * np.maximum(u, 0.0) + cm * np.maximum(-u, 0.0)
+
+        self.lo, self.hi, self.u0 = lo, hi, np.clip(0.0, lo, hi)
+        self.elo, self.ehi, self.e0 = energy(lo), energy(hi), energy(self.u0)
+
+    def __call__(self, c: np.ndarray) -> np.ndarray:
+        return np.minimum(np.minimum(self.elo + c * self.lo, self.ehi + c * self.hi), self.e0 + c * self.u0)
+
+
+def box_linear_min(c: np.ndarray, cp: np.ndarray, cm: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """BoxLinearMin for a single slope array c."""
+    return BoxLinearMin(cp, cm, lo, hi)(c)
 
 
 def comfort_conjugate_min(lam: np.ndarray, low: np.ndarray, high: np.ndarray, hlow: np.ndarray,

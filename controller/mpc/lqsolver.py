@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from controller.mpc.dual_bound import box_linear_min, comfort_conjugate_min, move_conjugate_min
+from controller.mpc.dual_bound import BoxLinearMin, comfort_conjugate_min, move_conjugate_min
 from controller.mpc.modal import ModalResponse
 from controller.mpc.objective import constraint_violation, energy_slopes, objective_terms
 from controller.mpc.polish import PENALTY, ActiveSet, direct_pairs, from_interior, polish, supported
@@ -237,6 +237,7 @@ class LQSolver:
         self.maskf = self.mask.new(self.mask.a.astype(float))
         self.ncons = max(1, int(self.mask.a.sum()))
         self.all_live = bool(self.live.all())
+        self.box_min = BoxLinearMin(self.cpB, self.cmB, self.lo, self.hi)
 
     def _block_sum(self, a: np.ndarray) -> np.ndarray:
         """Per-step quantities summed into their block's first step (zero on held steps)."""
@@ -277,7 +278,9 @@ class LQSolver:
             g = None
         if g is None:
             g = self._plan_gradient(lam, mu)
-        bu = box_linear_min(g, self.cpB, self.cmB, self.lo, self.hi) * (self.start3 & self.in_mask)
+        bu = self.box_min(g)
+        if not self.all_live:
+            bu *= self.start3 & self.in_mask
         by = comfort_conjugate_min(lam, self.low, self.high, self.hlow, self.hhigh, self.wq, self.wl)
         q = float(lam.ravel() @ self.y0.ravel()) + float(bu.sum()) + float(by.sum())
         if mu is not None:
@@ -392,7 +395,7 @@ class LQSolver:
             st = self._warm_interior(active.interior)
         else:
             st = self._initial_point(u0)
-        mask, maskf = self.mask, self.maskf
+        maskf = self.maskf
         status, msg = Status.STALLED, "iteration limit"
         keep = None
         y = rpd = None
@@ -462,8 +465,9 @@ class LQSolver:
             st.e = st.e + a * dd["e"]
             st.vl = st.vl + a * dd["vl"]
             st.vh = st.vh + a * dd["vh"]
-            st.s = s = s.new(np.where(mask.a, s.a + a * dd["s"].a, 1.0))
-            st.z = z = z.new(np.where(mask.a, z.a + a * dd["z"].a, 0.0))
+            # Outside the masks the steps are exactly zero: slacks stay 1 and multipliers 0 there.
+            st.s = s = s.new(s.a + a * dd["s"].a)
+            st.z = z = z.new(z.a + a * dd["z"].a)
             rpd = s.new((1.0 - a) * rpd.a)
             it += 1
         if grads is None:
