@@ -208,35 +208,20 @@ class LQStructure:
         if not self.augment:
             # With Bn = -B: PBn = P Bn, Hdd = Bn' PBn, the raw gain Gr = Hinv PBn' (the gain is Gr diag(a))
             # and the downdate PBn Gr = PB Hinv PB' is taken before the a a' scaling: no Hdx product.
-            PBT, inv = PB.T, _inv
-            if all_free:  # interior point iterations: the same B every step, no idle step
-                Bn, BnT = bk[0], bkT[0]
-                for k in range(K - 1, -1, -1):
-                    dot(P, Bn, PB)
-                    dot(BnT, PB, Hdd)
+            PBT = PB.T
+            for k in range(K - 1, -1, -1):
+                if not idle[k]:
+                    dot(P, bk[k], PB)
+                    dot(bkT[k], PB, Hdd)
                     hdd_diag += hl[k]
                     hi, g = hinv_v[k], gain_v[k]
-                    inv(Hdd, hi)
+                    _inv(Hdd, hi)
                     dot(hi, PBT, g)
                     dot(PB, g, T)
                     P -= T
-                    P *= aa
-                    if k:
-                        P += ql[k - 1]
-            else:
-                for k in range(K - 1, -1, -1):
-                    if not idle[k]:
-                        dot(P, bk[k], PB)
-                        dot(bkT[k], PB, Hdd)
-                        hdd_diag += hl[k]
-                        hi, g = hinv_v[k], gain_v[k]
-                        inv(Hdd, hi)
-                        dot(hi, PBT, g)
-                        dot(PB, g, T)
-                        P -= T
-                    P *= aa
-                    if k:
-                        P += ql[k - 1]
+                P *= aa
+                if k:
+                    P += ql[k - 1]
         else:
             ml, mfl = list(m), list(m * f)
             hdx_diag = Hdx.reshape(-1)[nc::nx + 1]  # entries (i, nc + i): input i against its previous value
