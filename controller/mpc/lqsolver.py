@@ -143,8 +143,8 @@ class _IPState:
 class _Newton:
     """One iteration's reduced Newton system (shared by predictor and corrector)."""
 
-    __slots__ = ("W", "c2l", "c4h", "cvh", "cvl", "dl", "fac", "hee", "hhh", "hll", "hue", "inv_s", "nihee", "nihhh",
-                 "nihll", "rpd", "rue", "st", "zb")
+    __slots__ = ("W", "c2l", "c4h", "cvh", "cvl", "dl", "fac", "hue", "inv_s", "nihee", "nihhh", "nihll", "rpd", "rue",
+                 "st", "zb")
 
 
 class LQSolver:
@@ -389,10 +389,9 @@ class LQSolver:
                 # counting for the anytime result and the gap.
                 best_u, best_j, best_q = po.u, po.objective, po.bound
                 u0 = resp.from_sub_u(po.u) * self.scale
-        same_layout = fits and active.interior is not None and (active.interior.s.U.shape, active.interior.s.Y.shape) \
-            == (self.mask.U.shape, self.mask.Y.shape)
-        if same_layout:
-            st = self._warm_interior(active.interior)
+        prev = active.interior if fits else None
+        if prev is not None and (prev.s.U.shape, prev.s.Y.shape) == (self.mask.U.shape, self.mask.Y.shape):
+            st = self._warm_interior(prev)
         else:
             st = self._initial_point(u0)
         maskf = self.maskf
@@ -515,12 +514,12 @@ class LQSolver:
         cpB, cmB = self.cpB, self.cmB
         huu = W["B1"] + W["B2"] + cpB * cpB * W["E1"] + cmB * cmB * W["E2"]
         nw.hue = hue = cmB * W["E2"] - cpB * W["E1"]
-        nw.hee = hee = np.where(self.live, W["E1"] + W["E2"], 1.0)
+        hee = np.where(self.live, W["E1"] + W["E2"], 1.0)
         hyy = W["C2"] + W["C4"]
         if self.has_hard:
             hyy += W["H1"] + W["H2"]
-        nw.hll = hll = np.where(mask["C1"], 2.0 * self.wq + W["C1"] + W["C2"], 1.0)
-        nw.hhh = hhh = np.where(mask["C3"], 2.0 * self.wq + W["C3"] + W["C4"], 1.0)
+        hll = np.where(mask["C1"], 2.0 * self.wq + W["C1"] + W["C2"], 1.0)
+        hhh = np.where(mask["C3"], 2.0 * self.wq + W["C3"] + W["C4"], 1.0)
         nw.nihee, nw.nihll, nw.nihhh = -1.0 / hee, -1.0 / hll, -1.0 / hhh
         nw.rue = -hue * nw.nihee  # hue / hee
         R = huu - hue * nw.rue

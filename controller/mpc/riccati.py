@@ -266,10 +266,7 @@ class LQStructure:
         G = g[None] if single else g
         gk = np.ascontiguousarray(G.transpose(2, 1, 3, 0)) * fac.free[..., None]  # (K, nb, nu, R)
         if self.nb == 1 and not held.any():
-            if fac.prescaled and gk.shape[-1] == 1:
-                d1, x1 = self._solve_prescaled_one(fac, gk[:, 0, :, 0])
-            else:
-                d1, x1 = self._solve_single(fac, gk[:, 0])
+            d1, x1 = self._solve_single(fac, gk[:, 0])
             d, x = d1[:, None], x1[:, None]
         else:
             d, x = self._solve_general(fac, gk)
