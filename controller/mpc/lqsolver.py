@@ -267,17 +267,14 @@ class LQSolver:
             total = total + (self.wm * dl * dl).sum(axis=ax)
         return total, Y
 
-    def _dual_bound(self, lam: np.ndarray, mu: np.ndarray | None, g: np.ndarray | None = None) -> float:
+    def _dual_bound(self, lam: np.ndarray, mu: np.ndarray | None) -> float:
         """Lower bound on the optimum (USD) from zone-step multipliers lam and input-change multipliers mu
-        (None: no input-change terms); g: their _plan_gradient if the caller has it (used unless lam must be
-        clipped first)."""
+        (None: no input-change terms)."""
         up, down = self.no_edge
         if up is not None:  # no edge above: lam > 0 would make the bound -inf (and below alike)
             lam = np.where(up, np.minimum(lam, 0.0), lam)
             lam = np.where(down, np.maximum(lam, 0.0), lam)
-            g = None
-        if g is None:
-            g = self._plan_gradient(lam, mu)
+        g = self._plan_gradient(lam, mu)
         bu = self.box_min(g)
         if not self.all_live:
             bu *= self.start3 & self.in_mask
@@ -326,12 +323,14 @@ class LQSolver:
         gy = zh["C4"] - zh["C2"]
         if self.has_hard:
             gy += zh["H2"] - zh["H1"]
-        gd = None  # input-change terms: none without move suppression and rate limits
-        if self.has_move:
-            gd = 2.0 * self.wm * dl
+        gd = self._move_slope(dl)
         if self.has_rate:
             gd = (zh["R1"] - zh["R2"]) if gd is None else gd + zh["R1"] - zh["R2"]
         return gu, ge, gvl, gvh, gy, gd
+
+    def _move_slope(self, dl: np.ndarray) -> np.ndarray | None:
+        """Derivative of the move-suppression cost at input changes dl; None without move weights."""
+        return 2.0 * self.wm * dl if self.has_move else None
 
     def _plan_gradient(self, gy: np.ndarray, gd: np.ndarray | None) -> np.ndarray:
         """Gradient on the plan (block starts) of zone-temperature and input-change terms gy, gd (or None)."""
@@ -492,7 +491,7 @@ class LQSolver:
     def _residual_norm(self, gu: np.ndarray, ge: np.ndarray, gvl: np.ndarray, gvh: np.ndarray, gy: np.ndarray,
                        gd: np.ndarray | None) -> float:
         """Largest Lagrangian gradient entry (the result's pg_norm), from _gradients' pieces."""
-        gtot = gu + self._plan_gradient(gy, gd) * self.livef
+        gtot = self._to_u(gu, gy, gd)
         return max(float(np.abs(gtot).max()), float(np.abs(ge).max()), float(np.abs(gvl).max()),
                    float(np.abs(gvh).max()))
 

@@ -130,15 +130,14 @@ def eqp_step(sv: LQSolver, act: ActiveSet, u: np.ndarray) -> tuple[np.ndarray, n
     free = sv.live & ((uc == FREE_POS) | (uc == FREE_NEG))
     u = _fixed_values(sv, uc, u)
     y = sv.y0 + sv.resp.forward(u)
-    dl = sv._delta(u)
     slope = np.where(uc == FREE_POS, sv.cpB, -sv.cmB) * free
     gy = _comfort_slope(sv, yc, y, rho)
-    g = sv._to_u(slope, gy, 2.0 * sv.wm * dl)
+    g = sv._to_u(slope, gy, sv._move_slope(sv._delta(u)))
     D = np.where((yc == PIN_LO) | (yc == PIN_HI), rho, np.where((yc == BELOW) | (yc == ABOVE), 2.0 * wq, 0.0))
     D = D * sv.resp.out_mask[:, None, :]
     # A free input that no curvature reaches has a linear cost: the small curvature turns its step into a
     # long one, which the reclassification then stops at a bound.
-    fac = sv.lq.factor(D, 2.0 * sv.wm * sv.start3, free, sv.reg)
+    fac = sv.lq.factor(D, sv.mchg0, free, sv.reg)
     d = sv._spread(sv.lq.solve(fac, g) * free)
     u = u + d
     return u, _comfort_slope(sv, yc, sv.y0 + sv.resp.forward(u), rho)
@@ -167,7 +166,7 @@ def direct_pairs(sv: LQSolver) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def reclassify(sv: LQSolver, act: ActiveSet, u: np.ndarray, y: np.ndarray, lam: np.ndarray,
-               mu: np.ndarray) -> ActiveSet:
+               mu: np.ndarray | None) -> ActiveSet:
     """Primal-dual active-set update, primal first.
 
     Primal changes: a free input that left its piece is fixed where it left, and the zone-step it was
@@ -217,10 +216,7 @@ def reclassify(sv: LQSolver, act: ActiveSet, u: np.ndarray, y: np.ndarray, lam: 
     if (nu_ != uc).any() or (ny != yc).any():
         return ActiveSet(np.where(sv.live, nu_, LO).astype(np.int8), ny.astype(np.int8))
     # -- dual changes
-    g = sv.resp.adjoint(clip_multipliers(sv, yc, lam))
-    g += mu
-    g[..., :-1, :] -= mu[..., 1:, :]
-    g = sv._block_sum(g)
+    g = sv._plan_gradient(clip_multipliers(sv, yc, lam), mu)
     right = np.where(lo >= 0.0, cp, -cm)  # energy slope just above lo
     left = np.where(hi > 0.0, cp, -cm)  # just below hi
     tg = DUAL_TOL * (np.abs(cp) + np.abs(cm)) + 1e-15
@@ -258,7 +254,7 @@ def polish(sv: LQSolver, act: ActiveSet, u: np.ndarray, tol: float, rounds: int,
         un, lam = eqp_step(sv, act, u)
         if not (np.all(np.isfinite(un)) and np.all(np.isfinite(lam))):
             break
-        mu = 2.0 * sv.wm * sv._delta(un)
+        mu = sv._move_slope(sv._delta(un))
         uf = sv._feasible_plan(un)
         j = float(sv._true_objective(uf)[0])
         q = sv._dual_bound(clip_multipliers(sv, act.y, lam), mu)
