@@ -4,14 +4,15 @@
 It takes the latest accepted sensor readings and any fresh MQTT forecasts, updates the Kalman estimate,
 builds the horizon's disturbances, prices and comfort bands, warm-starts the solver from the previous plan
 shifted by one step, and returns the plan. It reads no clock (the cycle time comes in `CycleInputs`, the
-deadline through the injected timer) and does no I/O after construction; fallbacks and the final clamp
+deadline through the injected timer) and does no I/O: the daemon loads the model and series files
+(`controller.daemon.assemble`); fallbacks and the final clamp
 are the service's job (controller.fallback).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,11 +23,11 @@ from controller.estimator import KalmanEstimator
 from controller.mpc.lqsolver import LQOptions, LQSolver
 from controller.mpc.problem import MPCProblem, PowerCoeffs, Weights
 from controller.mpc.result import shift_plan
-from controller.settings import SiteConfig
-from models import load_building
+from controller.site_config import SiteConfig
 from models.errors import ConfigError
+from models.network import Network
 from models.schedules import parse_schedules
-from models.series import load_named_series
+from models.series import Series
 from models.yamlio import Cursor
 
 
@@ -103,14 +104,17 @@ def parse_actuators(cur: Cursor, sim: Any) -> list[ActuatorSpec]:
 class SiteController:
     """Estimator + MPC for one site, built from a validated site config."""
 
-    def __init__(self, site: SiteConfig) -> None:
+    def __init__(self, site: SiteConfig, net: Network, disturbances: DisturbanceBuilder,
+                 tariff: Mapping[str, Series]) -> None:
+        """`net` is the site's model as loaded, `disturbances` its forecast sources (built before the offset
+        channels below exist: those are estimated, not forecast), `tariff` the priced series by carrier.
+        `controller.daemon.assemble.build_site_controller` loads all three from the site file."""
         self.site = site
         ctl = site.control
         self.step_s = ctl.step_s
         self.horizon = ctl.horizon
-        self.net = load_building(site.model_path)
-        # Built before the offset channels below exist: those are estimated, not forecast.
-        self.disturbances = DisturbanceBuilder.from_site(site, self.net)
+        self.net = net
+        self.disturbances = disturbances
         # What an MQTT forecast may override, with the model's unit (the service checks plausibility).
         self.forecast_units = dict(zip(self.net.disturbances, self.net.disturbance_units, strict=True))
         # Offset-free control: an unmeasured heat gain per zone, estimated by the Kalman filter and held
@@ -139,9 +143,8 @@ class SiteController:
         self.actuators = parse_actuators(site.actuators, sim)
         self.units = {a.name: a.unit for a in self.actuators}
         self.tz = site.timezone
-        series = load_named_series(site.tariff, site.base_dir) if site.tariff.value else {}
-        self.price_el = series.get("electricity")
-        self.price_gas = series.get("gas")
+        self.price_el = tariff.get("electricity")
+        self.price_gas = tariff.get("gas")
         if self.price_el is None:
             raise ConfigError("no electricity tariff", file=str(site.path), field="tariff.electricity",
                               expected="a price series or time-of-use table")

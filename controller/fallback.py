@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from controller.settings import ComfortSettings, FallbackSettings
+from controller.site_config import ComfortSettings, FallbackSettings
 
 POWER_UNITS = frozenset({"W", "kW"})
 TEMPERATURE_UNITS = frozenset({"°C", "degC", "C", "K"})

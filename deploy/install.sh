@@ -107,7 +107,7 @@ fi
 if [ -z "$root" ]; then
   if [ "$venv" -eq 1 ]; then
     echo "==> checking the configuration"
-    "$prefix/venv/bin/python" -c 'import sys; from controller.settings import load_config; load_config(sys.argv[1])' \
+    "$prefix/venv/bin/python" -c 'import sys; from controller.daemon.settings import load_config; load_config(sys.argv[1])' \
       "$etc/site.yaml"
   fi
   systemctl daemon-reload

@@ -5,7 +5,7 @@ hold, as the MPC plans them). It answers with what its sensors read at the end o
 dropped reading is ``None`` (a gateway that lost a packet, a sensor with a flat battery). True zone
 temperatures and the powers drawn are separate calls: only KPI code and tests may look at them, never the
 controller. This is the httpx transport shape: one small protocol, an in-process implementation
-(``drivers.virtual_building.VirtualBuilding``) and an MQTT one (``drivers.emulator``).
+(``drivers.virtual_building.VirtualBuilding``) and an MQTT one (``controller.tools.emulator``).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ DisturbanceSource = Callable[[np.ndarray], np.ndarray]
 class PlantLog:
     """Everything a run did, one row per control step (K steps). Powers are step means (W).
 
-    ``zones_start`` is the true zone temperature at the start of each step (what ``controller.kpi``
+    ``zones_start`` is the true zone temperature at the start of each step (what ``controller.tools.kpi``
     integrates with the power held over the step); ``zones_end`` at its end.
     """
 
@@ -216,6 +216,6 @@ class VirtualBuilding:
 
 
 def kpi_inputs(log: PlantLog, floor_area_m2: float) -> dict[str, Any]:
-    """Keyword arguments for ``controller.kpi.compute_kpis`` (bands and prices are the caller's)."""
+    """Keyword arguments for ``controller.tools.kpi.compute_kpis`` (bands and prices are the caller's)."""
     return {"dt": log.dt, "zone_temps": log.zones_start, "p_el": log.p_el, "p_gas": log.p_gas,
             "floor_area_m2": floor_area_m2}

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from models.params import ParamTable
+from models.simulator import Simulator
 
 Fn = Callable[[Any], Any]  # theta -> scalar (real or complex)
 
@@ -149,8 +150,6 @@ class Network:
 
     def compile(self, dt: float, backend: str = "numpy", dtype: str = "float64") -> Any:
         """The simulator at control step dt (s); see models.simulator.Simulator."""
-        from models.simulator import Simulator
-
         return Simulator(self, dt, backend=backend, dtype=dtype)
 
     def output_matrices(self) -> tuple[np.ndarray, np.ndarray]:

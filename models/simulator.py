@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from models.backend import get_xp
 from models.expm import expm, expm_frechet_adjoint
 from models.linear import LinearModel
-from models.network import Network
+
+if TYPE_CHECKING:  # the network compiles itself into a simulator: a type-only reference back
+    from models.network import Network
 
 _H = 1e-30  # complex-step size: no subtractive cancellation, so it can be tiny
 _KEEP_EXP_ELEMENTS = 64 * 2**20  # keep the forward pass's step exponentials up to 512 MB (float64)

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from controller.baseline import Guideline36Thermostat, occupancy_flags
+from controller.tools.baseline import Guideline36Thermostat, occupancy_flags
 from models.schedules import parse_schedule
 from models.yamlio import Cursor, loads_yaml
 

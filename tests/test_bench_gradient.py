@@ -2,7 +2,7 @@
 
 import json
 
-from controller.bench_gradient import main
+from controller.tools.bench.gradient import main
 
 
 def test_bench_gradient_quick_json(capsys):

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.calibrate import (
+from controller.tools.calibrate import (
     CalibrationError,
     _Problem,
     _steady_guess,

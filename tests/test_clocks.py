@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.clocks import LockstepClock, WallClock
+from controller.daemon.clocks import LockstepClock, WallClock
 
 
 class FakeTime:

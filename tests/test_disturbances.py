@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
+from controller.daemon.forecast_sources import builder_from_config, builder_from_site
 from controller.disturbances import DisturbanceBuilder, Source
 from drivers.payloads import Forecast
 from models import load_building
@@ -33,7 +34,7 @@ office_hours:
 def builder(forecasts: str, **kw: object) -> DisturbanceBuilder:
     sched = parse_schedules(Cursor(loads_yaml(SCHED, "site.yaml"), "site.yaml", "schedules"))
     cur = Cursor(loads_yaml(forecasts, "site.yaml"), "site.yaml", "forecasts")
-    return DisturbanceBuilder.from_config(cur, sched, TZ, DATA, NAMES, UNITS, comfort_schedule="office_hours", **kw)
+    return builder_from_config(cur, sched, TZ, DATA, NAMES, UNITS, comfort_schedule="office_hours", **kw)
 
 
 WEATHER = """
@@ -47,11 +48,11 @@ def midnight(y: int, m: int, d: int) -> float:
 
 
 def test_office_site_defaults_and_shapes() -> None:
-    from controller.settings import load_site
+    from controller.daemon.settings import load_site
 
     site = load_site(ROOT / "config/sites/office-20.yaml")
     net = load_building(site.model_path)
-    b = DisturbanceBuilder.from_site(site, net)
+    b = builder_from_site(site, net)
     rep = b.build_report(midnight(2026, 1, 12), 96, 900.0)  # a Monday
     assert rep.values.shape == (96, 4) and np.all(np.isfinite(rep.values))
     assert rep.summary() == {"outdoor_temperature": {"csv": 96}, "solar_irradiance": {"csv": 96},

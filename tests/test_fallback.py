@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from controller.daemon.settings import Band, ComfortSettings, FallbackSettings
 from controller.fallback import (
     FallbackPolicy,
     HeldPlan,
@@ -19,7 +20,6 @@ from controller.fallback import (
     is_clamped,
     safe_default,
 )
-from controller.settings import Band, ComfortSettings, FallbackSettings
 
 
 @dataclass

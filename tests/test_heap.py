@@ -10,7 +10,7 @@ import pytest
 _PROBE = """
 import resource, sys
 import numpy as np
-from controller.heap import keep_freed_memory
+from controller.daemon.heap import keep_freed_memory
 applied = keep_freed_memory() if sys.argv[1] == "tuned" else False
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -40,7 +40,7 @@ def test_freed_temporaries_are_reused_without_page_faults() -> None:
 
 
 def test_an_operators_own_setting_wins(monkeypatch) -> None:
-    from controller.heap import keep_freed_memory
+    from controller.daemon.heap import keep_freed_memory
 
     monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "1000000")
     assert keep_freed_memory() is False

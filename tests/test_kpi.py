@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from controller.kpi import Kpis, compute_kpis, format_comparison, peak_window_mean
+from controller.tools.kpi import Kpis, compute_kpis, format_comparison, peak_window_mean
 
 DT = 900.0  # 15 min
 

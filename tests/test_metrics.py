@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from controller.metrics import Health, Metrics, MetricsServer, buckets_with
+from controller.daemon.metrics import Health, Metrics, MetricsServer, buckets_with
 
 
 def _fed_metrics() -> Metrics:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from controller.persist import StateStore
+from controller.daemon.persist import StateStore
 
 
 def test_round_trip_and_seq(tmp_path):
@@ -70,7 +70,7 @@ def test_leftover_temp_files_are_removed(tmp_path):
 
 WRITER = textwrap.dedent("""
     import sys
-    from controller.persist import StateStore
+    from controller.daemon.persist import StateStore
     store = StateStore(sys.argv[1], "crash")
     payload = [float(i) for i in range(20000)]  # ~400 kB: kills land mid-write often
     print("ready", flush=True)

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from controller import sdnotify
+from controller.daemon import sdnotify
 
 
 @pytest.fixture(params=["path", "abstract"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.settings import load_config, load_site
+from controller.daemon.settings import load_config, load_site
 from models.errors import ConfigError
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "config" / "sites" / "office-20.yaml"

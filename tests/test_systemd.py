@@ -82,7 +82,7 @@ def test_required_settings_and_no_options_newer_than_249():
 
 def test_installer_stages_unit_dropin_and_config(tmp_path):
     """deploy/install.sh --root: the staged tree has the unit, the GPU drop-in and a loadable config."""
-    from controller.settings import load_config
+    from controller.daemon.settings import load_config
 
     script = UNIT_DIR.parent / "deploy" / "install.sh"
     proc = subprocess.run(["bash", str(script), "--root", str(tmp_path), "--no-venv", "--gpu"],

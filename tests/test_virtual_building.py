@@ -118,12 +118,12 @@ def test_bad_calls_are_refused() -> None:
 
 
 def test_driven_by_real_weather_from_the_site_config() -> None:
-    from controller.disturbances import DisturbanceBuilder
-    from controller.settings import load_site
+    from controller.daemon.forecast_sources import builder_from_site
+    from controller.daemon.settings import load_site
 
     site = load_site(ROOT / "config/sites/office-20.yaml")
     net = load_building(HOUSE)  # same disturbance names as office-20
-    vb = VirtualBuilding(net, dt=900.0, disturbances=DisturbanceBuilder.from_site(site, net), substeps=3)
+    vb = VirtualBuilding(net, dt=900.0, disturbances=builder_from_site(site, net), substeps=3)
     for k in range(96):
         vb.step([0.0], T0 + 900 * k)
     log = vb.log()

@@ -6,7 +6,7 @@ exercised on something with the flaws of real logs:
 - the "real" house is house-1 with parameters off from the model file (walls, air capacity, glazing), run by
   ``drivers.virtual_building.VirtualBuilding`` on real Chicago O'Hare TMY3 weather (14 days from Monday
   2026-01-05, America/Chicago) at a 15-minute step;
-- the heater follows a Guideline-36-style thermostat with night setback (``controller.baseline``), with
+- the heater follows a Guideline-36-style thermostat with night setback (``controller.tools.baseline``), with
   the gain capped so it is stable at the logging step;
 - the room sensor has 0.05 K noise, 0.1 K resolution and 2 % dropped samples (empty cells);
 - a 6-hour logger outage (rows missing altogether) and a few empty heater cells (held by calibration).
@@ -27,8 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from controller.baseline import Guideline36Thermostat  # noqa: E402
 from controller.disturbances import DisturbanceBuilder, Source  # noqa: E402
+from controller.tools.baseline import Guideline36Thermostat  # noqa: E402
 from drivers.virtual_building import VirtualBuilding  # noqa: E402
 from models import load_building  # noqa: E402
 from models.schedules import WeeklySchedule, parse_schedule  # noqa: E402

@@ -10,9 +10,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from fakes import FakeController
 
-from controller.cmd_run import _setup_logging
 from controller.core import CycleInputs
-from controller.service import Service
+from controller.daemon.run import _setup_logging
+from controller.daemon.service import Service
 
 
 def main() -> int:

@@ -2,7 +2,7 @@
 
 import json
 
-from controller.service import Service
+from controller.daemon.service import Service
 from drivers.memory_bus import MemoryBus
 
 from .conftest import write_site

@@ -1,5 +1,5 @@
 """The real daemon (`edge-mpc run`, clock.mode=lockstep) in a child process against a real mosquitto, driven
-by `drivers.emulator.LockstepEmulator` whose virtual building is a deliberately different model (capacities,
+by `controller.tools.emulator.LockstepEmulator` whose virtual building is a deliberately different model (capacities,
 infiltration and internal mass off by 10-20 %), for three simulated days.
 
 Checks: comfort (BOPTEST discomfort from the emulator's true temperatures), every cycle acked, and the
@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.bench_lockstep import SITES, START, DaemonProcess, lockstep_overrides, make_plant, wait_online
-from controller.kpi import compute_kpis
-from controller.settings import load_site
-from drivers.emulator import LockstepEmulator
+from controller.daemon.settings import load_site
+from controller.tools.bench.lockstep import SITES, START, DaemonProcess, lockstep_overrides, make_plant, wait_online
+from controller.tools.emulator import LockstepEmulator
+from controller.tools.kpi import compute_kpis
 from drivers.mqtt import MqttBus, MqttSettings
 from drivers.payloads import parse_setpoint
 from models.schedules import parse_schedules

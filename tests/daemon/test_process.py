@@ -19,7 +19,7 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.persist import StateStore
+from controller.daemon.persist import StateStore
 
 from .conftest import ROOT, write_site
 
@@ -79,15 +79,15 @@ class Client:
 def _sensor_ids(kind: str, cfg: Path) -> list[str]:
     if kind == "fake":
         return ["t_z1", "t_z2"]
-    from controller.core import SiteController
-    from controller.settings import load_site
+    from controller.daemon.assemble import build_site_controller
+    from controller.daemon.settings import load_site
 
-    return list(SiteController(load_site(cfg, environ={})).sensor_ids)
+    return list(build_site_controller(load_site(cfg, environ={})).sensor_ids)
 
 
 def _start(kind: str, cfg: Path, env: dict, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, str(FAKE), str(cfg), *extra] if kind == "fake" else \
-        [sys.executable, "-m", "controller.cli", "run", str(cfg), *extra]
+        [sys.executable, "-m", "controller.tools.cli", "run", str(cfg), *extra]
     return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -14,8 +14,9 @@ import urllib.request
 
 import pytest
 
-from controller.core import CycleInputs, SiteController
-from controller.service import Service
+from controller.core import CycleInputs
+from controller.daemon.assemble import build_site_controller
+from controller.daemon.service import Service
 from drivers.memory_bus import MemoryBus
 from drivers.payloads import encode_json
 from drivers.topics import Topics
@@ -76,7 +77,7 @@ def prometheus(tmp_path):
 def test_dashboard_queries_return_data(tmp_path, prometheus):
     site_file = write_site(tmp_path)
     bus = MemoryBus()
-    svc = Service(site_file, [], environ={}, controller_factory=SiteController,
+    svc = Service(site_file, [], environ={}, controller_factory=build_site_controller,
                   bus_factory=lambda cfg, topics, m: bus, make_inputs=CycleInputs)
     svc.start()
     runner = threading.Thread(target=svc.run, daemon=True)

@@ -11,9 +11,9 @@ import time
 
 import pytest
 
-from controller import service as service_mod
 from controller.core import CycleInputs
-from controller.service import Service
+from controller.daemon import service as service_mod
+from controller.daemon.service import Service
 from drivers.memory_bus import MemoryBus
 from drivers.payloads import encode_json, parse_setpoint
 from drivers.topics import Topics
@@ -223,7 +223,7 @@ def test_sighup_reload(site_file, notify_socket, tmp_path):
 
 
 def test_config_error_exit_code(tmp_path, capsys):
-    from controller.cmd_run import main
+    from controller.daemon.run import main
 
     bad = write_site(tmp_path, extra={"horizon: 96": "horizon: many"})
     assert main([str(bad)]) == 2

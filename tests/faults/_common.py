@@ -13,8 +13,8 @@ from typing import Any
 
 from daemon.conftest import lockstep_tick, write_site
 
+from controller.daemon.service import Service
 from controller.fallback import safe_range
-from controller.service import Service
 from drivers.memory_bus import MemoryBus
 from drivers.payloads import encode_json, parse_setpoint
 from drivers.topics import Topics

@@ -9,8 +9,8 @@ import random
 import signal
 import sys
 
-from controller import persist
-from controller.cmd_run import main
+from controller.daemon import persist
+from controller.daemon.run import main
 
 _rng = random.Random(int(os.environ.get("CRASH_SEED", "0")))
 _P = float(os.environ.get("CRASH_P", "0"))

@@ -1,5 +1,5 @@
 """Shared fixtures for the fault tests: a restartable mosquitto, the real daemon as a child process, and an
-MQTT recorder. The daemon/broker helpers themselves live in `controller.bench_lockstep` (the lockstep
+MQTT recorder. The daemon/broker helpers themselves live in `controller.tools.bench.lockstep` (the lockstep
 benchmark runs the daemon the same way)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.bench_lockstep import DaemonProcess
+from controller.tools.bench.lockstep import DaemonProcess
 from drivers.mqtt import MqttBus, MqttSettings
 from tests.integration.conftest import MOSQUITTO, Broker
 

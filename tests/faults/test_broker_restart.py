@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.bench_lockstep import SITES, START, lockstep_overrides, make_plant, wait_online
-from controller.settings import load_site
-from drivers.emulator import LockstepEmulator
+from controller.daemon.settings import load_site
+from controller.tools.bench.lockstep import SITES, START, lockstep_overrides, make_plant, wait_online
+from controller.tools.emulator import LockstepEmulator
 from drivers.mqtt import MqttBus, MqttSettings
 from drivers.payloads import parse_setpoint
 

@@ -25,7 +25,7 @@ import paho.mqtt.client as paho
 from daemon.conftest import ROOT, broker, notify_socket  # noqa: F401  (fixtures)
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.persist import StateStore
+from controller.daemon.persist import StateStore
 
 from ._common import SITE, T0, TOPICS, real_site
 
@@ -167,7 +167,7 @@ class _Seq:
 def test_two_crashes_in_a_row_between_publish_and_save_never_reuse_a_seq(tmp_path, monkeypatch):
     """Run 1 publishes seq S and dies before saving; run 2 publishes S+1 and dies the same way; run 3 must
     not publish S+1 again (the skip-one-on-start must itself be durable)."""
-    from controller import service
+    from controller.daemon import service
 
     from ._common import Harness
 

@@ -32,7 +32,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.clocks import Tick
+from controller.daemon.clocks import Tick
 
 from ._common import SITE, T0, TOPICS, Harness, check_published, counter, real_site
 
@@ -243,7 +243,7 @@ def test_fuzz_forecast_topic(harness, case, name):
 @fuzz(N["clock"])
 @given(case=clock_cases())
 def test_fuzz_clock_topic(harness, case):
-    from controller.clocks import LockstepClock
+    from controller.daemon.clocks import LockstepClock
 
     if not isinstance(harness.site.clock, LockstepClock):
         harness.site.clock = LockstepClock()
@@ -253,7 +253,7 @@ def test_fuzz_clock_topic(harness, case):
 
 def test_after_fuzz_the_site_still_runs_mpc(harness):
     """Good readings after all that: the real controller plans again and every setpoint is in range."""
-    from controller.clocks import WallClock
+    from controller.daemon.clocks import WallClock
 
     harness.site.clock = WallClock(900.0, lambda: NOW)
     harness.t += 900.0
@@ -275,7 +275,7 @@ def test_fuzz_through_broker_and_daemon(tmp_path, broker, notify_socket):  # noq
     env.pop("WATCHDOG_USEC", None)
     log_path = tmp_path / "daemon.log"
     with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "controller.cli", "run", str(cfg)], cwd=ROOT, env=env,
+        proc = subprocess.Popen([sys.executable, "-m", "controller.tools.cli", "run", str(cfg)], cwd=ROOT, env=env,
                                 stdout=log, stderr=subprocess.STDOUT)
     c = paho.Client(CallbackAPIVersion.VERSION2, protocol=paho.MQTTv5)
     got: list[tuple[str, bytes]] = []

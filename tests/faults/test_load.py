@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.bench_lockstep import SITES, START, make_plant
-from controller.settings import load_site
+from controller.daemon.settings import load_site
+from controller.tools.bench.lockstep import SITES, START, make_plant
 from drivers.mqtt import MqttBus, MqttSettings
 from drivers.payloads import encode_json, parse_setpoint
 

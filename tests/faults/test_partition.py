@@ -21,7 +21,7 @@ import json
 import threading
 import time
 
-from controller.bench_lockstep import SITES
+from controller.tools.bench.lockstep import SITES
 from drivers.mqtt import MqttBus, MqttSettings
 from drivers.payloads import encode_json, parse_setpoint
 

@@ -24,7 +24,7 @@ from daemon.conftest import ROOT, notify_socket  # noqa: F401  (fixtures)
 from integration.conftest import USERS, Observer, secure_broker, tls_files  # noqa: F401  (fixtures)
 from paho.mqtt.enums import CallbackAPIVersion
 
-from controller.settings import load_config
+from controller.daemon.settings import load_config
 from models.errors import ConfigError
 
 from ._common import SITE, T0, TOPICS, Harness, real_site
@@ -43,7 +43,7 @@ def _secure_site(tmp_path: Path, broker, *, password: str) -> Path:
 
 def _start(cfg: Path, env: dict, log: Path, *extra: str) -> subprocess.Popen:
     with log.open("a") as f:
-        return subprocess.Popen([sys.executable, "-m", "controller.cli", "run", str(cfg), "--log-level", "DEBUG",
+        return subprocess.Popen([sys.executable, "-m", "controller.tools.cli", "run", str(cfg), "--log-level", "DEBUG",
                                  *extra], cwd=ROOT, env=env, stdout=f, stderr=subprocess.STDOUT)
 
 
@@ -175,7 +175,7 @@ def test_python_yaml_tag_is_a_config_error(tmp_path, where):
         model.write_text((ROOT / "config/buildings/office-20.yaml").read_text()
                          .replace("model: office-20", f"model: {payload}", 1))
         cfg.write_text(re.sub(r"(?m)^model: .*$", f"model: {model}", cfg.read_text()))
-    proc = subprocess.run([sys.executable, "-m", "controller.cli", "run", str(cfg), "--once"], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "controller.tools.cli", "run", str(cfg), "--once"], cwd=ROOT,
                           env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from daemon.conftest import notify_socket  # noqa: F401  (fixture: a real AF_UNIX datagram socket)
 
-from controller import service as service_mod
+from controller.daemon import service as service_mod
 
 from ._common import SITE, T0, Harness, check_published, real_site
 

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from drivers.emulator import LockstepEmulator, main
+from controller.tools.emulator import LockstepEmulator, main
 from drivers.memory_bus import MemoryBus
 from drivers.mqtt import MqttBus
 from drivers.payloads import encode_json, encode_setpoint, parse_clock, parse_sensor

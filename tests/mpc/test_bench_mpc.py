@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from controller.bench_mpc import main
+from controller.tools.bench.mpc import main
 
 KEYS = {"suite", "problem", "backend", "dtype", "batch", "horizon", "solve_s", "mode", "reference_s", "gap_rel",
         "iterations", "status", "speedup", "rss_bytes"}

@@ -16,7 +16,7 @@ from tests.mpc.test_lqsolver import CASES, check_optimal, next_cycle
 @pytest.fixture(scope="module")
 def office20():
     """R1 as benchmarked: config/buildings/office-20.yaml on real weather and prices, with its optimum."""
-    from controller.bench_mpc import _load
+    from controller.tools.bench.mpc import _load
 
     prob, data, src = _load("office-20", None)
     assert src.endswith("office-20.yaml"), src

@@ -20,18 +20,16 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from controller.benchutil import Report, machine_line, median_time, rss_bytes
 from controller.mpc.lqsolver import LQOptions, LQSolver
 from controller.mpc.objective import energy_slopes
 from controller.mpc.problem import MPCData, MPCProblem
 from controller.mpc.result import shift_plan
-
-ROOT = Path(__file__).resolve().parent.parent
+from controller.tools.bench.measure import Report, machine_line, median_time, rss_bytes
+from controller.tools.paths import ROOT
 
 
 def _load(name: str, synthetic: Any, move: float = 0.0) -> tuple[MPCProblem, MPCData, str]:

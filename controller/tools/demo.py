@@ -20,16 +20,17 @@ from typing import Any
 
 import numpy as np
 
-from controller.baseline import Guideline36Thermostat, occupancy_flags
-from controller.core import CycleInputs, SiteController
-from controller.disturbances import DisturbanceBuilder
+from controller.core import CycleInputs
+from controller.daemon.assemble import build_site_controller
+from controller.daemon.forecast_sources import builder_from_site
+from controller.daemon.settings import load_site
 from controller.fallback import SetpointGate
-from controller.kpi import compute_kpis, format_comparison
-from controller.settings import load_site
+from controller.tools import paths
+from controller.tools.baseline import Guideline36Thermostat, occupancy_flags
+from controller.tools.kpi import compute_kpis, format_comparison
 from drivers.virtual_building import VirtualBuilding
 
-ROOT = Path(__file__).resolve().parent.parent
-SITES = {name: ROOT / "config" / "sites" / f"{name}.yaml" for name in ("office-20", "house-1")}
+SITES = {name: paths.SITES / f"{name}.yaml" for name in ("office-20", "house-1")}
 SEASONS = {"winter": (1, 12), "shoulder": (4, 6), "summer": (7, 13)}   # month, day: a Monday-ish start
 PRICES = {"dynamic": "PriceElectricPowerDynamic", "highly-dynamic": "PriceElectricPowerHighlyDynamic",
           "constant": "PriceElectricPowerConstant"}
@@ -74,7 +75,7 @@ def _start_time(season: str, year: int, tz: Any) -> float:
 
 
 def run_mpc(site: Any, plant: VirtualBuilding, t0: float, steps: int) -> tuple[np.ndarray, Any]:
-    ctrl = SiteController(site)
+    ctrl = build_site_controller(site)
     ctrl.estimator.reset(plant.state)
     gate = SetpointGate(ctrl.actuators)
     compute = np.zeros(steps)
@@ -171,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
 
     net = load_building(site.model_path)
     sim = net.compile(step)
-    dist = DisturbanceBuilder.from_site(site, sim)
+    dist = builder_from_site(site, sim)
     scale = _mismatch(net)
     x_init = sim.x_initial.copy()
     x_init[:] = 21.0
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     print(f"wrote {out / 'report.json'}")
     try:
-        from controller.demo_plot import plot
+        from controller.tools.demo_plot import plot
 
         plot(out / "demo.png", log_mpc, log_ts, site, series["electricity"], args)
         print(f"wrote {out / 'demo.png'}")

@@ -1,5 +1,5 @@
 """Lockstep round-trip benchmark: the real daemon (`edge-mpc run`, clock.mode=lockstep) against a private
-mosquitto on loopback, driven by `drivers.emulator.LockstepEmulator` with a mismatched virtual building.
+mosquitto on loopback, driven by `controller.tools.emulator.LockstepEmulator` with a mismatched virtual building.
 
 What is measured, per cycle (the first `--warmup` cycles are dropped):
 
@@ -43,9 +43,10 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-SITES = {"office-20": ROOT / "config" / "sites" / "office-20.yaml",
-         "house-1": ROOT / "config" / "sites" / "house-1.yaml"}
+from controller.tools import paths
+
+SITES = {"office-20": paths.SITES / "office-20.yaml", "house-1": paths.SITES / "house-1.yaml"}
+ROOT = paths.ROOT
 PROBLEM = {"office-20": "R1", "house-1": "house-1"}
 # The emulated building is the model with its physics off by realistic amounts (as in `edge-mpc demo`).
 MISMATCH = {"air_capacity": 1.15, "infiltration.ach": 1.2, "mass.area": 0.9}
@@ -127,7 +128,7 @@ class Mosquitto:
 
 
 class DaemonProcess:
-    """`python -m controller.cli run CONFIG --set ...` as a child process, its log lines timestamped."""
+    """`python -m controller.tools.cli run CONFIG --set ...` as a child process, its log lines timestamped."""
 
     def __init__(self, config: str | Path, overrides: Sequence[str] = (), *, log_level: str = "INFO",
                  env: dict[str, str] | None = None) -> None:
@@ -135,7 +136,7 @@ class DaemonProcess:
         for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "STATE_DIRECTORY"):
             e.pop(var, None)
         e["PYTHONPATH"] = str(ROOT) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
-        args = [sys.executable, "-m", "controller.cli", "run", str(config), "--log-level", log_level]
+        args = [sys.executable, "-m", "controller.tools.cli", "run", str(config), "--log-level", log_level]
         for item in overrides:
             args += ["--set", item]
         self.lines: list[tuple[float, str]] = []  # (time.monotonic(), line)
@@ -203,8 +204,8 @@ def lockstep_overrides(port: int, state_dir: str | Path, *extra: str) -> list[st
 
 def make_plant(site: Any, *, mismatch: bool = True, seed: int = 0, noise_k: float = 0.05) -> tuple[Any, Any]:
     """(VirtualBuilding, LocalThermostat) for a site config: real weather, a deliberately different model."""
-    from controller.disturbances import DisturbanceBuilder
-    from drivers.emulator import LocalThermostat
+    from controller.daemon.forecast_sources import builder_from_site
+    from controller.tools.emulator import LocalThermostat
     from drivers.virtual_building import VirtualBuilding
     from models import load_building
     from models.schedules import parse_schedules
@@ -214,7 +215,7 @@ def make_plant(site: Any, *, mismatch: bool = True, seed: int = 0, noise_k: floa
         if mismatch else {}
     sim = net.compile(site.control.step_s)
     x0 = np.full(sim.n, 21.0)
-    plant = VirtualBuilding(net, dt=site.control.step_s, disturbances=DisturbanceBuilder.from_site(site, sim),
+    plant = VirtualBuilding(net, dt=site.control.step_s, disturbances=builder_from_site(site, sim),
                             param_scale=scale, noise_k=noise_k, quantisation_k=0.1, seed=seed, substeps=3, x0=x0)
     schedules = parse_schedules(site.schedules) if site.schedules.value else {}
     c = site.comfort
@@ -233,8 +234,8 @@ def wait_online(bus: Any, topics: Any, timeout: float) -> bool:
 
 def run_one(site_path: Path, cycles: int, warmup: int, *, nodelay: bool = True,
             backend: str = "numpy", gap_s: float = 0.0) -> dict[str, Any]:
-    from controller.settings import load_site
-    from drivers.emulator import LockstepEmulator
+    from controller.daemon.settings import load_site
+    from controller.tools.emulator import LockstepEmulator
     from drivers.mqtt import MqttBus, MqttSettings
 
     site = load_site(site_path, [f"control.backend={backend}"], environ={})
@@ -288,7 +289,7 @@ def run_one(site_path: Path, cycles: int, warmup: int, *, nodelay: bool = True,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from controller.benchutil import Report, machine_line
+    from controller.tools.bench.measure import Report, machine_line
 
     ap = argparse.ArgumentParser(prog="edge-mpc bench lockstep", description=(
         "Clock -> cycle-ack round trip of the real daemon over a private mosquitto on loopback, with the "

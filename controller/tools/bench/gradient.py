@@ -11,16 +11,15 @@ bilinear R2 model it takes one matrix exponential per step).
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from controller.benchutil import Report, machine_line, median_time, rss_bytes
+from controller.tools.bench.measure import Report, machine_line, median_time, rss_bytes
+from controller.tools.paths import BUILDINGS
 from models import load_building
 from models.expm import expm, expm_frechet_adjoint
 
-BUILDINGS = Path(__file__).resolve().parent.parent / "config" / "buildings"
 T_REF = 21.0
 PRICE = 0.1 / 3.6e6  # USD per J
 

@@ -21,7 +21,7 @@ setpoint of a cycle before that cycle's ack (the daemon publishes the ack last).
 
 Command line, for hardware-in-the-loop and co-simulation against a running daemon::
 
-    python -m drivers.emulator --site config/sites/office-20.yaml --days 3 --start 2026-01-12 --out run.csv
+    python -m controller.tools.emulator --site config/sites/office-20.yaml --days 3 --start 2026-01-12 --out run.csv
 
 The CSV it writes is in the calibration format (``time_s``, inputs, disturbances, sensors as read at each
 row's time) plus the true zone temperatures and powers, so an emulated run can also be calibrated against.
@@ -62,7 +62,7 @@ class LocalThermostat:
     """What the building's own controllers do when edge-mpc relinquishes or goes silent.
 
     Inputs that heat or cool a zone directly (unit W, e.g. ``ideal_hvac``) get a Guideline-36-style PI
-    thermostat (``controller.baseline``) on the true zone temperature (it has its own sensor), with setpoints
+    thermostat (``controller.tools.baseline``) on the true zone temperature (it has its own sensor), with setpoints
     from the comfort schedule. Its gain is capped at C_air/dt so the loop stays stable at the control step.
     Any other input (pump flows, supply temperatures, heat pumps charging a tank) goes to its "off" value,
     0 clipped into its bounds: a local controller that has lost its supervisor fails safe.
@@ -70,7 +70,7 @@ class LocalThermostat:
 
     def __init__(self, plant: VirtualBuilding, *, schedule: WeeklySchedule | None = None, tz: ZoneInfo | None = None,
                  occupied: tuple[float, float] = (21.0, 24.0), unoccupied: tuple[float, float] = (16.0, 28.0)) -> None:
-        from controller.baseline import Guideline36Thermostat
+        from controller.tools.baseline import Guideline36Thermostat
 
         sim = plant.sim
         zone_of_node = {z.node: i for i, z in enumerate(sim.net.zones)}
@@ -133,7 +133,7 @@ class EmulatorResult:
     counts: dict[str, int] = field(default_factory=dict)
 
     def kpi_inputs(self, floor_area_m2: float) -> dict:
-        """Keyword arguments for ``controller.kpi.compute_kpis`` (the caller adds bands and prices)."""
+        """Keyword arguments for ``controller.tools.kpi.compute_kpis`` (the caller adds bands and prices)."""
         return {"dt": self.dt, "zone_temps": self.plant.zones_start, "p_el": self.plant.p_el,
                 "p_gas": self.plant.p_gas, "floor_area_m2": floor_area_m2}
 
@@ -349,8 +349,8 @@ def _param_scale(items: Sequence[str]) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m drivers.emulator --site SITE --days N ...``: 0 ok, 1 run failed, 2 bad input."""
-    p = argparse.ArgumentParser(prog="python -m drivers.emulator", description=(
+    """``python -m controller.tools.emulator --site SITE --days N ...``: 0 ok, 1 run failed, 2 bad input."""
+    p = argparse.ArgumentParser(prog="python -m controller.tools.emulator", description=(
         "Lockstep MQTT emulator: a virtual building (the site's model, real weather) that drives a daemon "
         "running with clock.mode=lockstep through the broker of the site config."))
     p.add_argument("--site", required=True, help="site config YAML (model, timezone, forecasts, mqtt)")
@@ -372,8 +372,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from controller.disturbances import DisturbanceBuilder
-    from controller.settings import load_site
+    from controller.daemon.forecast_sources import builder_from_site
+    from controller.daemon.settings import load_site
     from drivers.mqtt import MqttBus, MqttSettings
     from models import load_building
     from models.errors import ConfigError
@@ -382,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         site = load_site(args.site, args.set)
         net = load_building(site.model_path)
-        dist = DisturbanceBuilder.from_site(site, net)
+        dist = builder_from_site(site, net)
         plant = VirtualBuilding(net, dt=site.control.step_s, disturbances=dist,
                                 param_scale=_param_scale(args.param_scale), noise_k=args.noise,
                                 quantisation_k=args.quantisation, dropout_prob=args.dropout, seed=args.seed,
@@ -427,8 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _summary(result: EmulatorResult, cfg: Any, plant: VirtualBuilding, schedules: dict) -> str:
-    """Counts and BOPTEST KPIs of a run; ``cfg`` is the ``controller.settings.SiteConfig``."""
-    from controller.kpi import compute_kpis
+    """Counts and BOPTEST KPIs of a run; ``cfg`` is the ``controller.daemon.settings.SiteConfig``."""
+    from controller.tools.kpi import compute_kpis
     from models.series import load_named_series
 
     lg = result.plant

@@ -51,7 +51,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(args: argparse.Namespace | list[str] | None = None) -> int:
     """Run the daemon; `args` is a parsed namespace (from add_parser) or the arguments after `run`."""
-    from controller.service import Service, StartInterruptedError
+    from controller.daemon.service import Service, StartInterruptedError
     from models.errors import ConfigError
 
     if not isinstance(args, argparse.Namespace):

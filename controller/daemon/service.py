@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from controller import sdnotify
-from controller.clocks import LockstepClock, Tick, WallClock
+from controller.daemon import sdnotify
+from controller.daemon.clocks import LockstepClock, Tick, WallClock
+from controller.daemon.metrics import Health, Metrics, MetricsServer, SiteMetrics
+from controller.daemon.persist import StateStore
+from controller.daemon.settings import Config, SiteConfig, load_config
 from controller.fallback import ClampedSetpoints, FallbackPolicy, HeldPlan, SetpointGate, classify, is_clamped
-from controller.metrics import Health, Metrics, MetricsServer, SiteMetrics
-from controller.persist import StateStore
-from controller.settings import Config, SiteConfig, load_config
 from drivers.bus import Bus
 from drivers.payloads import PayloadError, encode_json, encode_setpoint, parse_clock, parse_forecast, parse_sensor
 from drivers.topics import Topics
@@ -55,9 +55,9 @@ FORECAST_RANGES = {"degC": (-90.0, 70.0), "W/m2": (-10.0, 2000.0)}
 
 
 def default_controller_factory(cfg: SiteConfig) -> Any:
-    from controller.core import SiteController  # heavy: numpy/cupy model code, only when running
+    from controller.daemon.assemble import build_site_controller  # heavy: numpy/cupy model code
 
-    return SiteController(cfg)
+    return build_site_controller(cfg)
 
 
 def default_bus_factory(cfg: SiteConfig, topics: Topics, metrics: SiteMetrics) -> Bus:

@@ -29,18 +29,18 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from controller.simulate_cmd import simulate_csv
+    from controller.tools.simulate import simulate_csv
 
     return simulate_csv(args.model, args.inputs, args.out, backend=args.backend, dtype=args.dtype, dt=args.dt)
 
 
 def _bench(args: argparse.Namespace, rest: list[str]) -> int:
     if args.suite == "gradient":
-        from controller.bench_gradient import main as bench
+        from controller.tools.bench.gradient import main as bench
     elif args.suite == "mpc":
-        from controller.bench_mpc import main as bench
+        from controller.tools.bench.mpc import main as bench
     elif args.suite == "lockstep":
-        from controller.bench_lockstep import main as bench
+        from controller.tools.bench.lockstep import main as bench
     else:
         raise ConfigError(f"unknown benchmark suite '{args.suite}'", expected="gradient, mpc or lockstep")
     return bench(rest)
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from controller.heap import keep_freed_memory
+    from controller.daemon.heap import keep_freed_memory
 
     keep_freed_memory()
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -79,11 +79,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Sub-commands with their own parsers get their arguments untouched.
         if argv and argv[0] in ("calibrate", "run", "demo"):
             if argv[0] == "calibrate":
-                from controller.calibrate import main as cmd
+                from controller.tools.calibrate import main as cmd
             elif argv[0] == "run":
-                from controller.cmd_run import main as cmd
+                from controller.daemon.run import main as cmd
             else:
-                from controller.demo import main as cmd
+                from controller.tools.demo import main as cmd
             return int(cmd(argv[1:]) or 0)
         ap = build_parser()
         args, rest = ap.parse_known_args(argv)
