@@ -101,3 +101,13 @@ def test_modal_response_matches_model_and_is_adjoint() -> None:
     gy = rng.standard_normal(y.shape)
     gu = resp.from_sub_u(resp.adjoint(resp.to_sub_y(gy)))
     assert np.isclose(float((gy * y).sum()), float((gu * u).sum()), rtol=1e-12)
+
+
+def test_singular_reduced_hessian_raises_instead_of_nan_gains() -> None:
+    from controller.mpc import riccati
+
+    out = np.empty((3, 3))
+    with pytest.raises(np.linalg.LinAlgError):
+        riccati._inv(np.zeros((3, 3)), out)
+    spd = np.array([[4.0, 1.0, 0.0], [1.0, 3.0, 0.5], [0.0, 0.5, 2.0]])
+    np.testing.assert_allclose(riccati._inv(spd, out) @ spd, np.eye(3), atol=1e-14)
