@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
 import socket
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from controller.tools.harness import Broker, mosquitto_binary
 from drivers.payloads import encode_json
 from drivers.topics import Topics
 
@@ -79,33 +78,10 @@ def notify_socket(tmp_path):
     ns.sock.close()
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def broker(tmp_path):
-    """A real mosquitto on a free loopback port (TCP_NODELAY on, as deploy/mosquitto recommends)."""
-    exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    if not Path(exe).exists():
+    """A real mosquitto on a free loopback port (TCP_NODELAY on, as deploy/mosquitto recommends); its port."""
+    if mosquitto_binary() is None:
         pytest.skip("mosquitto not installed")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\nset_tcp_nodelay true\n"
-                    "persistence false\n")
-    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    end = time.monotonic() + 10
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            break
-        except OSError:
-            time.sleep(0.05)
-    else:
-        proc.kill()
-        pytest.fail("mosquitto did not start")
-    yield port
-    proc.terminate()
-    proc.wait(5)
+    with Broker(tmp_path / "broker") as b:
+        yield b.port

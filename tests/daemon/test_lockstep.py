@@ -20,8 +20,9 @@ import numpy as np
 import pytest
 
 from controller.daemon.settings import load_site
-from controller.tools.bench.lockstep import SITES, START, DaemonProcess, lockstep_overrides, make_plant, wait_online
+from controller.tools.bench.lockstep import SITES, START, lockstep_overrides, make_plant, wait_online
 from controller.tools.emulator import LockstepEmulator
+from controller.tools.harness import DaemonProcess
 from controller.tools.kpi import compute_kpis
 from drivers.mqtt import MqttBus, MqttSettings
 from drivers.payloads import parse_setpoint

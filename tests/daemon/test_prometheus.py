@@ -17,11 +17,12 @@ import pytest
 from controller.core import CycleInputs
 from controller.daemon.assemble import build_site_controller
 from controller.daemon.service import Service
+from controller.tools.harness import free_port
 from drivers.memory_bus import MemoryBus
 from drivers.payloads import encode_json
 from drivers.topics import Topics
 
-from .conftest import ROOT, free_port, write_site
+from .conftest import ROOT, write_site
 
 PROMETHEUS = shutil.which("prometheus")
 PROMTOOL = shutil.which("promtool")

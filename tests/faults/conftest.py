@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.tools.bench.lockstep import DaemonProcess
+from controller.tools.harness import Broker, DaemonProcess
 from drivers.mqtt import MqttBus, MqttSettings
-from tests.integration.conftest import MOSQUITTO, Broker
+from tests.integration.conftest import MOSQUITTO
 
 
 @pytest.fixture

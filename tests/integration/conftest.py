@@ -12,127 +12,26 @@ import os
 import pwd
 import queue
 import shutil
-import signal
-import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from drivers.mqtt import MqttSettings
+from controller.tools.harness import HOST, Broker, TlsFiles, free_port, mosquitto_binary
 
-HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parents[2]
-# Debian installs the broker in /usr/sbin, which is not on a normal user's PATH.
-MOSQUITTO = shutil.which("mosquitto") or next(
-    (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None)
+MOSQUITTO = mosquitto_binary()
 OPENSSL = shutil.which("openssl")
 USERS = {"edge-mpc": "daemon-pw", "building": "building-pw", "emulator": "emulator-pw",
          "intruder": "intruder-pw"}
 
 needs_mosquitto = pytest.mark.skipif(MOSQUITTO is None, reason="mosquitto binary not installed "
                                      "(apt-get install mosquitto, or bash deploy/dev.sh test)")
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
-
-
-@dataclass(frozen=True)
-class TlsFiles:
-    ca: Path
-    cert: Path
-    key: Path
-
-
-class Broker:
-    """One mosquitto process; `kill`/`restart` keep the port so clients can reconnect to it."""
-
-    def __init__(self, workdir: Path, *, config: str | None = None, tls: TlsFiles | None = None,
-                 password_file: Path | None = None, acl_file: Path | None = None) -> None:
-        assert MOSQUITTO is not None
-        self.workdir = workdir
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.host = HOST
-        self.port = free_port()
-        self.tls = tls
-        self.password_file = password_file
-        self.acl_file = acl_file
-        self._config = config  # a full config text with {port} left to fill, or None to generate one
-        self.conf_path = workdir / "mosquitto.conf"
-        self.log_path = workdir / "mosquitto.log"
-        self.proc: subprocess.Popen | None = None
-
-    def _config_text(self) -> str:
-        if self._config is not None:
-            return self._config.replace("{port}", str(self.port))
-        lines = ["per_listener_settings false", f"listener {self.port} {HOST}", "set_tcp_nodelay true",
-                 "persistence false", "log_dest stderr", "log_type error", "log_type warning",
-                 "log_type notice", "log_type information",
-                 # As root, mosquitto would switch to the 'mosquitto' user and lose access to tmp_path.
-                 f"user {pwd.getpwuid(os.getuid()).pw_name}"]
-        if self.tls:
-            lines += [f"cafile {self.tls.ca}", f"certfile {self.tls.cert}", f"keyfile {self.tls.key}",
-                      "require_certificate false"]
-        if self.password_file or self.acl_file:
-            lines.append("allow_anonymous false")
-            if self.password_file:
-                lines.append(f"password_file {self.password_file}")
-            if self.acl_file:
-                lines.append(f"acl_file {self.acl_file}")
-        else:
-            lines.append("allow_anonymous true")
-        return "\n".join(lines) + "\n"
-
-    def start(self, timeout: float = 5.0) -> None:
-        self.conf_path.write_text(self._config_text())
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf_path)], stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                with socket.create_connection((HOST, self.port), timeout=0.2):
-                    return
-            except OSError:
-                time.sleep(0.02)
-        self.kill()
-        raise RuntimeError(f"mosquitto did not accept connections on {self.port}:\n{self.log()}")
-
-    def kill(self) -> None:
-        """SIGKILL: the broker gets no chance to say goodbye, as in a crash or power cut."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(timeout=5)
-        self.proc = None
-
-    def restart(self) -> None:
-        self.kill()
-        self.start()
-
-    def log(self) -> str:
-        try:
-            return self.log_path.read_text(errors="replace")[-4000:]
-        except OSError:
-            return ""
-
-    def settings(self, **overrides: object) -> MqttSettings:
-        base: dict = {"host": HOST, "port": self.port, "keepalive_s": 10}
-        if self.tls:
-            base.update(tls=True, tls_ca=self.tls.ca)
-        base.update(overrides)
-        return MqttSettings(**base)  # type: ignore[arg-type]
 
 
 @pytest.fixture

@@ -27,11 +27,6 @@ import argparse
 import datetime as _dt
 import json
 import os
-import re
-import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -44,6 +39,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from controller.tools import paths
+from controller.tools.harness import Broker, DaemonProcess, mosquitto_binary
 
 SITES = {"office-20": paths.SITES / "office-20.yaml", "house-1": paths.SITES / "house-1.yaml"}
 ROOT = paths.ROOT
@@ -51,150 +47,6 @@ PROBLEM = {"office-20": "R1", "house-1": "house-1"}
 # The emulated building is the model with its physics off by realistic amounts (as in `edge-mpc demo`).
 MISMATCH = {"air_capacity": 1.15, "infiltration.ach": 1.2, "mass.area": 0.9}
 START = _dt.datetime(2026, 1, 12, tzinfo=ZoneInfo("America/Chicago")).timestamp()  # a winter Monday
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def mosquitto_binary() -> str | None:
-    return shutil.which("mosquitto") or next(
-        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if os.access(p, os.X_OK)), None)
-
-
-def rss_of(pid: int) -> int | None:
-    """VmRSS of a process in bytes (None once it is gone)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
-
-
-class Mosquitto:
-    """A private broker on 127.0.0.1; `kill`/`start` keep the port (broker restarts)."""
-
-    def __init__(self, workdir: Path, *, port: int | None = None, nodelay: bool = True) -> None:
-        exe = mosquitto_binary()
-        if exe is None:
-            raise RuntimeError("mosquitto is not installed (apt-get install mosquitto)")
-        self.exe, self.workdir, self.nodelay = exe, Path(workdir), nodelay
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.port = port or free_port()
-        self.proc: subprocess.Popen | None = None
-        self.starts = 0
-
-    def start(self, timeout: float = 10.0) -> None:
-        import pwd
-
-        conf = self.workdir / "mosquitto.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        f"set_tcp_nodelay {'true' if self.nodelay else 'false'}\n"
-                        f"user {pwd.getpwuid(os.getuid()).pw_name}\n")
-        with (self.workdir / "mosquitto.log").open("ab") as log:
-            self.proc = subprocess.Popen([self.exe, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL)
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"mosquitto exited with {self.proc.returncode}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                self.starts += 1
-                return
-            except OSError:
-                time.sleep(0.02)
-        self.kill()
-        raise RuntimeError(f"mosquitto did not listen on {self.port}")
-
-    def kill(self) -> None:
-        """SIGKILL, as in a crash: no goodbye to anyone."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(5)
-        self.proc = None
-
-    def __enter__(self) -> Mosquitto:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.kill()
-
-
-class DaemonProcess:
-    """`python -m controller.tools.cli run CONFIG --set ...` as a child process, its log lines timestamped."""
-
-    def __init__(self, config: str | Path, overrides: Sequence[str] = (), *, log_level: str = "INFO",
-                 env: dict[str, str] | None = None) -> None:
-        e = dict(os.environ if env is None else env)
-        for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "STATE_DIRECTORY"):
-            e.pop(var, None)
-        e["PYTHONPATH"] = str(ROOT) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
-        args = [sys.executable, "-m", "controller.tools.cli", "run", str(config), "--log-level", log_level]
-        for item in overrides:
-            args += ["--set", item]
-        self.lines: list[tuple[float, str]] = []  # (time.monotonic(), line)
-        self._lock = threading.Lock()
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, text=True, bufsize=1)
-        self._reader = threading.Thread(target=self._read, name="daemon-log", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._lock:
-                self.lines.append((time.monotonic(), line.rstrip("\n")))
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def rss_bytes(self) -> int | None:
-        return rss_of(self.proc.pid)
-
-    def grep(self, pattern: str, since: float = 0.0) -> list[tuple[float, str]]:
-        rx = re.compile(pattern)
-        with self._lock:
-            return [(t, s) for t, s in self.lines if t >= since and rx.search(s)]
-
-    def wait_line(self, pattern: str, timeout: float, since: float = 0.0) -> tuple[float, str] | None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            got = self.grep(pattern, since)
-            if got:
-                return got[0]
-            if self.proc.poll() is not None:
-                return None
-            time.sleep(0.02)
-        return None
-
-    def output(self, last: int = 60) -> str:
-        with self._lock:
-            return "\n".join(s for _, s in self.lines[-last:])
-
-    def stop(self, timeout: float = 10.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(2)
-        return int(self.proc.returncode)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self._reader.join(2)
 
 
 def lockstep_overrides(port: int, state_dir: str | Path, *extra: str) -> list[str]:
@@ -240,7 +92,7 @@ def run_one(site_path: Path, cycles: int, warmup: int, *, nodelay: bool = True,
 
     site = load_site(site_path, [f"control.backend={backend}"], environ={})
     with tempfile.TemporaryDirectory(prefix="edge-mpc-bench-") as tmp, \
-            Mosquitto(Path(tmp) / "broker", nodelay=nodelay) as broker:
+            Broker(Path(tmp) / "broker", nodelay=nodelay) as broker:
         daemon = DaemonProcess(site_path, lockstep_overrides(broker.port, Path(tmp) / "state",
                                                              f"control.backend={backend}"), log_level="WARNING")
         settings = MqttSettings(port=broker.port, keepalive_s=30)
