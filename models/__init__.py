@@ -1,4 +1,7 @@
-"""Building physics: YAML model language -> differentiable simulator (numpy or cupy)."""
+"""Building physics: YAML model language -> differentiable simulator (numpy or cupy).
+
+Pure array code plus the YAML loader; imports nothing from `controller` or `drivers`.
+"""
 
 from models.building import building_from_text, load_building
 from models.errors import ConfigError
