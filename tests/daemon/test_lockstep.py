@@ -2,10 +2,10 @@
 by `controller.tools.emulator.LockstepEmulator` whose virtual building is a deliberately different model (capacities,
 infiltration and internal mass off by 10-20 %), for three simulated days.
 
-Checks: comfort and energy near what is achieved (BOPTEST KPIs from the plant's true 5-minute trajectory), every
-cycle acked, and the
-setpoint stream as a consumer sees it: seq strictly increasing, `valid_until` not before the cycle (nor before
-the simulated time it arrives at), values inside the actuator bounds, source mostly `mpc`.
+Checks: comfort and energy near what is achieved (BOPTEST KPIs from the plant's true 5-minute trajectory),
+every cycle acked, and the setpoint stream as a consumer sees it: seq strictly increasing, `valid_until` not
+before the cycle (nor before the simulated time it arrives at), values inside the actuator bounds, source
+mostly `mpc`.
 
 CI runs house-1 (one zone, ~30 ms a cycle); EDGE_MPC_FULL=1 adds R1 office-20 (20 zones, 3 days).
 """
