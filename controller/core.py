@@ -195,7 +195,9 @@ class SiteController:
         t_end = t + dt * (np.arange(K) + 1.0)
         price_el = self.price_el.sample(t_mid, self.tz)
         price_gas = self.price_gas.sample(t_mid, self.tz) if self.price_gas is not None else 0.0
-        occ = self.occupancy.values(t_end, self.tz) > 0.5
+        # Step k's end state stands for the whole step: occupied at its start or its end means the occupied band
+        # (with the end alone, the plan lets the zones cool in the last step before people leave).
+        occ = (self.occupancy.values(t_end, self.tz) > 0.5) | (self.occupancy.values(t_end - dt, self.tz) > 0.5)
         cs = self.site.comfort
         low = np.where(occ, cs.occupied.low, cs.unoccupied.low)[:, None] * np.ones(len(self.zone_names))
         high = np.where(occ, cs.occupied.high, cs.unoccupied.high)[:, None] * np.ones(len(self.zone_names))

@@ -11,13 +11,17 @@ It is the "true" building of closed-loop tests and demos, so it is deliberately 
   ``substeps`` sub-intervals per control step so hourly weather and schedule edges are resolved while
   the commands stay held over the whole step.
 
-The true state is kept and never leaves except through ``zone_temperatures()``, ``state`` and ``log()``,
-which are for KPIs and tests.
+The true state is kept and never leaves except through ``zone_temperatures()``, ``state``, ``log()`` and
+``fine_log()``, which are for KPIs and tests. ``fine_log()`` has one row per sub-step, so controllers that act
+at different steps can be scored on the same time grid.
+
+``PLANT_MISMATCH`` is the one table of how the demo's and the lockstep bench's plant deliberately differs
+from the model it is built from; ``mismatch_scale`` turns it into a ``param_scale``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,10 +33,21 @@ from models.network import Network
 
 DisturbanceSource = Callable[[np.ndarray], np.ndarray]
 
+# The plant is the model with its physics off by realistic amounts (what calibration never fully removes):
+# parameter-name suffix -> factor on the model's value. Used by `edge-mpc demo`, `bench lockstep` and the
+# daemon's lockstep tests.
+PLANT_MISMATCH: dict[str, float] = {"air_capacity": 1.15, "infiltration.ach": 1.2, "mass.area": 0.9}
+
+
+def mismatch_scale(param_names: Iterable[str], table: Mapping[str, float] = PLANT_MISMATCH) -> dict[str, float]:
+    """``param_scale`` for a model: every parameter whose name ends with a key of ``table`` gets its factor."""
+    return {name: factor for name in param_names for suffix, factor in table.items() if name.endswith(suffix)}
+
 
 @dataclass(frozen=True)
 class PlantLog:
-    """Everything a run did, one row per control step (K steps). Powers are step means (W).
+    """Everything a run did, one row per control step (K steps; ``fine_log()``: per sub-step). Powers are
+    step means (W).
 
     ``zones_start`` is the true zone temperature at the start of each step (what ``controller.tools.kpi``
     integrates with the power held over the step); ``zones_end`` at its end.
@@ -123,6 +138,7 @@ class VirtualBuilding:
         self._readings = self._read(self._x)
         self._last_powers = {k: dict.fromkeys(self.actuator_names, 0.0) for k in ("electric", "gas", "thermal")}
         self._rows: list[tuple] = []
+        self._fine: list[tuple] = []
 
     # -- Plant protocol -----------------------------------------------------------------------------------
     def step(self, u: Mapping[str, float] | np.ndarray, t: float) -> dict[str, float | None]:
@@ -141,7 +157,10 @@ class VirtualBuilding:
         zones_start = self.sim.Cz @ self._x
         traj = self.sim.simulate(self._x[None], np.broadcast_to(applied, (1, S, applied.size)), d[None])
         x_end = np.asarray(traj.x[0, -1], dtype=float)
-        powers = [np.asarray(p[0], dtype=float).mean(axis=0) for p in (traj.p_el, traj.p_gas, traj.q_th)]
+        sub_powers = [np.asarray(p[0], dtype=float) for p in (traj.p_el, traj.p_gas, traj.q_th)]
+        powers = [p.mean(axis=0) for p in sub_powers]
+        sub_zones_end = np.asarray(traj.zones[0], dtype=float)
+        sub_zones_start = np.vstack([zones_start[None], sub_zones_end[:-1]])
         self._x = x_end
         self._t = t + self.dt
         self._readings = self._read(x_end)
@@ -149,6 +168,10 @@ class VirtualBuilding:
                              for k, p in zip(("electric", "gas", "thermal"), powers, strict=True)}
         sens = np.array([np.nan if self._readings[s] is None else self._readings[s] for s in self.sensor_names])
         self._rows.append((t, applied, req, d.mean(axis=0), zones_start, self.sim.Cz @ x_end, sens, *powers))
+        sub_sens = np.full((S, sens.size), np.nan)
+        sub_sens[-1] = sens  # readings exist at the control step's end only
+        self._fine.append((times, np.tile(applied, (S, 1)), np.tile(req, (S, 1)), d, sub_zones_start,
+                           sub_zones_end, sub_sens, *sub_powers))
         return dict(self._readings)
 
     def sensors(self) -> dict[str, float | None]:
@@ -184,6 +207,21 @@ class VirtualBuilding:
                         d=stack(3, nd), zones_start=stack(4, nz), zones_end=stack(5, nz), sensors=stack(6, ns),
                         p_el=stack(7, na), p_gas=stack(8, na), q_th=stack(9, na), input_names=self.input_names,
                         zone_names=self.zone_names, sensor_names=self.sensor_names,
+                        actuator_names=self.actuator_names, disturbance_names=tuple(self.sim.disturbance_names))
+
+    def fine_log(self) -> PlantLog:
+        """The run so far with one row per sub-step (``dt`` = control step / ``substeps``): the true zone
+        temperatures at each sub-step's start and the powers over it, the commands held over the whole step.
+        With ``substeps=1`` it equals ``log()``."""
+        h = self.dt / self.substeps
+        nu, nd = self.sim.nu, self.sim.nd
+        nz, ns, na = len(self.zone_names), len(self.sensor_names), len(self.actuator_names)
+        widths = (1, nu, nu, nd, nz, nz, ns, na, na, na)
+        cols = [np.concatenate([row[i] for row in self._fine]).reshape(-1, w) if self._fine
+                else np.zeros((0, w)) for i, w in enumerate(widths)]
+        return PlantLog(t=cols[0][:, 0], dt=h, u=cols[1], u_requested=cols[2], d=cols[3], zones_start=cols[4],
+                        zones_end=cols[5], sensors=cols[6], p_el=cols[7], p_gas=cols[8], q_th=cols[9],
+                        input_names=self.input_names, zone_names=self.zone_names, sensor_names=self.sensor_names,
                         actuator_names=self.actuator_names, disturbance_names=tuple(self.sim.disturbance_names))
 
     # -- internals ----------------------------------------------------------------------------------------

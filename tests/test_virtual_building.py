@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from drivers.plant import Plant
-from drivers.virtual_building import VirtualBuilding
+from drivers.virtual_building import PLANT_MISMATCH, VirtualBuilding, mismatch_scale
 from models import load_building
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +86,41 @@ def test_noise_quantisation_and_dropouts_are_seeded() -> None:
     assert 0.1 < err.std() < 0.35 and abs(err.mean()) < 0.15
     assert np.isnan(a.log().sensors).sum() == 60 - len(got)
     assert all(v is None for v in plant(dropout_prob=1.0).step([0.0], T0).values())
+
+
+def test_fine_log_records_every_substep() -> None:
+    """Controllers acting at different steps are scored on the same sub-step grid: the fine log's rows are
+    the sub-steps, consistent with the per-step log, and equal to a plant stepped at the sub-step itself."""
+    coarse, fine = plant(substeps=15), plant(dt=60.0)
+    u = [0.0, 6000.0, 2000.0]
+    for k, v in enumerate(u):
+        coarse.step([v], T0 + 900 * k)
+        for m in range(15):
+            fine.step([v], T0 + 900 * k + 60 * m)
+    lg, fl = coarse.log(), coarse.fine_log()
+    assert fl.dt == 60.0 and fl.t.shape == (45,) and fl.zones_start.shape == (45, 1)
+    np.testing.assert_allclose(fl.t, T0 + 60.0 * np.arange(45))
+    np.testing.assert_allclose(fl.zones_start[::15], lg.zones_start)
+    np.testing.assert_allclose(fl.zones_end[14::15], lg.zones_end)
+    np.testing.assert_allclose(fl.zones_start[1:], fl.zones_end[:-1])
+    np.testing.assert_allclose(fl.p_el.reshape(3, 15, -1).mean(axis=1), lg.p_el)
+    np.testing.assert_allclose(fl.u[:, 0], np.repeat(u, 15))
+    ref = fine.log()
+    np.testing.assert_allclose(fl.zones_start, ref.zones_start, atol=1e-9)
+    np.testing.assert_allclose(fl.p_el, ref.p_el, atol=1e-6)
+    # Inside a step the zone moves: the per-step samples miss what the sub-steps see.
+    assert np.ptp(fl.zones_start[15:30]) > 0.05
+    one = plant()
+    one.step([1000.0], T0)
+    np.testing.assert_array_equal(one.fine_log().zones_start, one.log().zones_start)
+
+
+def test_mismatch_table_scales_matching_parameters() -> None:
+    names = ["living.air_capacity", "living.infiltration.ach", "living.mass.area", "living.glazing.shgc"]
+    assert mismatch_scale(names) == {"living.air_capacity": PLANT_MISMATCH["air_capacity"],
+                                     "living.infiltration.ach": PLANT_MISMATCH["infiltration.ach"],
+                                     "living.mass.area": PLANT_MISMATCH["mass.area"]}
+    assert all(0.8 <= f <= 1.2 and f != 1.0 for f in PLANT_MISMATCH.values())
 
 
 def test_param_scale_makes_a_different_building() -> None:

@@ -2,9 +2,10 @@
 by `controller.tools.emulator.LockstepEmulator` whose virtual building is a deliberately different model (capacities,
 infiltration and internal mass off by 10-20 %), for three simulated days.
 
-Checks: comfort (BOPTEST discomfort from the emulator's true temperatures), every cycle acked, and the
-setpoint stream as a consumer sees it: seq strictly increasing, `valid_until` not before the cycle (nor before
-the simulated time it arrives at), values inside the actuator bounds, source mostly `mpc`.
+Checks: comfort and energy near what is achieved (BOPTEST KPIs from the plant's true 5-minute trajectory),
+every cycle acked, and the setpoint stream as a consumer sees it: seq strictly increasing, `valid_until` not
+before the cycle (nor before the simulated time it arrives at), values inside the actuator bounds, source
+mostly `mpc`.
 
 CI runs house-1 (one zone, ~30 ms a cycle); EDGE_MPC_FULL=1 adds R1 office-20 (20 zones, 3 days).
 """
@@ -15,6 +16,7 @@ import itertools
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -26,11 +28,16 @@ from controller.tools.harness import DaemonProcess
 from controller.tools.kpi import compute_kpis
 from drivers.mqtt import MqttBus, MqttSettings
 from drivers.payloads import parse_setpoint
+from drivers.virtual_building import kpi_inputs
 from models.schedules import parse_schedules
 from models.series import load_named_series
 
-# K·h per zone over the run (BOPTEST tdis_tot). A thermostat on these buildings scores ~0.5-1 K·h/zone/day.
-MAX_DISCOMFORT_PER_DAY = {"house-1": 0.5, "office-20": 0.5}
+# Near what the daemon achieves over these three days (scored on the plant's 5-minute sub-steps), with
+# headroom: K·h per zone (BOPTEST tdis_tot) and kWh/m² (ener_tot). Measured: house-1 0.000 K·h/zone,
+# 0.273 kWh/m²; office-20 0.035 K·h/zone, 0.377 kWh/m². The energy bound keeps "comfortable by overheating"
+# from passing.
+MAX_DISCOMFORT = {"house-1": 0.02, "office-20": 0.07}
+MAX_ENERGY = {"house-1": 0.29, "office-20": 0.41}
 
 
 def run_lockstep(site_name: str, days: float, port: int, tmp_path: Path) -> dict:
@@ -74,8 +81,8 @@ def run_lockstep(site_name: str, days: float, port: int, tmp_path: Path) -> dict
             "cycles": cycles, "daemon": daemon}
 
 
-def discomfort(site, plant, result) -> float:
-    lg = result.plant
+def kpis(site, plant) -> Any:
+    lg = plant.fine_log()
     sched = parse_schedules(site.schedules)[site.comfort.schedule]
     occ = sched.values(lg.t, site.timezone) > 0.5
     c = site.comfort
@@ -84,10 +91,10 @@ def discomfort(site, plant, result) -> float:
     tariff = load_named_series(site.tariff, site.base_dir)
     price = tariff["electricity"].sample(lg.t, site.timezone)
     k = compute_kpis(band_low=low, band_high=high, price_el=price, price_gas=0.0,
-                     **result.kpi_inputs(plant.sim.floor_area))
+                     **kpi_inputs(lg, plant.sim.floor_area))
     print(f"[{site.site}] discomfort {k.tdis_tot:.3f} K·h/zone, energy {k.ener_tot:.3f} kWh/m², "
           f"cost {k.cost_tot:.4f} USD/m²")
-    return k.tdis_tot
+    return k
 
 
 def check_run(run: dict, days: float) -> None:
@@ -122,7 +129,9 @@ def check_run(run: dict, days: float) -> None:
     print(f"[{site.site}] {len(sources)} setpoints, {share:.1%} from mpc")
     assert share >= 0.95
     assert result.counts["mpc"] >= 0.95 * result.u_source.size
-    assert discomfort(site, plant, result) <= MAX_DISCOMFORT_PER_DAY[site.site] * days
+    k = kpis(site, plant)
+    assert k.tdis_tot <= MAX_DISCOMFORT[site.site]
+    assert k.ener_tot <= MAX_ENERGY[site.site]
 
 
 def test_lockstep_house_three_days(broker, tmp_path):

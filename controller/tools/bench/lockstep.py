@@ -44,8 +44,6 @@ from controller.tools.harness import Broker, DaemonProcess, mosquitto_binary
 SITES = {"office-20": paths.SITES / "office-20.yaml", "house-1": paths.SITES / "house-1.yaml"}
 ROOT = paths.ROOT
 PROBLEM = {"office-20": "R1", "house-1": "house-1"}
-# The emulated building is the model with its physics off by realistic amounts (as in `edge-mpc demo`).
-MISMATCH = {"air_capacity": 1.15, "infiltration.ach": 1.2, "mass.area": 0.9}
 START = _dt.datetime(2026, 1, 12, tzinfo=ZoneInfo("America/Chicago")).timestamp()  # a winter Monday
 
 
@@ -58,13 +56,13 @@ def make_plant(site: Any, *, mismatch: bool = True, seed: int = 0, noise_k: floa
     """(VirtualBuilding, LocalThermostat) for a site config: real weather, a deliberately different model."""
     from controller.daemon.forecast_sources import builder_from_site
     from controller.tools.emulator import LocalThermostat
-    from drivers.virtual_building import VirtualBuilding
+    from drivers.virtual_building import VirtualBuilding, mismatch_scale
     from models import load_building
     from models.schedules import parse_schedules
 
     net = load_building(site.model_path)
-    scale = {n: f for n in net.params.names for suffix, f in MISMATCH.items() if n.endswith(suffix)} \
-        if mismatch else {}
+    # The emulated building is the model with its physics off by realistic amounts (as in `edge-mpc demo`).
+    scale = mismatch_scale(net.params.names) if mismatch else {}
     sim = net.compile(site.control.step_s)
     x0 = np.full(sim.n, 21.0)
     plant = VirtualBuilding(net, dt=site.control.step_s, disturbances=builder_from_site(site, sim),
