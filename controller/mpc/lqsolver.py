@@ -22,8 +22,16 @@ ends a solve. (Polishing interior point iterates as well, a crossover, never cer
 existed: 0 of 24 cold office-20 problems, of 48 closed-loop cycles, of the R4 solves and of 138 demo
 attempts; each try cost a factorisation, so it was removed.)
 
-Anytime: after every iteration the current plan, clipped to the bounds and rate limits, is a feasible plan;
-the best one so far (by the true objective) is returned at the deadline. Pure: the clock is injected.
+Hard comfort limits are constraints on zone temperatures, which clipping cannot enforce: a clipped plan
+counts as a candidate (for the certificate, and the anytime result) only when it meets them to
+`LQOptions.hard_tol`; otherwise the objective could undercut the constrained optimum and "certify" a plan
+that breaks them. When no plan meets them, the iterate's hard-limit multipliers are tested as a Farkas
+certificate (`_infeasibility_margin`): a positive margin proves that no plan within the actuator bounds and
+rate limits meets them, and the solve ends `infeasible` (success False) with the least-violating plan seen.
+
+Anytime: after every iteration the current plan, clipped to the bounds and rate limits, respects those; the
+best one so far that also meets the hard comfort limits (by the true objective) is returned at the deadline.
+Pure: the clock is injected.
 """
 
 from __future__ import annotations
@@ -107,6 +115,10 @@ class LQOptions:
     # The iterate carried over is the first with a certified gap below this: better centred than the last
     # one, it reaches the next cycle's optimum in fewer iterations (office-20 closed loop: p90 99 -> 80 ms).
     warm_store_gap: float = 0.1
+    # K by which a plan may exceed a hard comfort limit and still count as meeting it. Interior point iterates
+    # reach the limits from outside (the primal residual shrinks geometrically, not to zero), so a binding
+    # limit is met to rounding only in the limit; 1e-6 K is far below any sensor's resolution.
+    hard_tol: float = 1e-6
 
 
 def _step_changes(u: np.ndarray, first: np.ndarray | float) -> np.ndarray:
@@ -285,6 +297,38 @@ class LQSolver:
             q -= float((mu[..., 0, :] * self.ulast[:, 0]).sum())
         return q
 
+    def _hard_violation(self, y: np.ndarray) -> float:
+        """K by which zone temperatures y (solver layout) break the hard comfort limits (0 without any)."""
+        if not self.has_hard:
+            return 0.0
+        return max(0.0, float(np.max(np.maximum(self.hlow - y, y - self.hhigh))))
+
+    def _infeasibility_margin(self, z: _G) -> float:
+        """Farkas test of the hard comfort limits with the iterate's multipliers on them (lam on zone-steps,
+        mu on rate-limited input changes): for any plan u in its box whose changes w = D u - w0 meet the rate
+        limits and whose temperatures y = y0 + G u meet the hard limits,
+            0 = lam'(y0 + G u - y) + mu'(D u - w0 - w)
+              >= lam'y0 - mu'w0 + min_box (G'lam + D'mu)'u + min_|w|<=rate (-mu'w) + min_hard (-lam'y),
+        so a positive right-hand side proves that no such plan exists. Returned per unit of multiplier
+        (scale-free), and only above rounding: positive means certified infeasible."""
+        lam = z["H2"] - z["H1"]  # the hard-limit part of the zone-step multipliers (the gradient's sign)
+        mu = z["R1"] - z["R2"] if self.has_rate else None
+        g = self._plan_gradient(lam, mu)
+        bu = np.minimum(g * self.lo, g * self.hi)
+        if not self.all_live:
+            bu *= self.start3 & self.in_mask
+        # lam > 0 only where an upper hard limit exists, lam < 0 only where a lower one does.
+        by = np.where(lam > 0.0, lam * self.hhigh, lam * self.hlow)
+        terms = [float(lam.ravel() @ self.y0.ravel()), float(bu.sum()), -float(by.sum())]
+        norm = float(np.abs(lam).sum())
+        if mu is not None:
+            terms += [-float((mu[..., 0, :] * self.ulast[:, 0]).sum()), -float((np.abs(mu) * self.rate_on).sum())]
+            norm += float(np.abs(mu).sum())
+        margin = math.fsum(terms)
+        # Rounding in the sums is at most ~1e-12 of their largest term; the margin must clear it clearly.
+        slack = 1e-9 * max(abs(t) for t in terms) + self.opt.hard_tol * norm
+        return margin - slack if norm > 0.0 else -math.inf
+
     def _feasible_plan(self, u: np.ndarray) -> np.ndarray:
         """The plan clipped into its bounds (and, with rate limits, into reach of the previous step)."""
         u = np.clip(u, self.lo, self.hi)
@@ -396,6 +440,7 @@ class LQSolver:
         maskf = self.maskf
         status, msg = Status.STALLED, "iteration limit"
         keep = None
+        least_u, least_v = None, math.inf  # the plan closest to meeting the hard limits, while none meets them
         y = rpd = None
         while True:
             dl = self._delta(st.u)
@@ -411,9 +456,14 @@ class LQSolver:
             # Anytime: the iterate made feasible, judged by the true objective; the multipliers bound the
             # optimum from below whatever their accuracy (dual_bound), so the gap is certified.
             uf = self._feasible_plan(st.u)
-            jf = float(self._true_objective(uf, y if np.array_equal(uf, st.u) else None)[0])
-            if jf < best_j:
-                best_u, best_j = uf, jf
+            jf_a, yf = self._true_objective(uf, y if np.array_equal(uf, st.u) else None)
+            jf = float(jf_a)
+            hv = self._hard_violation(yf)
+            if hv <= opt.hard_tol:
+                if jf < best_j:
+                    best_u, best_j = uf, jf
+            elif hv < least_v:
+                least_u, least_v = uf, hv
             # The bound is worth its cost only once complementarity is below the objective: s'z overstates
             # the certified gap (about six times on office-20 near the end), and early bounds are far off.
             if mu * self.ncons <= abs(jf):
@@ -424,6 +474,10 @@ class LQSolver:
                     keep = _IPState(st.u, st.e, st.vl, st.vh, st.s, st.z)
             if not (math.isfinite(mu) and math.isfinite(jf)):
                 status, msg = Status.NONFINITE, "non-finite iterate"
+                break
+            if best_u is None and self.has_hard and self._infeasibility_margin(st.z) > 0.0:
+                status = Status.INFEASIBLE
+                msg = f"hard comfort limits cannot be met (least violation seen {least_v:.3g} K)"
                 break
             gap = self._rel(best_j, best_q)
             if gap <= opt.tol:
@@ -473,7 +527,14 @@ class LQSolver:
             if best_q == -math.inf and math.isfinite(jf):  # stopped before any bound was taken
                 best_q = self._dual_bound(grads[4], grads[5])
         rd = self._residual_norm(*grads)
-        plan = best_u if best_u is not None else self._feasible_plan(st.u)
+        if best_u is not None:
+            plan = best_u
+        else:  # nothing met the hard limits: the least violation seen, and no claim about optimality
+            plan = least_u if least_u is not None else self._feasible_plan(st.u)
+            if status == Status.DEADLINE:
+                msg = f"deadline reached; no plan met the hard comfort limits (least violation {least_v:.3g} K)"
+            elif status == Status.STALLED:
+                msg = f"iteration limit; no plan met the hard comfort limits (least violation {least_v:.3g} K)"
         act = from_interior(self, st.s, st.z, st.u)
         act.interior, act.misses = keep or st, misses + 1
         return self._result(data, plan, status, msg, it, rd, t0, timer, self._rel(best_j, best_q), nfac, st, act)
@@ -642,7 +703,16 @@ class LQSolver:
         terms = {k: float(v) for k, v in objective_terms(prob, data, u, y).items()}
         viol = {k: float(v) for k, v in constraint_violation(prob, data, u, y).items()}
         total = terms.pop("total")
-        feasible = viol["comfort_hard"] <= 1e-3 and viol["rate"] <= 1e-6 * float(self.scale.max())
+        # The plan as returned (snapped to bounds and the kink, simulated by the model itself) must meet every
+        # hard constraint; the tenfold hard_tol allows for the snapping's effect on the temperatures.
+        feasible = (viol["bounds"] == 0.0 and viol["comfort_hard"] <= 10.0 * self.opt.hard_tol
+                    and viol["rate"] <= 1e-6 * float(self.scale.max()))
+        if not feasible:  # never certify a violating plan (a deadline stays a deadline, without success)
+            gap = math.inf
+            if status == Status.CONVERGED:
+                status = Status.STALLED
+                msg = (f"plan breaks a hard constraint (comfort {viol['comfort_hard']:.3g} K, rate "
+                       f"{viol['rate']:.3g} W, bounds {viol['bounds']:.3g} W)")
         ok = status in (Status.CONVERGED, Status.DEADLINE) and feasible and math.isfinite(total)
         return MPCResult(u=u, status=status, success=ok, objective=total, terms=terms, iterations=it, pg_norm=rd,
                          solve_time=timer() - t0, zone_temps=y, gap_bound=gap, violation=viol,

@@ -87,10 +87,12 @@ def winter_day(K: int, dt: float, start_hour: float = 0.0, t_mean: float = -6.0
 
 def office_problem(nx: int = 4, ny: int = 5, K: int = 96, dt: float = 900.0, *, buildings: int = 1,
                    seed: int = 0, start_hour: float = 0.0, move: float = 1e-4, peak: float = 0.0,
-                   rate_limit: float | None = None, hard: bool = False, gas: bool = False,
+                   rate_limit: float | None = None, hard: bool = False, hard_margin: float = 2.0, gas: bool = False,
                    comfort_quadratic: float = 2.0, comfort_linear: float = 0.5,
                    move_blocking: list[int] | None = None) -> tuple[MPCProblem, MPCData]:
-    """An R1-like problem (buildings=1) or a campus of independent floors, with one cycle's data."""
+    """An R1-like problem (buildings=1) or a campus of independent floors, with one cycle's data.
+
+    hard: hard comfort limits `hard_margin` K outside the comfort band (0: the band itself is hard)."""
     rng = np.random.default_rng(seed)
     parts = [office_floor(rng, nx, ny) for _ in range(buildings)]
     nzn = nx * ny
@@ -119,7 +121,7 @@ def office_problem(nx: int = 4, ny: int = 5, K: int = 96, dt: float = 900.0, *, 
     high = np.where(occ > 0, 24.0, 28.0)[:, None] * np.ones(nzn * nb)
     x0 = np.tile(np.concatenate([np.full(nzn, 18.5), np.full(nzn, 19.0), np.full(nzn, 8.0)]), nb)
     data = prob.data(x0, d, price, 0.04 if gas else 0.0, comfort_low=low, comfort_high=high,
-                     hard_low=low - 2.0 if hard else -np.inf, hard_high=high + 2.0 if hard else np.inf,
+                     hard_low=low - hard_margin if hard else -np.inf, hard_high=high + hard_margin if hard else np.inf,
                      u_last=0.3 * heat, base_el=2000.0 * nb)
     return prob, data
 

@@ -12,7 +12,8 @@ import numpy as np
 class Status(StrEnum):
     CONVERGED = "converged"  # certified relative optimality gap below tolerance
     DEADLINE = "deadline"  # time ran out; best feasible plan so far
-    STALLED = "stalled"  # no further progress possible (iteration cap, line search failures, infeasible limits)
+    STALLED = "stalled"  # no certificate either way (iteration cap, line search failures); never success
+    INFEASIBLE = "infeasible"  # the hard limits cannot all be met (certified); `u` violates them least seen
     NONFINITE = "nonfinite"  # inputs or iterates not finite; fallback plan returned
 
 
@@ -25,6 +26,10 @@ class Duals:
 
 @dataclass
 class MPCResult:
+    """One solve's outcome. `success` is True only for a plan that meets every hard constraint (bounds, rate
+    limits, hard comfort limits, within the solver's tolerance) and is either certified (`converged`) or the
+    best such plan when time ran out (`deadline`); `infeasible`, `stalled` and `nonfinite` never succeed."""
+
     u: np.ndarray  # (K, nu) plan, W
     status: Status
     success: bool
