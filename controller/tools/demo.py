@@ -114,7 +114,8 @@ def run_mpc(site: Any, plant: VirtualBuilding, t0: float, steps: int, forecasts_
     """The daemon's cycle without MQTT: controller core, `classify`, `FallbackPolicy`, `SetpointGate`.
 
     The estimator starts from the model's default initial state (as in the daemon), not from the plant's.
-    Relinquished inputs go to the building's local controller (`LocalThermostat`), as on a real site.
+    Relinquished inputs go to the building's local controller (`LocalThermostat`), as on a real site. The
+    demo's sensors never drop out, so the service's sensor-age checks (stale/missing) have nothing to catch.
     """
     from models.schedules import parse_schedules
 

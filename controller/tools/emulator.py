@@ -427,11 +427,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _summary(result: EmulatorResult, cfg: Any, plant: VirtualBuilding, schedules: dict) -> str:
-    """Counts and BOPTEST KPIs of a run; ``cfg`` is the ``controller.daemon.settings.SiteConfig``."""
+    """Counts and BOPTEST KPIs of a run, scored on the plant's sub-steps (what happens inside a control step
+    counts); ``cfg`` is the ``controller.daemon.settings.SiteConfig``."""
     from controller.tools.kpi import compute_kpis
+    from drivers.virtual_building import kpi_inputs
     from models.series import load_named_series
 
-    lg = result.plant
+    lg = plant.fine_log()
     sched = schedules.get(cfg.comfort.schedule)
     occ = sched.values(lg.t, cfg.timezone) > 0 if sched is not None else np.ones(lg.t.size, bool)
     low = np.where(occ, cfg.comfort.occupied.low, cfg.comfort.unoccupied.low)
@@ -440,7 +442,7 @@ def _summary(result: EmulatorResult, cfg: Any, plant: VirtualBuilding, schedules
     price_el = tariff["electricity"].sample(lg.t, cfg.timezone) if "electricity" in tariff else 0.0
     price_gas = tariff["gas"].sample(lg.t, cfg.timezone) if "gas" in tariff else 0.0
     kpis = compute_kpis(band_low=low, band_high=high, price_el=price_el, price_gas=price_gas,
-                        **result.kpi_inputs(plant.sim.floor_area))
+                        **kpi_inputs(lg, plant.sim.floor_area))
     lines = [f"steps {result.t.size}, acked {int(result.acked.sum())}, missed {result.misses}, "
              f"stale setpoints dropped {result.stale_dropped}, bad messages {result.bad_messages}",
              "inputs by source: " + ", ".join(f"{k} {v}" for k, v in result.counts.items() if v),

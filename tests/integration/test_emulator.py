@@ -152,3 +152,29 @@ def test_cli_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert main(["--site", str(site), "--start", "next tuesday"]) == 2
     assert "--start" in capsys.readouterr().err
     assert main(["--site", str(site), "--param-scale", "z01.air_capacity"]) == 2
+
+
+def test_summary_scores_the_plants_substeps() -> None:
+    """The run summary's KPIs come from the plant's sub-steps: a cold start that a heater fixes within the
+    first step counts for minutes, not for the whole 15-minute step."""
+    from controller.daemon.settings import load_site
+    from controller.tools import paths
+    from controller.tools.emulator import _summary
+    from controller.tools.kpi import compute_kpis
+    from drivers.virtual_building import kpi_inputs
+    from models.schedules import parse_schedules
+
+    site = load_site(paths.SITES / "house-1.yaml", environ={})
+    bus = MemoryBus()
+    plant = house(substeps=15, x0=np.full(5, 16.0))  # below the 17 degC night band
+    Responder(bus, plant.input_names, value=float(plant.u_max[0]))
+    result = LockstepEmulator(bus, TOPICS, plant, ack_timeout_s=0.2).run(steps=4, start=T0)
+    text = _summary(result, site, plant, parse_schedules(site.schedules))
+
+    def tdis(lg) -> float:
+        return compute_kpis(band_low=np.full(lg.t.size, 17.0), band_high=np.full(lg.t.size, 27.0), price_el=0.0,
+                            price_gas=0.0, **kpi_inputs(lg, plant.sim.floor_area)).tdis_tot
+
+    fine, coarse = tdis(plant.fine_log()), tdis(plant.log())
+    assert fine < 0.5 * coarse
+    assert f"discomfort {fine:.3f} K·h/zone" in text
