@@ -1,0 +1,97 @@
+"""`edge-mpc run --sites DIR`: a broken site beside healthy ones. A bad config is reported and skipped, a
+crashed site process (SIGKILL) is restarted, a stuck one (SIGSTOP: no watchdog pings, as with a hung
+solver) is stopped and restarted, and through all of it the other site keeps cycling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+from tests.daemon.conftest import broker  # noqa: F401  (the fixture: a real mosquitto on a free port)
+
+from .conftest import Process, Recorder, health_of, house_site, seq
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _last_seq(rec: Recorder, site: str) -> int:
+    return max(seq(p) for t, p in rec.since(0) if health_of(site)(t, p))
+
+
+def test_broken_site_beside_healthy_ones(tmp_path, broker):  # noqa: F811
+    sites = tmp_path / "sites"
+    house_site(sites, "alpha", broker)
+    house_site(sites, "bravo", broker)
+    house_site(sites, "broken", broker, replace={"horizon: 96": "horizon: -3"})
+    (sites / "notes.txt").write_text("not a site file\n")
+    rec = Recorder(broker)
+    fleet = Process(["run", "--sites", str(sites), "--site-watchdog", "8"])
+    try:
+        # The bad file is named with its field; the two good ones start and cycle.
+        bad = fleet.wait_line(r"site file not started: .*broken\.yaml.*horizon", 30)
+        assert "Traceback" not in fleet.output()
+        rec.wait(health_of("alpha"), 2, timeout=60)
+        rec.wait(health_of("bravo"), 2, timeout=60)
+        assert rec.count(health_of("broken")) == 0
+        assert bad
+
+        # A crash: SIGKILL bravo's process. alpha carries on; bravo comes back on a new pid.
+        bravo_pid = int(fleet.wait_line(r"site bravo \(bravo\.yaml\) started as pid (\d+)", 5).group(1))
+        alpha_pid = int(fleet.wait_line(r"site alpha \(alpha\.yaml\) started as pid (\d+)", 5).group(1))
+        alpha_seq = _last_seq(rec, "alpha")
+        os.kill(bravo_pid, signal.SIGKILL)
+        fleet.wait_line(rf"site bravo \(pid {bravo_pid}\) exited with signal SIGKILL.*restarting", 20)
+        time.sleep(0.5)  # let anything the old process had in flight arrive
+        bravo_seq = _last_seq(rec, "bravo")
+        mark = rec.mark()
+        new_bravo = int(fleet.wait_line(r"site bravo \(bravo\.yaml\) started as pid (\d+)", 30,
+                                        count=2).group(1))
+        assert new_bravo != bravo_pid
+        # The new process cycles, and its sequence numbers go on from the old one's (state file).
+        rec.wait(lambda t, p: health_of("bravo")(t, p) and seq(p) > bravo_seq, 2, since=mark, timeout=60)
+        # alpha went on cycling in the same process all along.
+        rec.wait(lambda t, p: health_of("alpha")(t, p) and seq(p) > alpha_seq, 2, timeout=30)
+        assert _alive(alpha_pid) and len(fleet.grep(r"site alpha \(alpha\.yaml\) started")) == 1
+
+        # A stuck process: SIGSTOP alpha. Its watchdog pings stop; the supervisor stops it (SIGTERM, then
+        # SIGKILL) and starts it again, while bravo keeps cycling.
+        os.kill(alpha_pid, signal.SIGSTOP)
+        time.sleep(0.5)
+        alpha_seq = _last_seq(rec, "alpha")
+        bravo_seq = _last_seq(rec, "bravo")
+        mark = rec.mark()
+        fleet.wait_line(rf"site alpha \(pid {alpha_pid}\): no watchdog ping", 40)
+        fleet.wait_line(r"site alpha \(alpha\.yaml\) started as pid (\d+)", 40, count=2)
+        rec.wait(lambda t, p: health_of("alpha")(t, p) and seq(p) > alpha_seq, 1, since=mark, timeout=60)
+        assert not _alive(alpha_pid) or open(f"/proc/{alpha_pid}/stat").read().split()[2] == "Z"
+        rec.wait(lambda t, p: health_of("bravo")(t, p) and seq(p) > bravo_seq, 2, since=mark, timeout=30)
+        assert len(fleet.grep(r"site bravo \(bravo\.yaml\) started")) == 2  # not restarted again
+        assert fleet.proc.poll() is None
+    finally:
+        rc = fleet.stop()
+        rec.close()
+    assert rc == 0, fleet.output()
+    # Every child was stopped with the supervisor.
+    for m in fleet.grep(r"started as pid (\d+)"):
+        pid = int(m.group(1))
+        assert not _alive(pid), f"child {pid} outlived the supervisor"
+
+
+def test_sites_dir_errors_are_one_line(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    p = Process(["run", "--sites", str(empty)])
+    assert p.proc.wait(60) == 2
+    p.stop()
+    assert "no site files" in p.output() and "Traceback" not in p.output()
+    both = Process(["run", "x.yaml", "--sites", str(empty)])
+    assert both.proc.wait(60) == 2
+    both.stop()
+    assert "not both" in both.output()
