@@ -71,8 +71,9 @@ def test_bridge_keeps_control_local() -> None:
         assert f"edge-mpc/v1/SITE/{sub}" in out
     assert out["edge-mpc/v1/SITE/status"] == 1 and out["edge-mpc/v1/SITE/health"] == 1
     assert all(p.startswith("edge-mpc/v1/SITE/") for p, _, _ in topics)
-    # The operator's switch exists, commented out.
-    assert re.search(r"^#topic edge-mpc/v1/SITE/setpoint/# in 1$", text, re.M)
+    assert out["edge-mpc/v1/SITE/setpoint/#"] == 1  # out only; `both` is the operator's switch
+    central_acl = (DEPLOY / "mosquitto" / "central-acl").read_text()
+    assert not re.search(r"^(pattern|topic)\s+(read|readwrite)\s+\S*setpoint", central_acl, re.M)
     settings = dict(line.split(None, 1) for line in text.splitlines() if line and not line.startswith("#"))
     assert settings["bridge_insecure"] == "false" and "bridge_cafile" in settings
     assert settings["cleansession"] == "false"

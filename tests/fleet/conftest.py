@@ -93,7 +93,8 @@ class Process:
 class Recorder:
     """A plain MQTT client recording (topic, payload) in arrival order; reconnects by itself."""
 
-    def __init__(self, port: int, topic_filter: str = "edge-mpc/v1/#", client_id: str = "recorder") -> None:
+    def __init__(self, port: int, topic_filter: str = "edge-mpc/v1/#", client_id: str = "recorder", *,
+                 username: str | None = None, password: str | None = None, ca: Path | None = None) -> None:
         self.messages: list[tuple[str, bytes]] = []
         self._cond = threading.Condition()
         self._filter = topic_filter
@@ -101,6 +102,10 @@ class Recorder:
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(self._filter, qos=1)
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.2, 1.0)
+        if username:
+            self.client.username_pw_set(username, password)
+        if ca is not None:
+            self.client.tls_set(ca_certs=str(ca))
         self.client.connect_async("127.0.0.1", port, keepalive=10)
         self.client.loop_start()
 
