@@ -6,6 +6,10 @@ that escapes, a segfault in a native library, the OOM killer) is restarted with 
 site whose solver hangs stops its watchdog pings, exactly as under systemd's WatchdogSec, and its process
 is stopped and restarted. None of these touches the other sites' processes, their brokers or metrics.
 
+A multi-site file (`sites: [...]`) in the folder runs its sites in one process: less memory per site, with
+isolation per group rather than per site. The site files it lists go in a sub-folder (a file found both at
+the top and in a group would run twice, and is refused).
+
 Each child is the ordinary `edge-mpc run FILE` (same overrides and log level), with its own
 `NOTIFY_SOCKET` pointing at this supervisor, so everything a single-site daemon does (SIGHUP reload,
 state file, last will, metrics endpoint, /healthz) holds per site. Children write their logs to the
@@ -75,6 +79,7 @@ class Child:
     rc: int | None = None
     error: str | None = None
     ports: tuple = field(default_factory=tuple)
+    sites: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def pid(self) -> int | None:
@@ -101,29 +106,34 @@ class Fleet:
         self._sockets = 0
 
     # -- files ----------------------------------------------------------------------------------------
-    def _validate(self, path: Path) -> tuple[str, tuple]:
-        """(site name, metrics endpoint) of a file; ConfigError if it cannot run beside the others."""
+    def validate(self, path: Path) -> tuple[str, tuple[str, ...], tuple]:
+        """(process name, site names, metrics endpoint) of a file; ConfigError if it cannot run beside the
+        others. A multi-site file (`sites: [...]`) runs its sites in one process (less memory, isolation
+        per group); the files it lists must not also sit in the folder, or they would run twice."""
         cfg = load_config(path, self.overrides, self._child_environ_base())
-        if len(cfg.sites) != 1 or cfg.sites[0].path.resolve() != path.resolve():
-            raise ConfigError("a multi-site file cannot be part of a --sites folder (its site files would "
-                              "run twice)", file=str(path), field="sites",
-                              expected="one site per file; put the site files in the folder instead")
-        site = cfg.sites[0]
+        names = tuple(s.site for s in cfg.sites)
+        multi = len(cfg.sites) != 1 or cfg.sites[0].path.resolve() != path.resolve()
+        if multi:
+            top = {p.resolve() for p in site_files(self.directory)}
+            for s in cfg.sites:
+                if s.path.resolve() in top:
+                    raise ConfigError(f"lists {s.path.name}, which is itself a site file of the folder and would "
+                                      "run twice", file=str(path), field="sites",
+                                      expected="the group's site files in a sub-folder", found=s.path.name)
         endpoint: tuple = ()
         if cfg.metrics.enabled and cfg.metrics.port:
             endpoint = (cfg.metrics.address, cfg.metrics.port)
         for other in self.children.values():
             if other.path == path or other.state in ("bad-config", "done"):
                 continue
-            if other.name == site.site:
-                raise ConfigError(f"site name '{site.site}' is already run from {other.path.name}",
-                                  file=str(path), field="site", expected="a name no other file uses",
-                                  found=site.site)
+            for name in set(names) & set(other.sites):
+                raise ConfigError(f"site name '{name}' is already run from {other.path.name}",
+                                  file=str(path), field="site", expected="a name no other file uses", found=name)
             if endpoint and other.ports == endpoint:
-                raise ConfigError(f"metrics port {endpoint[1]} is already used by site '{other.name}' "
+                raise ConfigError(f"metrics port {endpoint[1]} is already used by {other.name} "
                                   f"({other.path.name})", file=str(path), field="metrics.port",
-                                  expected="a free port per site, or 0 for any", found=endpoint[1])
-        return site.site, endpoint
+                                  expected="a free port per process, or 0 for any", found=endpoint[1])
+        return (names[0] if not multi else path.stem), names, endpoint
 
     def _child_environ_base(self) -> dict[str, str]:
         env = dict(self.environ)
@@ -156,7 +166,7 @@ class Fleet:
     # -- processes ------------------------------------------------------------------------------------
     def _launch(self, child: Child, now: float) -> None:
         try:
-            child.name, child.ports = self._validate(child.path)
+            child.name, child.sites, child.ports = self.validate(child.path)
         except ConfigError as exc:
             child.state, child.error = "bad-config", str(exc)
             log.error("site file not started: %s", exc)

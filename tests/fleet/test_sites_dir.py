@@ -8,6 +8,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from tests.daemon.conftest import broker  # noqa: F401  (the fixture: a real mosquitto on a free port)
 
 from .conftest import Process, Recorder, health_of, house_site, seq
@@ -95,3 +97,29 @@ def test_sites_dir_errors_are_one_line(tmp_path):
     assert both.proc.wait(60) == 2
     both.stop()
     assert "not both" in both.output()
+
+
+def test_folder_rules_for_groups_names_and_ports(tmp_path):
+    from controller.daemon.fleet import Child, Fleet
+    from models.errors import ConfigError
+
+    sites = tmp_path / "sites"
+    a = house_site(sites, "alpha", 1883)
+    house_site(sites / "group", "gamma", 1883)
+    house_site(sites / "group", "delta", 1883)
+    (sites / "group.yaml").write_text("sites: [group/gamma.yaml, group/delta.yaml]\n")
+    (sites / "twice.yaml").write_text("sites: [alpha.yaml]\n")
+    fleet = Fleet(sites, environ={})
+    assert fleet.validate(sites / "group.yaml")[:2] == ("group", ("gamma", "delta"))
+    with pytest.raises(ConfigError, match=r"alpha\.yaml, which is itself a site file"):
+        fleet.validate(sites / "twice.yaml")
+    name, names, _ = fleet.validate(a)
+    fleet.children[a] = Child(path=a, name=name, mtime=0.0, state="running", sites=names,
+                              ports=("127.0.0.1", 9200))
+    copy = sites / "alpha-copy.yaml"
+    copy.write_text(a.read_text())
+    with pytest.raises(ConfigError, match=r"site name 'alpha' is already run from alpha\.yaml"):
+        fleet.validate(copy)
+    copy.write_text(a.read_text().replace("site: alpha", "site: omega").replace("port: 0", "port: 9200"))
+    with pytest.raises(ConfigError, match="metrics port 9200 is already used"):
+        fleet.validate(copy)
