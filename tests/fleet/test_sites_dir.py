@@ -1,6 +1,7 @@
 """`edge-mpc run --sites DIR`: a broken site beside healthy ones. A bad config is reported and skipped, a
 crashed site process (SIGKILL) is restarted, a stuck one (SIGSTOP: no watchdog pings, as with a hung
-solver) is stopped and restarted, and through all of it the other site keeps cycling."""
+solver) is stopped and restarted, and through all of it the other site keeps cycling. A fixed file is
+picked up by itself; a removed one is stopped on SIGHUP."""
 
 from __future__ import annotations
 
@@ -76,6 +77,21 @@ def test_broken_site_beside_healthy_ones(tmp_path, broker):  # noqa: F811
         rec.wait(lambda t, p: health_of("bravo")(t, p) and seq(p) > bravo_seq, 2, since=mark, timeout=30)
         assert len(fleet.grep(r"site bravo \(bravo\.yaml\) started")) == 2  # not restarted again
         assert fleet.proc.poll() is None
+
+        # The broken file is fixed: it is picked up without a restart. Then bravo's file is removed and
+        # SIGHUP rescans the folder: bravo stops (its retained status goes offline), the others go on.
+        house_site(sites, "broken", broker)
+        fleet.wait_line(r"site broken \(broken\.yaml\) started as pid", 30)
+        rec.wait(health_of("broken"), 1, timeout=60)
+        (sites / "bravo.yaml").unlink()
+        mark = rec.mark()
+        fleet.proc.send_signal(signal.SIGHUP)
+        fleet.wait_line(r"bravo\.yaml removed .*; stopping site bravo", 20)
+        rec.wait(lambda t, p: t == "edge-mpc/v1/bravo/status" and p == b"offline", since=mark, timeout=30)
+        fleet.wait_line(r"site bravo \(pid \d+\) exited with 0", 30)
+        alpha_now, broken_now = _last_seq(rec, "alpha"), _last_seq(rec, "broken")
+        rec.wait(lambda t, p: health_of("alpha")(t, p) and seq(p) > alpha_now, 1, timeout=30)
+        rec.wait(lambda t, p: health_of("broken")(t, p) and seq(p) > broken_now, 1, timeout=30)
     finally:
         rc = fleet.stop()
         rec.close()
