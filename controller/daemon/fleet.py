@@ -202,7 +202,7 @@ class Fleet:
             args.append("--once")
         for item in self.overrides:
             args += ["--set", item]
-        child.proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL)
+        child.proc = subprocess.Popen(args, env=env, stdin=subprocess.DEVNULL, preexec_fn=_die_with_parent)
         child.state, child.started, child.last_ping, child.kill_at, child.error = "starting", now, now, None, None
         log.info("site %s (%s) started as pid %d", child.name, child.path.name, child.proc.pid)
 
@@ -333,7 +333,9 @@ class Fleet:
                     log.info("SIGHUP: rescanning %s and reloading the running sites", self.directory)
                     self.scan()
                     for child in self.children.values():
-                        if child.proc is not None and child.state in ("running", "starting"):
+                        # Only to children past start-up: before its handlers are installed, SIGHUP would
+                        # end a child (one still starting reads the folder's current file anyway).
+                        if child.proc is not None and child.state == "running":
                             with contextlib.suppress(ProcessLookupError):
                                 child.proc.send_signal(signal.SIGHUP)
                 if self._stop:
@@ -371,6 +373,15 @@ class Fleet:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     child.proc.wait(5)
             self._close_socket(child)
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM it if the supervisor dies (SIGKILL, OOM) so no site runs unsupervised
+    beside the one a restarted supervisor starts. Linux only; elsewhere a no-op."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG = 1
 
 
 def _describe(rc: int) -> str:
