@@ -104,3 +104,9 @@ def test_dashboard_fleet_row_and_site_variable() -> None:
             for y in range(g["y"], g["y"] + g["h"]):
                 assert (x, y) not in cells, p["title"]
                 cells.add((x, y))
+
+
+def test_sites_dropin_runs_the_folder() -> None:
+    text = (ROOT / "systemd" / "edge-mpc-sites.conf").read_text()
+    lines = [line for line in text.splitlines() if line.startswith("ExecStart=")]
+    assert lines == ["ExecStart=", "ExecStart=/opt/edge-mpc/venv/bin/edge-mpc run --sites /etc/edge-mpc/sites"]
