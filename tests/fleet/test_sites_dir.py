@@ -1,19 +1,23 @@
 """`edge-mpc run --sites DIR`: a broken site beside healthy ones. A bad config is reported and skipped, a
-crashed site process (SIGKILL) is restarted, a stuck one (SIGSTOP: no watchdog pings, as with a hung
-solver) is stopped and restarted, and through all of it the other site keeps cycling. A fixed file is
+crashed site process (SIGKILL) is restarted, one whose solver hangs (injected) stops its watchdog pings
+and is stopped and restarted, and through all of it the other site keeps cycling. A fixed file is
 picked up by itself; a removed one is stopped on SIGHUP."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
 from tests.daemon.conftest import broker  # noqa: F401  (the fixture: a real mosquitto on a free port)
 
 from .conftest import Process, Recorder, health_of, house_site, seq
+
+INJECT = Path(__file__).parent / "inject"
 
 
 def _alive(pid: int) -> bool:
@@ -35,7 +39,10 @@ def test_broken_site_beside_healthy_ones(tmp_path, broker):  # noqa: F811
     house_site(sites, "broken", broker, replace={"horizon: 96": "horizon: -3"})
     (sites / "notes.txt").write_text("not a site file\n")
     rec = Recorder(broker)
-    fleet = Process(["run", "--sites", str(sites), "--site-watchdog", "8"])
+    hang_flag = tmp_path / "hang-now"
+    env = dict(os.environ, EDGE_MPC_TEST_HANG_FLAG=str(hang_flag), EDGE_MPC_TEST_HANG_SITE="alpha")
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(INJECT), env.get("PYTHONPATH")) if p)
+    fleet = Process(["run", "--sites", str(sites), "--site-watchdog", "8"], env=env)
     try:
         # The bad file is named with its field; the two good ones start and cycle.
         bad = fleet.wait_line(r"site file not started: .*broken\.yaml.*horizon", 30)
@@ -63,16 +70,20 @@ def test_broken_site_beside_healthy_ones(tmp_path, broker):  # noqa: F811
         rec.wait(lambda t, p: health_of("alpha")(t, p) and seq(p) > alpha_seq, 2, timeout=30)
         assert _alive(alpha_pid) and len(fleet.grep(r"site alpha \(alpha\.yaml\) started")) == 1
 
-        # A stuck process: SIGSTOP alpha. Its watchdog pings stop; the supervisor stops it (SIGTERM, then
-        # SIGKILL) and starts it again, while bravo keeps cycling.
-        os.kill(alpha_pid, signal.SIGSTOP)
-        time.sleep(0.5)
+        # A hung solver: alpha's next solve never returns (tests/fleet/inject/sitecustomize.py). That cycle
+        # publishes the fallback; the site stops beating, so its process stops the watchdog pings, and the
+        # supervisor stops and restarts it, while bravo keeps cycling.
         alpha_seq = _last_seq(rec, "alpha")
         bravo_seq = _last_seq(rec, "bravo")
         mark = rec.mark()
-        fleet.wait_line(rf"site alpha \(pid {alpha_pid}\): no watchdog ping", 40)
+        hang_flag.touch()
+        fleet.wait_line(r"HANG-INJECTED in alpha", 30)
+        rec.wait(lambda t, p: health_of("alpha")(t, p) and json.loads(p)["reason"] == "solver_hung", since=mark,
+                 timeout=30)
+        fleet.wait_line(rf"site alpha \(pid {alpha_pid}\): no watchdog ping", 60)
         fleet.wait_line(r"site alpha \(alpha\.yaml\) started as pid (\d+)", 40, count=2)
-        rec.wait(lambda t, p: health_of("alpha")(t, p) and seq(p) > alpha_seq, 1, since=mark, timeout=60)
+        rec.wait(lambda t, p: health_of("alpha")(t, p) and json.loads(p)["reason"] != "solver_hung"
+                 and seq(p) > alpha_seq, 1, since=mark, timeout=60)
         assert not _alive(alpha_pid) or open(f"/proc/{alpha_pid}/stat").read().split()[2] == "Z"
         rec.wait(lambda t, p: health_of("bravo")(t, p) and seq(p) > bravo_seq, 2, since=mark, timeout=30)
         assert len(fleet.grep(r"site bravo \(bravo\.yaml\) started")) == 2  # not restarted again
