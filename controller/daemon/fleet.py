@@ -146,11 +146,14 @@ class Fleet:
         now = self.mono()
         present = {p.resolve(): p for p in site_files(self.directory)}
         for key, child in list(self.children.items()):
-            if key not in present:
-                log.info("%s removed from %s; stopping site %s", child.path.name, self.directory,
-                         child.name)
-                child.restart = False
-                self._terminate(child, now)
+            if key in present:
+                continue
+            if child.proc is None:  # nothing running for it (any more): forget it
+                del self.children[key]
+                continue
+            log.info("%s removed from %s; stopping site %s", child.path.name, self.directory, child.name)
+            child.restart = False
+            self._terminate(child, now)
         for key, path in present.items():
             child = self.children.get(key)
             mtime = path.stat().st_mtime
