@@ -87,12 +87,18 @@ class Metrics:
                                 "Unix time (cycle clock) of the last completed cycle.", ["site"], registry=r)
         self.ticks_skipped = Counter(PREFIX + "ticks_skipped", "Clock ticks skipped after a stall.", ["site"],
                                      registry=r)
+        # For alerts that compare the solve time with what the site allows (a fleet mixes deadlines).
+        self.deadline = Gauge(PREFIX + "deadline_seconds", "The site's solve deadline (control.deadline).",
+                              ["site"], registry=r)
         self.build_info = Info(PREFIX.rstrip("_") + "_build", "Version and numeric backend.", registry=r)
         self.build_info.info({"version": _version(), "python": platform.python_version(),
                               "backend": backend, "dtype": dtype})
 
-    def site(self, name: str) -> SiteMetrics:
-        return SiteMetrics(self, name)
+    def site(self, name: str, deadline_s: float | None = None) -> SiteMetrics:
+        sm = SiteMetrics(self, name)
+        if deadline_s is not None:
+            self.deadline.labels(name).set(deadline_s)
+        return sm
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

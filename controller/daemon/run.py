@@ -1,5 +1,8 @@
 """`edge-mpc run CONFIG [--once] [--set key.path=value]...`: the daemon entry point.
 
+`edge-mpc run --sites DIR` runs every site file of a folder, one supervised process per site
+(controller.daemon.fleet): a site's bad config, crash or hung solver never stops the others.
+
 Exit codes: 0 stopped cleanly (SIGTERM/SIGINT, or --once done), 2 bad input (config, model),
 1 anything unexpected. Errors in input are one line naming file/line/field, never a traceback.
 """
@@ -20,7 +23,14 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Run the MPC daemon: read sensors over MQTT, plan, publish setpoints, export metrics. "
                     "Under systemd it speaks sd_notify (READY, WATCHDOG, STATUS). SIGHUP reloads the "
                     "config (an invalid one is rejected and the old one keeps running); SIGTERM stops.")
-    p.add_argument("config", help="site YAML file (or a file with `sites: [...]`)")
+    p.add_argument("config", nargs="?", help="site YAML file (or a file with `sites: [...]`)")
+    p.add_argument("--sites", metavar="DIR",
+                   help="run every site file (*.yaml) in DIR, each in its own supervised process: a bad "
+                        "config is reported and skipped, a crashed or hung site is restarted, the others "
+                        "carry on. SIGHUP rescans DIR")
+    p.add_argument("--site-watchdog", type=float, default=120.0, metavar="S",
+                   help="with --sites: restart a site whose process sent no watchdog ping for S seconds "
+                        "(its solver is stuck); more than its deadline + 5 s (default 120)")
     p.add_argument("--once", action="store_true", help="run one cycle, publish, save state, and exit")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                    help="override a config value, e.g. --set mqtt.port=1884 (repeatable; applied after "
@@ -57,6 +67,14 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
     if not isinstance(args, argparse.Namespace):
         args = parse_args(args)
     _setup_logging(getattr(args, "log_level", "INFO"))
+    if getattr(args, "sites", None) is not None:
+        if args.config is not None:
+            print("edge-mpc run: give either a CONFIG file or --sites DIR, not both", file=sys.stderr)
+            return 2
+        return _run_sites(args)
+    if args.config is None:
+        print("edge-mpc run: a site CONFIG file or --sites DIR is required", file=sys.stderr)
+        return 2
     service = Service(args.config, args.overrides)
     service.install_signal_handlers()
     try:
@@ -73,6 +91,24 @@ def main(args: argparse.Namespace | list[str] | None = None) -> int:
         service.shutdown()
         return 1
     return service.run(once=args.once)
+
+
+def _run_sites(args: argparse.Namespace) -> int:
+    from controller.daemon.fleet import Fleet
+    from models.errors import ConfigError
+
+    if not args.site_watchdog > 0:
+        print("edge-mpc run: --site-watchdog must be positive", file=sys.stderr)
+        return 2
+    fleet = Fleet(args.sites, args.overrides, log_level=args.log_level, once=args.once,
+                  watchdog_s=args.site_watchdog)
+    fleet.install_signal_handlers()
+    try:
+        fleet.start()
+    except ConfigError as exc:
+        print(f"edge-mpc run: {exc}", file=sys.stderr)
+        return 2
+    return fleet.run()
 
 
 if __name__ == "__main__":

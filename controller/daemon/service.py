@@ -717,7 +717,7 @@ class Service:
             self.server = MetricsServer(self.metrics, self.health, cfg.metrics.address, cfg.metrics.port)
             log.info("metrics on http://%s:%d/metrics", cfg.metrics.address, self.server.port)
         for s, ctrl in zip(cfg.sites, controllers, strict=True):
-            sm = self.metrics.site(s.site)
+            sm = self.metrics.site(s.site, s.control.deadline_s)
             bus = self.bus_factory(s, _topics_for(s), sm)
             site = Site(s, ctrl, bus, sm, self.health, wall_time=self.wall, monotonic=self.mono,
                         make_inputs=self.make_inputs)

@@ -17,6 +17,14 @@ The daemon's resident memory is read from ``/proc/<pid>/status`` (VmRSS) after t
 (``set_tcp_nodelay true``) and both clients (``TCP_NODELAY`` in ``drivers.mqtt``) have Nagle off;
 ``--broker-nagle`` leaves it on in the broker to show what that costs.
 
+``--sites N`` runs N copies of the site (own names and topic roots) as N daemon processes on one broker,
+each driven back to back by its own emulator, for sizing a server: it reports the daemons' CPU time per
+cycle (``/proc/<pid>/stat`` utime+stime over the measured cycles, so everything a cycle costs the daemon:
+MQTT, estimator, solve, plan/health JSON, metrics, state file), hence cycles per second per fully used
+core, and the aggregate cycles per wall second of the N together. The emulators share the bench process
+(one GIL), so the aggregate is a lower bound of what the daemons could do; the per-core figure is not
+affected by that.
+
 The helpers here (`Mosquitto`, `DaemonProcess`, `make_plant`) are also what the daemon's lockstep and fault
 tests use to run the real daemon.
 """
@@ -24,6 +32,7 @@ tests use to run the real daemon.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import json
 import os
@@ -138,6 +147,88 @@ def run_one(site_path: Path, cycles: int, warmup: int, *, nodelay: bool = True,
             "solve_median_s": q(sv[ok], 50), "rss_bytes": rss}
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """utime + stime of a process in seconds (None once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_many(site_path: Path, n: int, cycles: int, warmup: int, *, backend: str = "numpy") -> dict[str, Any]:
+    """N copies of a site as N daemons on one broker, all driven at once; CPU per cycle and throughput."""
+    from controller.daemon.settings import load_site
+    from controller.tools.emulator import LockstepEmulator
+    from drivers.mqtt import MqttBus, MqttSettings
+
+    base = load_site(site_path, [f"control.backend={backend}"], environ={})
+    names = [f"{base.site}-{k}" for k in range(n)]
+    with tempfile.TemporaryDirectory(prefix="edge-mpc-bench-") as tmp, \
+            Broker(Path(tmp) / "broker") as broker:
+        daemons = [DaemonProcess(site_path, lockstep_overrides(
+            broker.port, Path(tmp) / "state", f"control.backend={backend}", f"site={name}",
+            f"mqtt.root=edge-mpc/v1/{name}"), log_level="WARNING") for name in names]
+        rows: list[dict[str, Any]] = [{} for _ in names]
+        errors: list[str] = []
+        started = threading.Barrier(n)
+
+        def drive(k: int) -> None:
+            site = load_site(site_path, [f"control.backend={backend}", f"site={names[k]}",
+                                         f"mqtt.root=edge-mpc/v1/{names[k]}"], environ={})
+            topics = MqttSettings.from_cursor(site.mqtt).topics(site.site)
+            bus = MqttBus(MqttSettings(port=broker.port, keepalive_s=30), client_id=f"bench-emu-{k}-{os.getpid()}",
+                          status_topic=f"{topics.root}/emulator/status")
+            row = rows[k]
+            try:
+                if not wait_online(bus, topics, 300.0):
+                    raise RuntimeError(f"{names[k]} did not come online:\n" + daemons[k].output())
+                plant, fallback = make_plant(site, seed=k)
+                emu = LockstepEmulator(bus, topics, plant, ack_timeout_s=120.0, fallback=fallback, resend_s=10.0)
+                if not bus.wait_subscribed(10):
+                    raise RuntimeError("emulator subscriptions not acknowledged")
+                started.wait(600)  # every daemon up before anyone starts: the measured phases overlap
+
+                def mark(step: int, _t: float) -> None:
+                    if step == warmup - 1:
+                        row["cpu0"], row["wall0"] = cpu_seconds(daemons[k].pid), time.monotonic()
+
+                if warmup == 0:
+                    mark(-1, 0.0)
+                res = emu.run(steps=warmup + cycles, start=START, on_step=mark)
+                row["cpu1"], row["wall1"] = cpu_seconds(daemons[k].pid), time.monotonic()
+                row["misses"], row["rss"] = res.misses, daemons[k].rss_bytes()
+            except Exception as exc:  # reported after all threads are done
+                errors.append(f"{names[k]}: {exc}")
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    started.abort()
+            finally:
+                bus.close()
+
+        threads = [threading.Thread(target=drive, args=(k,), daemon=True) for k in range(n)]
+        try:
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+        finally:
+            for d in daemons:
+                d.stop()
+        if errors:
+            raise RuntimeError("; ".join(errors))
+    cpu = np.array([r["cpu1"] - r["cpu0"] for r in rows]) / cycles
+    wall = max(r["wall1"] for r in rows) - min(r["wall0"] for r in rows)
+    rss = [r["rss"] for r in rows if r.get("rss")]
+    cpu_med = float(np.median(cpu))
+    return {"suite": "lockstep-sites", "problem": PROBLEM.get(base.site, base.site), "site": base.site,
+            "backend": backend, "sites": n, "cycles": n * cycles, "misses": int(sum(r["misses"] for r in rows)),
+            "cpu_per_cycle_s": cpu_med, "cpu_per_cycle_max_s": float(cpu.max()),
+            "cycles_per_core_s": 1.0 / cpu_med if cpu_med > 0 else float("nan"),
+            "aggregate_cycles_per_s": n * cycles / wall if wall > 0 else float("nan"),
+            "rss_bytes": int(np.median(rss)) if rss else None}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from controller.tools.bench.measure import Report, machine_line
 
@@ -153,14 +244,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--gap", type=float, default=0.0, metavar="S",
                     help="pause between an ack and the next clock (default 0: back to back, so a cycle may "
                          "also wait for the previous one's state write)")
+    ap.add_argument("--sites", type=int, default=None, metavar="N",
+                    help="sizing mode: N copies of each --site as N daemons on one broker, driven at once; "
+                         "reports daemon CPU per cycle, cycles per second per core and aggregate cycles/s")
     ap.add_argument("--broker-nagle", action="store_true",
                     help="leave Nagle on in the broker (set_tcp_nodelay false), to see what it costs")
     args = ap.parse_args(argv)
     if args.cycles < 1 or args.warmup < 0:
         ap.error("--cycles must be >= 1 and --warmup >= 0")
+    if args.sites is not None and args.sites < 1:
+        ap.error("--sites must be >= 1")
     if mosquitto_binary() is None:
         print("error: mosquitto is not installed (apt-get install mosquitto)", file=sys.stderr)
         return 2
+    if args.sites is not None:
+        return _sizing(args)
     rep = Report([("problem", "problem", ""), ("cycles", "cycles", "d"), ("rt_median_ms", "rt med ms", ".2f"),
                   ("rt_p95_ms", "rt p95 ms", ".2f"), ("solve_median_ms", "solve med ms", ".2f"),
                   ("overhead_median_ms", "rt-solve med ms", ".2f"), ("overhead_p95_ms", "rt-solve p95 ms", ".2f"),
@@ -178,6 +276,30 @@ def main(argv: Sequence[str] | None = None) -> int:
             rep.row(**row)
         else:
             rep.row(**row, **{k.replace("_s", "_ms"): v * 1e3 for k, v in row.items() if k.endswith("_s")},
+                    rss_mb=(row["rss_bytes"] or 0) / 2**20)
+    return 0
+
+
+def _sizing(args: argparse.Namespace) -> int:
+    from controller.tools.bench.measure import Report, machine_line
+
+    rep = Report([("problem", "problem", ""), ("sites", "sites", "d"), ("cycles", "cycles", "d"),
+                  ("cpu_ms", "CPU ms/cycle", ".2f"), ("cpu_max_ms", "max site", ".2f"),
+                  ("cycles_per_core_s", "cycles/s/core", ".1f"), ("aggregate_cycles_per_s", "all cycles/s", ".1f"),
+                  ("rss_mb", "RSS MB/site", ".1f"), ("misses", "misses", "d")], args.json)
+    if not args.json:
+        print(machine_line(args.backend) + f", {os.cpu_count()} cores shared by all {args.sites} daemons, "
+              "the broker and the emulators")
+    for name in args.site or ["office-20"]:
+        path = SITES.get(name, Path(name))
+        if not Path(path).is_file():
+            print(f"error: no site '{name}' (office-20, house-1 or a YAML path)", file=sys.stderr)
+            return 2
+        row = run_many(Path(path), args.sites, args.cycles, args.warmup, backend=args.backend)
+        if args.json:
+            rep.row(**row)
+        else:
+            rep.row(**row, cpu_ms=row["cpu_per_cycle_s"] * 1e3, cpu_max_ms=row["cpu_per_cycle_max_s"] * 1e3,
                     rss_mb=(row["rss_bytes"] or 0) / 2**20)
     return 0
 
