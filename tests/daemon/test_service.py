@@ -12,7 +12,7 @@ import time
 import pytest
 
 from controller.core import CycleInputs
-from controller.daemon import service as service_mod
+from controller.daemon import site as site_mod
 from controller.daemon.service import Service
 from drivers.memory_bus import MemoryBus
 from drivers.payloads import encode_json, parse_setpoint
@@ -162,7 +162,7 @@ def test_controller_faults_fall_back(site_file, mode, reason):
 
 
 def test_hung_solver_stops_watchdog_but_not_the_plant(site_file, notify_socket, monkeypatch):
-    monkeypatch.setattr(service_mod, "SOLVER_GRACE_S", 0.3)
+    monkeypatch.setattr(site_mod, "SOLVER_GRACE_S", 0.3)
     env = {"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "600000"}
     h = Harness(site_file, env, overrides=["control.deadline=0.2 s"])
     try:

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from daemon.conftest import notify_socket  # noqa: F401  (fixture: a real AF_UNIX datagram socket)
 
-from controller.daemon import service as service_mod
+from controller.daemon import site as site_mod
 
 from ._common import SITE, T0, Harness, check_published, real_site
 
@@ -72,7 +72,7 @@ def test_fault_falls_back_in_the_same_cycle(tmp_path, fault):
 
 
 def test_deadline_overrun(tmp_path, monkeypatch):
-    monkeypatch.setattr(service_mod, "SOLVER_GRACE_S", 5.0)
+    monkeypatch.setattr(site_mod, "SOLVER_GRACE_S", 5.0)
     h = _boot(tmp_path, overrides=("control.deadline=0.3 s",))
     try:
         solve = h.ctrl.solver.solve
@@ -95,7 +95,7 @@ def test_deadline_overrun(tmp_path, monkeypatch):
 
 
 def test_hung_solver_silences_the_watchdog(tmp_path, notify_socket, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(service_mod, "SOLVER_GRACE_S", 0.3)
+    monkeypatch.setattr(site_mod, "SOLVER_GRACE_S", 0.3)
     env = {"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "600000"}
     h = _boot(tmp_path, env, overrides=("control.deadline=2 s",))
     release = threading.Event()
