@@ -234,9 +234,18 @@ class SiteController:
                                  for n, v in report.step_sources.items()},
             "offsets_w": {z: float(v) for z, v in zip(self.zone_names, self.estimator.offsets, strict=True)},
         }
-        ok = usable and not info.diverged and bool(np.all(np.isfinite(x0)))
-        reason = None if ok else ("divergence: estimator diverged" if info.diverged else
-                                  f"nonfinite: solver status {res.status}")
+        # Only a plan the solver vouches for (res.success: converged, or the best feasible plan at the
+        # deadline, within every constraint) is published as MPC; any other goes down the fallback chain.
+        ok = usable and bool(res.success) and not info.diverged and bool(np.all(np.isfinite(x0)))
+        if ok:
+            reason = None
+        elif info.diverged:
+            reason = "divergence: estimator diverged"
+        elif not usable:
+            reason = f"nonfinite: solver status {res.status}"
+        else:
+            reason = f"{res.status}: the solver did not certify the plan" + (f" ({res.message})" if res.message
+                                                                          else "")
         plan = {
             "start": t, "step": dt, "actuators": [a.name for a in self.actuators], "units": self.units,
             "setpoints": np.asarray(res.u).round(3).tolist() if usable else None,

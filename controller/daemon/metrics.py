@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 PREFIX = "edge_mpc_"
 OUTCOMES = ("mpc", "hold", "schedule", "relinquish")
 FALLBACK_REASONS = ("stale_sensor", "missing_sensor", "nonfinite", "deadline", "divergence", "solver_error",
-                    "solver_hung", "no_plan")
+                    "solver_hung", "infeasible", "uncertified", "no_plan")
 FORECAST_SOURCES = ("mqtt", "csv", "persistence")
 # Dense at the low end where a warm-started solve lives, coarser up to a minute.
 _MS_BUCKETS = (0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.010, 0.012, 0.015, 0.020, 0.025, 0.030,
