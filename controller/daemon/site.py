@@ -2,7 +2,8 @@
 
 Cycle: latest sensors → `SiteController.cycle` in a worker thread (a hung solver must not block signals or
 the fallback) → fallback chain → final clamp (`SetpointGate`, the only way to get publishable setpoints)
-→ setpoints, plan, health (and the lockstep `cycle` ack) → metrics → state file → watchdog beat.
+→ setpoints (and what they were, back to the controller's estimator) → plan, health (and the lockstep
+`cycle` ack) → metrics → state file → watchdog beat.
 
 Watchdog policy: a site "beats" after every cycle whose solver returned, and while idle between cycles;
 it stops beating while a solver thread is stuck. The service pings `WATCHDOG=1` only while every site beats,
@@ -263,6 +264,7 @@ class Site(InboundMixin, PublishMixin):
         seq = self.store.next_seq()
         status = out.status if out is not None else ("hung" if hung else "error")
         self._publish_setpoints(clamped, t, seq)
+        self._report_applied(t, clamped)
         if isinstance(self.clock, LockstepClock):
             # Right after the setpoints, which are all an emulator waits for; the plan, health, metrics and
             # the state write that follow are for people and restarts, not for the co-simulation's step.
@@ -305,6 +307,17 @@ class Site(InboundMixin, PublishMixin):
                  "-" if solve_s is None else f"{solve_s:.3f}s", diag.get("iterations", "-"),
                  f"{diag['objective']:.4g}" if isinstance(diag.get("objective"), int | float) else "-", cycle_s)
         return report
+
+    def _report_applied(self, t: float, clamped: ClampedSetpoints) -> None:
+        """Tell the controller what was published (after fallbacks and the final clamp): its estimator
+        predicts with what reached the plant, not with a plan that may never have been applied."""
+        record = getattr(self.controller, "record_applied", None)
+        if record is None:
+            return
+        try:
+            record(t, dict(clamped.values), valid_until=t + self.cfg.fallback.setpoint_validity_s)
+        except Exception as exc:  # never let bookkeeping stop the plant being driven
+            log.warning("%s: could not record the applied setpoints: %s", self.name, exc)
 
     def _degraded_zones(self, missing: list[str], stale: list[str]) -> dict[str, str] | None:
         """zone -> reason for zones whose every sensor is missing or stale; None when the whole site must

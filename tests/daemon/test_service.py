@@ -279,3 +279,24 @@ def test_two_sites_in_one_process(tmp_path):
     finally:
         svc.request_stop()
         runner.join(10)
+
+
+def test_the_controller_is_told_what_was_published_not_what_it_planned(site_file):
+    """After the final clamp and through fallbacks, the estimator's inputs are the published setpoints."""
+    h = Harness(site_file, {})
+    try:
+        h.sensors(T0 - 60, temps=(17.0, 22.0))  # the fake plans 8 kW for z1: the safe range cuts it to 4 kW
+        ack = h.tick(T0)
+        assert ack["status"] == "mpc"
+        published = {a: sp.value for a, (sp, _) in h.setpoints(ack["seq"]).items()}
+        assert published["heat_z1"] == 4000.0
+        assert h.ctrl.applied[-1] == (T0, published, T0 + 1800)
+        h.ctrl.mode = "raise"  # the held plan's next row (4 kW), then the rate limit
+        h.sensors(T0 + 840, temps=(17.0, 22.0))
+        ack = h.tick(T0 + 900)
+        assert ack["status"] == "hold"
+        published = {a: sp.value for a, (sp, _) in h.setpoints(ack["seq"]).items()}
+        assert h.ctrl.applied[-1] == (T0 + 900, published, T0 + 2700)
+        assert len(h.ctrl.applied) == 2
+    finally:
+        h.stop()
