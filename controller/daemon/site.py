@@ -149,6 +149,7 @@ class Site(InboundMixin, PublishMixin):
         if self._hung is not None and not self._hung.is_alive():
             log.warning("%s: the stuck solver returned at last", self.name)
             self._hung = None
+            self.health.solver_returned(self.name)
         if self._hung is None:
             self.last_beat = self._mono()
 
@@ -239,7 +240,9 @@ class Site(InboundMixin, PublishMixin):
         if self._hung is not None and self._hung.is_alive():
             hung = True
         else:
-            self._hung = None
+            if self._hung is not None:
+                self._hung = None
+                self.health.solver_returned(self.name)
             out, error, hung, solve_s = self._solve(t, fresh, forecasts)
         reason, detail = classify(out, error=error, hung=hung, sensor_problem=problem,
                                   max_innovation_k=cfg.fallback.max_innovation_k,
@@ -382,7 +385,8 @@ class Site(InboundMixin, PublishMixin):
 
         worker = threading.Thread(target=work, name=f"solve-{self.name}", daemon=True)
         worker.start()
-        limit = self._mono() + deadline + SOLVER_GRACE_S
+        started = self._mono()
+        limit = started + deadline + SOLVER_GRACE_S
         while not done.wait(0.05):
             if self.stop_event.is_set():
                 raise _CycleAbortedError  # shutting down: publish nothing from a cycle cut short
@@ -390,6 +394,7 @@ class Site(InboundMixin, PublishMixin):
                 log.error("%s: solver still running %.1f s past its deadline; treating it as hung",
                           self.name, SOLVER_GRACE_S)
                 self._hung = worker
+                self.health.solver_stuck(self.name, since=started)
                 return None, None, True, None
         out = box.get("out")
         solve = (out.diagnostics or {}).get("solve_s", box["solve_s"]) if out is not None else box["solve_s"]

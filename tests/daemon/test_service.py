@@ -186,6 +186,42 @@ def test_hung_solver_stops_watchdog_but_not_the_plant(site_file, notify_socket, 
         h.stop()
 
 
+def _healthz(svc) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{svc.server.port}/healthz", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_hung_solver_turns_healthz_red_in_lockstep(site_file, monkeypatch):
+    """Each clock starts a cycle that publishes the fallback; /healthz must still say the solver is stuck."""
+    monkeypatch.setattr(site_mod, "SOLVER_GRACE_S", 0.3)
+    h = Harness(site_file, {}, overrides=["control.deadline=0.2 s"])
+    try:
+        h.sensors(T0 - 10, temps=(19.0, 22.0))
+        assert h.tick(T0)["status"] == "mpc"
+        assert _healthz(h.svc)[0] == 200
+        h.ctrl.mode = "hang"
+        for t in (T0 + 900, T0 + 1800):  # the plant keeps getting setpoints, /healthz is red after each
+            assert h.tick(t)["reason"] == "solver_hung"
+            code, body = _healthz(h.svc)
+            assert code == 503 and not body["ok"], body
+            assert any("solver stuck" in p for p in body["sites"]["office-20"]["problems"]), body
+        h.ctrl.mode = "ok"
+        h.ctrl.release.set()  # the solver returns: the next cycle completes and /healthz is green again
+        h.sensors(T0 + 2690, temps=(19.0, 22.0))
+        assert h.tick(T0 + 2700)["status"] == "mpc"
+        code, body = _healthz(h.svc)
+        assert code == 200 and body["ok"], body
+    finally:
+        h.ctrl.release.set()
+        h.stop()
+
+
 def test_state_survives_restart_and_seq_is_monotonic(site_file):
     h = Harness(site_file, {})
     h.sensors(T0 - 10, temps=(19.0, 22.0))
