@@ -267,11 +267,10 @@ class Site(InboundMixin, PublishMixin):
         seq = self.store.next_seq()
         status = out.status if out is not None else ("hung" if hung else "error")
         self._publish_setpoints(clamped, t, seq)
-        self._report_applied(t, clamped)
         if isinstance(self.clock, LockstepClock):
             # Right after the setpoints, which are all an emulator waits for; the plan, health, metrics and
             # the state write that follow are for people and restarts, not for the co-simulation's step.
-            ack = {"t": t, "seq": seq, "status": decision.outcome, "reason": reason, "solver_status": status}
+            ack = {"ts": t, "seq": seq, "status": decision.outcome, "reason": reason, "solver_status": status}
             self._publish(self.topics.cycle, "cycle", ack)
             # Let the bus thread put the ack on the wire before the JSON encodes below hold the GIL.
             flush = getattr(self.bus, "flush", None)
@@ -279,9 +278,10 @@ class Site(InboundMixin, PublishMixin):
                 flush(0.05)
             with contextlib.suppress(PayloadError):
                 self._last_ack = (t, self._last_out, encode_json(ack))
+        self._report_applied(t, clamped)
         if out is not None and out.plan:
-            self._publish(self.topics.plan, "plan", {**out.plan, "t": t, "seq": seq, "outcome": decision.outcome})
-        health = {"t": t, "seq": seq, "outcome": decision.outcome, "reason": reason, "detail": detail or None,
+            self._publish(self.topics.plan, "plan", {**out.plan, "ts": t, "seq": seq, "outcome": decision.outcome})
+        health = {"ts": t, "seq": seq, "outcome": decision.outcome, "reason": reason, "detail": detail or None,
                   "solver_status": status, "solve_s": solve_s, "iterations": diag.get("iterations"),
                   "missing_sensors": missing, "stale_sensors": stale, "occupied": occupied,
                   "degraded_zones": degraded,

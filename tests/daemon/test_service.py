@@ -73,7 +73,7 @@ def test_lockstep_cycle_publishes_setpoints_then_ack(site_file, notify_socket):
         assert notify_socket.wait_for("READY=1")
         h.sensors(T0 - 60)
         ack = h.tick(T0)
-        assert ack["t"] == T0 and ack["status"] == "mpc" and ack["seq"] >= 1
+        assert ack["ts"] == T0 and ack["status"] == "mpc" and ack["seq"] >= 1
         sps = h.setpoints(ack["seq"])
         assert set(sps) == {"heat_z1", "heat_z2"}
         sp, msg = sps["heat_z1"]
@@ -303,7 +303,7 @@ def test_two_sites_in_one_process(tmp_path):
             topics = Topics(f"edge-mpc/v1/{name}")
             bus.publish(topics.sensor("t_z1"), b"20.0")
             bus.publish(topics.sensor("t_z2"), b"20.0")
-            bus.publish(topics.clock, encode_json({"t": T0}))
+            bus.publish(topics.clock, encode_json({"ts": T0}))
         end = time.monotonic() + 20
         while time.monotonic() < end and not all(bus.messages(f"edge-mpc/v1/{n}/cycle") for n in "ab"):
             time.sleep(0.01)
@@ -334,5 +334,21 @@ def test_the_controller_is_told_what_was_published_not_what_it_planned(site_file
         published = {a: sp.value for a, (sp, _) in h.setpoints(ack["seq"]).items()}
         assert h.ctrl.applied[-1] == (T0 + 900, published, T0 + 2700)
         assert len(h.ctrl.applied) == 2
+    finally:
+        h.stop()
+
+
+def test_a_legacy_clock_with_t_still_runs_its_cycle_and_is_acked_with_ts(site_file):
+    h = Harness(site_file, {})
+    try:
+        h.sensors(T0 - 60)
+        n = len(h.bus.messages(TOPICS.cycle))
+        h.bus.publish(TOPICS.clock, encode_json({"t": T0}))
+        deadline = time.monotonic() + 20
+        while len(h.bus.messages(TOPICS.cycle)) == n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ack = json.loads(h.bus.messages(TOPICS.cycle)[-1].payload)
+        assert ack["ts"] == T0 and "t" not in ack and ack["status"] == "mpc"
+        assert json.loads(h.bus.retained(TOPICS.health))["ts"] == T0
     finally:
         h.stop()
