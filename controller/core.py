@@ -6,7 +6,9 @@ builds the horizon's disturbances, prices and comfort bands, warm-starts the sol
 shifted by one step, and returns the plan. It reads no clock (the cycle time comes in `CycleInputs`, the
 deadline through the injected timer) and does no I/O: the daemon loads the model and series files
 (`controller.daemon.assemble`); fallbacks and the final clamp
-are the service's job (controller.fallback).
+are the service's job (controller.fallback). The service then reports what it published (`record_applied`):
+the next cycle's prediction uses what reached the plant in each step since the last cycle, with a relinquished
+or expired input treated as unknown (a mid-range guess whose variance widens the estimate of its zones).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from controller.disturbances import DisturbanceBuilder
-from controller.estimator import KalmanEstimator
+from controller.estimator import KalmanEstimator, pack_array, unpack_array
 from controller.mpc.lqsolver import LQOptions, LQSolver
 from controller.mpc.problem import MPCProblem, PowerCoeffs, Weights
 from controller.mpc.result import shift_plan
@@ -62,6 +64,18 @@ class CycleOutput:
     reason: str | None
     diagnostics: dict
     plan_setpoints: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class AppliedInputs:
+    """What reached the plant from `t` on: `u` (nu,) is the best guess of each input, `known` marks those
+    that were commanded (False: relinquished, run by the local controller), valid until `valid_until`
+    (after that the plant's own controllers take over every actuator)."""
+
+    t: float
+    u: np.ndarray
+    known: np.ndarray
+    valid_until: float = math.inf
 
 
 def parse_weights(cur: Cursor) -> Weights:
@@ -172,17 +186,27 @@ class SiteController:
         self.estimator.reset(sim.x_initial)
         self.last_plan: np.ndarray | None = None
         self.last_active: Any = None  # the last plan's classification (warm starts; not persisted)
+        # The last commanded inputs (the plan's rate limits start from them).
         self.u_last = np.clip(np.zeros(sim.nu), lo, hi)
-        self.d_last: np.ndarray | None = None
+        # An input nobody commands (relinquished, or its setpoint expired) is run by the local controller:
+        # the estimator takes mid-range as its guess, with the variance of a uniform draw over the range.
+        finite = np.isfinite(lo) & np.isfinite(hi)
+        self._u_guess = np.where(finite, 0.5 * (np.where(finite, lo, 0.0) + np.where(finite, hi, 0.0)), 0.0)
+        self._u_var = np.where(finite, (np.where(finite, hi - lo, 0.0)) ** 2 / 12.0, 1e12)
+        # What was applied, by time (see `record_applied`); only the records the next prediction needs.
+        self._applied: list[AppliedInputs] = []
+        # Whether the caller reports what it applied; until it does, the plan's first step is assumed.
+        self._reports_applied = False
+        self.d_prev: np.ndarray | None = None  # (K, known disturbances) the last cycle's horizon, step by step
         self.t_last: float | None = None
 
     # -- the cycle ------------------------------------------------------------------------------------
     def cycle(self, inputs: CycleInputs, timer: Callable[[], float], deadline_s: float) -> CycleOutput:
         t, K, dt = float(inputs.t), self.horizon, self.step_s
         start = timer()
-        # 1. Estimate: propagate over the step just applied, then correct with the readings.
-        if self.t_last is not None and self.d_last is not None and 0 < t - self.t_last <= 4 * dt:
-            self.estimator.predict(self.u_last, self.d_last[self._known_cols])
+        # 1. Estimate: propagate over every step since the last cycle with what was applied in each, then
+        # correct with the readings.
+        self._predict_since_last(t)
         y = np.array([inputs.sensors[s][0] if s in inputs.sensors else np.nan for s in self.sensor_ids])
         info = self.estimator.update(y)
         x0 = self.estimator.x
@@ -218,8 +242,9 @@ class SiteController:
         self.last_active = res.active if usable else None
         if usable:
             self.last_plan = np.array(res.u)
-            self.u_last = np.array(res.u[0])
-        self.d_last, self.t_last = d[0], t
+            if not self._reports_applied:  # nobody says what was applied: assume the plan's first step
+                self._remember(AppliedInputs(t, np.array(res.u[0], dtype=float), np.ones(self.sim.nu, bool)))
+        self.d_prev, self.t_last = np.array(d[:, self._known_cols]), t
         zone_pred = np.asarray(res.zone_temps) if res.zone_temps is not None else None
         zone_est = x0[self._zone_nodes]
         used = np.isfinite(info.innovation) & ~info.rejected
@@ -236,9 +261,18 @@ class SiteController:
                                  for n, v in report.step_sources.items()},
             "offsets_w": {z: float(v) for z, v in zip(self.zone_names, self.estimator.offsets, strict=True)},
         }
-        ok = usable and not info.diverged and bool(np.all(np.isfinite(x0)))
-        reason = None if ok else ("divergence: estimator diverged" if info.diverged else
-                                  f"nonfinite: solver status {res.status}")
+        # Only a plan the solver vouches for (res.success: converged, or the best feasible plan at the
+        # deadline, within every constraint) is published as MPC; any other goes down the fallback chain.
+        ok = usable and bool(res.success) and not info.diverged and bool(np.all(np.isfinite(x0)))
+        if ok:
+            reason = None
+        elif info.diverged:
+            reason = "divergence: estimator diverged"
+        elif not usable:
+            reason = f"nonfinite: solver status {res.status}"
+        else:
+            reason = f"{res.status}: the solver did not certify the plan" + (f" ({res.message})" if res.message
+                                                                          else "")
         plan = {
             "start": t, "step": dt, "actuators": [a.name for a in self.actuators], "units": self.units,
             "setpoints": np.asarray(res.u).round(3).tolist() if usable else None,
@@ -251,6 +285,51 @@ class SiteController:
         setpoints = ({a.name: float(v) for a, v in zip(self.actuators, res.u[0], strict=True)} if usable else {})
         return CycleOutput(setpoints, self.units, plan, str(res.status), ok, reason, diagnostics,
                            np.array(res.u) if usable else None)
+
+    # -- what reached the plant ------------------------------------------------------------------------
+    def record_applied(self, t: float, values: Mapping[str, float | None], valid_until: float = math.inf) -> None:
+        """The setpoints published at `t` (after fallbacks and the final clamp), by actuator name; None or a
+        missing name means relinquished (unknown to the estimator). The next cycles' predictions use them
+        from `t` until `valid_until` (after which the plant's consumers drop them)."""
+        u, known = self._u_guess.copy(), np.zeros(self.sim.nu, bool)
+        for j, a in enumerate(self.actuators):
+            v = values.get(a.name)
+            if v is not None and math.isfinite(v):
+                u[j], known[j] = float(v), True
+        self._reports_applied = True
+        self._remember(AppliedInputs(float(t), u, known, float(valid_until)))
+
+    def _remember(self, rec: AppliedInputs) -> None:
+        # Rebinds the list (never edits it in place): the service may record while a hung cycle still runs.
+        self._applied = sorted([r for r in self._applied if abs(r.t - rec.t) > 1e-6] + [rec], key=lambda r: r.t)
+        self.u_last = np.where(rec.known, rec.u, self.u_last)
+
+    def _input_at(self, tau: float) -> tuple[np.ndarray, np.ndarray | None]:
+        """(best guess, variance or None) of the inputs applied over the step starting at `tau`."""
+        rec = None
+        for r in self._applied:
+            if r.t <= tau + 1e-6:
+                rec = r
+        if rec is None:  # nothing recorded (a state file from before records): the last commanded inputs
+            return self.u_last, None
+        if tau >= rec.valid_until - 1e-6:
+            return self._u_guess, self._u_var
+        return rec.u, (None if rec.known.all() else np.where(rec.known, 0.0, self._u_var))
+
+    def _predict_since_last(self, t: float) -> None:
+        """Predict each control step from the last cycle to `t`, with the inputs applied in it and its
+        disturbances from the last cycle's horizon. Beyond that horizon nothing is known: no prediction."""
+        if self.t_last is None or self.d_prev is None or not t > self.t_last:
+            return
+        steps = max(1, round((t - self.t_last) / self.step_s))
+        if steps <= len(self.d_prev):
+            for j in range(steps):
+                u, var = self._input_at(self.t_last + j * self.step_s)
+                self.estimator.predict(u, self.d_prev[j], u_var=var)
+        # Keep only what later predictions can need: the record in force at t, and any after it.
+        keep = [r for r in self._applied if r.t > t + 1e-6]
+        before = [r for r in self._applied if r.t <= t + 1e-6]
+        self._applied = before[-1:] + keep
 
     def warm_up(self) -> None:
         """Compile and run one solve so the first real cycle meets its deadline."""
@@ -266,7 +345,11 @@ class SiteController:
             "estimator": self.estimator.export_state(),
             "last_plan": None if self.last_plan is None else np.round(self.last_plan, 3).tolist(),
             "u_last": self.u_last.tolist(),
-            "d_last": None if self.d_last is None else self.d_last.tolist(),
+            "d_prev": None if self.d_prev is None else pack_array(self.d_prev),
+            "applied": [{"t": r.t, "u": r.u.tolist(), "known": r.known.tolist(),
+                         "valid_until": r.valid_until if math.isfinite(r.valid_until) else None}
+                        for r in self._applied],
+            "reports_applied": self._reports_applied,
             "t_last": self.t_last,
             "actuators": [a.name for a in self.actuators],
         }
@@ -281,8 +364,17 @@ class SiteController:
         if self.last_plan is not None and self.last_plan.shape != (self.horizon, self.sim.nu):
             self.last_plan = None
         self.u_last = np.array(state.get("u_last", self.u_last), dtype=float)
-        d_last = state.get("d_last")
-        self.d_last = None if d_last is None else np.array(d_last, dtype=float)
+        nk = len(self._known_cols)
+        if state.get("d_prev") is not None:
+            self.d_prev = unpack_array(state["d_prev"]).reshape(-1, nk)
+        elif state.get("d_last") is not None:  # older state files: the first step's disturbances only
+            self.d_prev = np.array(state["d_last"], dtype=float)[self._known_cols][None]
+        else:
+            self.d_prev = None
+        self._applied = [AppliedInputs(float(r["t"]), np.array(r["u"], dtype=float), np.array(r["known"], bool),
+                                       math.inf if r.get("valid_until") is None else float(r["valid_until"]))
+                         for r in state.get("applied") or [] if len(r["u"]) == len(r["known"]) == self.sim.nu]
+        self._reports_applied = bool(state.get("reports_applied", False))
         self.t_last = state.get("t_last")
 
 

@@ -61,14 +61,21 @@ class KalmanEstimator:
         self.z = np.r_[np.asarray(x, dtype=float), np.zeros(self.no)]
         self.P = self.p0.copy()
 
-    def predict(self, u: np.ndarray, d: np.ndarray) -> None:
+    def predict(self, u: np.ndarray, d: np.ndarray, u_var: np.ndarray | None = None) -> None:
+        """One step with inputs `u` and disturbances `d`. `u_var` (nu,), per-step variance of each input
+        (its unit squared): an input that is only guessed (a relinquished actuator run by its local
+        controller) adds B diag(u_var) Bᵀ to the state covariance, so the zones it heats trust the
+        readings more than the prediction."""
         with np.errstate(all="ignore"):  # non-finite inputs show up as divergence in update()
-            self._predict(u, d)
+            self._predict(u, d, u_var)
 
-    def _predict(self, u: np.ndarray, d: np.ndarray) -> None:
+    def _predict(self, u: np.ndarray, d: np.ndarray, u_var: np.ndarray | None) -> None:
         self.z = self.F @ self.z
         self.z[:self.n] += self.B @ np.asarray(u, dtype=float) + self.E @ np.asarray(d, dtype=float)
         self.P = self.F @ self.P @ self.F.T + self.Q
+        if u_var is not None and np.any(u_var):
+            Bv = self.B * np.asarray(u_var, dtype=float)
+            self.P[:self.n, :self.n] += Bv @ self.B.T
 
     def update(self, y: np.ndarray) -> EstimateInfo:
         with np.errstate(all="ignore"):
@@ -97,22 +104,23 @@ class KalmanEstimator:
 
     def export_state(self) -> dict:
         # Binary-exact and compact: the covariance is thousands of numbers, saved every cycle.
-        return {"z": _pack(self.z), "P": _pack(self.P)}
+        return {"z": pack_array(self.z), "P": pack_array(self.P)}
 
     def import_state(self, state: dict) -> None:
-        z, P = _unpack(state["z"]), _unpack(state["P"])
+        z, P = unpack_array(state["z"]), unpack_array(state["P"])
         if z.shape == self.z.shape and P.shape == self.P.shape and np.all(np.isfinite(z)) and np.all(np.isfinite(P)):
             self.z, self.P = z, P
 
 
-def _pack(a: np.ndarray) -> dict:
+def pack_array(a: np.ndarray) -> dict:
+    """An array as {shape, base64 little-endian float64}: binary-exact and compact in a JSON state file."""
     import base64
 
     return {"shape": list(a.shape), "f8": base64.b64encode(np.ascontiguousarray(a, dtype="<f8").tobytes()).decode()}
 
 
-def _unpack(obj: object) -> np.ndarray:
-    """An array saved by _pack (or a nested list from older state files)."""
+def unpack_array(obj: object) -> np.ndarray:
+    """An array saved by pack_array (or a nested list from older state files)."""
     import base64
 
     if isinstance(obj, dict):

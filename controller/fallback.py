@@ -182,6 +182,10 @@ def classify(out: Any | None, *, error: str | None = None, hung: bool = False,
             return "deadline", out.reason or "deadline reached without a feasible plan"
         if out.status == "error":
             return "solver_error", out.reason or "solver error"
+        if out.status == "infeasible":
+            return "infeasible", out.reason or "the solver found the constraints infeasible"
+        if out.plan_setpoints is not None:  # a finite plan the solver did not vouch for (stalled, ...)
+            return "uncertified", out.reason or f"solver status {out.status}"
         return "no_plan", out.reason or out.status
     missing = [a for a in actuators if a not in out.setpoints]
     if missing:

@@ -39,7 +39,8 @@ from models.yamlio import Cursor
 
 log = logging.getLogger("edge_mpc.mqtt")
 
-_KEYS = frozenset({"host", "port", "root", "keepalive", "client_id", "username", "password_file",
+# The keys of the `mqtt:` section; the daemon's settings check overrides against this one list.
+SETTINGS_KEYS = frozenset({"host", "port", "root", "keepalive", "client_id", "username", "password_file",
                    "password_env", "tls", "ha_discovery"})
 _TLS_KEYS = frozenset({"ca", "cert", "key"})
 # Bound the QoS >= 1 backlog kept while the broker is away: after a long outage the old setpoints are
@@ -92,7 +93,7 @@ class MqttSettings:
             raise cur.get("password").error(
                 "a literal password is not allowed in the config file (secrets never go in YAML)",
                 expected="password_file: <path> or password_env: <ENV_VAR>", found="<hidden>")
-        cur.only_keys(_KEYS)
+        cur.only_keys(SETTINGS_KEYS)
         where: dict[str, tuple[str, int | None]] = {}
 
         def child(key: str, default: Any = ...) -> Cursor:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 import operator
 import re
@@ -25,6 +26,11 @@ MAX_DEPTH = 8
 MAX_FORECAST_VALUES = 10_000
 # Unix seconds above this are year 5138: almost always milliseconds sent by mistake.
 MAX_UNIX_S = 1e11
+
+log = logging.getLogger("edge_mpc.payloads")
+# Lockstep `clock` and `cycle` payloads carried their time as "t" before they took "ts" like every other
+# payload. "t" is still read, for one release, with one warning per kind and process.
+_LEGACY_T_WARNED: set[str] = set()
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
@@ -252,16 +258,43 @@ def parse_forecast(payload: bytes) -> Forecast:
     return Forecast(start, step, arr)
 
 
+def _legacy_t(kind: str, obj: dict) -> dict:
+    """`{"t": ...}` read as `{"ts": ...}` (deprecated, one release), with a warning the first time."""
+    if "t" not in obj or "ts" in obj:
+        return obj  # both keys: "t" is refused as unknown by the caller's key check
+    if kind not in _LEGACY_T_WARNED:
+        _LEGACY_T_WARNED.add(kind)
+        log.warning('%s payload with "t": the key is now "ts" (as in every other payload); "t" is still '
+                    "accepted in this release and will be refused in the next", kind)
+    return {("ts" if k == "t" else k): v for k, v in obj.items()}
+
+
 @_never_raises_other("clock")
 def parse_clock(payload: bytes) -> float:
-    """Simulated time (unix seconds) from `{"t": unix_s}` or a bare number."""
+    """Simulated time (unix seconds) from `{"ts": unix_s}` or a bare number (`{"t": ...}`: deprecated)."""
     obj = _decode("clock", payload, MAX_PAYLOAD_BYTES)
     if isinstance(obj, dict):
-        _object("clock", obj, {"t"})
-        return _time("clock", "t", obj["t"])
+        obj = _legacy_t("clock", obj)
+        _object("clock", obj, {"ts"})
+        return _time("clock", "ts", obj["ts"])
     if isinstance(obj, bool) or not isinstance(obj, float):
-        raise PayloadError("clock", f"expected a number or an object {{\"t\"}}, found {_type_name(obj)}")
-    return _time("clock", "t", obj)
+        raise PayloadError("clock", f"expected a number or an object {{\"ts\"}}, found {_type_name(obj)}")
+    return _time("clock", "ts", obj)
+
+
+@_never_raises_other("cycle")
+def parse_cycle_ack(payload: bytes) -> float:
+    """The simulated time a lockstep `cycle` ack answers, from `{"ts": unix_s, ...}` (other keys: see
+    `encode_cycle_ack`; `{"t": ...}` from an older daemon: deprecated) or a bare number."""
+    obj = _decode("cycle", payload, MAX_PAYLOAD_BYTES)
+    if isinstance(obj, dict):
+        obj = _legacy_t("cycle", obj)
+        if "ts" not in obj:
+            raise PayloadError("cycle", "missing key 'ts'")
+        return _time("cycle", "ts", obj["ts"])
+    if isinstance(obj, bool) or not isinstance(obj, float):
+        raise PayloadError("cycle", f"expected a number or an object {{\"ts\", ...}}, found {_type_name(obj)}")
+    return _time("cycle", "ts", obj)
 
 
 @_never_raises_other("setpoint")
@@ -312,6 +345,19 @@ def encode_setpoint(value: float | None, unit: str, ts: float, seq: int, valid_u
         raise PayloadError(kind, f"'seq' must be >= 0, found {seq}")
     return encode_json({"value": value, "unit": unit, "ts": ts, "seq": seq, "valid_until": valid_until,
                         "source": source})
+
+
+def encode_clock(ts: float) -> bytes:
+    """The lockstep `clock` message: run the cycle for simulated time `ts` (unix seconds)."""
+    return encode_json({"ts": _time("clock", "ts", ts)})
+
+
+def encode_cycle_ack(ts: float, seq: int, status: str, reason: str | None, solver_status: str) -> bytes:
+    """The lockstep `cycle` ack, published after the cycle's setpoints: `ts` of the clock it answers, the
+    `seq` its setpoints carry, `status` the outcome (mpc | hold | schedule | relinquish), `reason` why not
+    mpc (null when mpc), `solver_status` the solver's own status (or hung | error)."""
+    return encode_json({"ts": _time("cycle", "ts", ts), "seq": seq, "status": status, "reason": reason,
+                        "solver_status": solver_status})
 
 
 def _json_default(obj: object) -> Any:

@@ -119,6 +119,8 @@ NAMES = [a.name for a in ACTS]
     (dict(out=good_out(diagnostics={"zone_temps": {"z1": float("nan")}})), "nonfinite"),
     (dict(out=good_out(ok=False, status="nonfinite", reason="NaN in gradient")), "nonfinite"),
     (dict(out=good_out(ok=False, status="deadline", reason="no feasible iterate")), "deadline"),
+    (dict(out=good_out(ok=False, status="infeasible", reason="infeasible: hard limits")), "infeasible"),
+    (dict(out=good_out(ok=False, status="stalled", reason="stalled: not certified")), "uncertified"),
     (dict(out=good_out(diagnostics={"innovation_k": 12.0})), "divergence"),
     (dict(out=good_out(ok=False, status="error", reason="estimator diverged")), "divergence"),
     (dict(out=None, error="ZeroDivisionError: boom"), "solver_error"),

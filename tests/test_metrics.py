@@ -81,6 +81,25 @@ def test_health_logic():
     assert h.check()[0]
 
 
+def test_health_in_lockstep_cycles_that_keep_starting_do_not_hide_a_stuck_solver():
+    clock = Clock()
+    h = Health(clock)
+    h.register("sim", period_s=None, deadline_s=5.0)
+    h.started("sim")
+    for _ in range(4):  # a clock every 6 s, each cycle publishing the fallback without completing
+        clock.t += 6.0
+        h.started("sim")
+    ok, detail = h.check()
+    assert not ok and "no cycle completed" in detail["sim"]["problems"][0]
+    h.completed("sim")
+    assert h.check()[0]
+    h.solver_stuck("sim", since=clock.t - 5.5)  # past its 5 s deadline and the grace
+    ok, detail = h.check()
+    assert not ok and detail["sim"]["problems"] == ["solver stuck for 6 s (deadline 5 s)"]
+    h.solver_returned("sim")
+    assert h.check()[0]
+
+
 def test_http_server_serves_metrics_and_healthz():
     clock = Clock()
     health = Health(clock)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 
 import numpy as np
@@ -10,14 +11,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from drivers import payloads
 from drivers.payloads import (
     MAX_FORECAST_VALUES,
     MAX_PAYLOAD_BYTES,
     Forecast,
     PayloadError,
+    encode_clock,
+    encode_cycle_ack,
     encode_json,
     encode_setpoint,
     parse_clock,
+    parse_cycle_ack,
     parse_forecast,
     parse_sensor,
     parse_setpoint,
@@ -127,11 +132,35 @@ def test_forecast_rejects_non_finite_value_literal() -> None:
 # -- clock -----------------------------------------------------------------------------------------------
 def test_clock_forms() -> None:
     assert parse_clock(b"1700000000") == 1700000000.0
-    assert parse_clock(b'{"t": 1700000900.5}') == 1700000900.5
-    for bad in (b'{"time": 1}', b'{"t": "x"}', b"false", b"-5", b"nan"):
+    assert parse_clock(b'{"ts": 1700000900.5}') == 1700000900.5
+    assert parse_clock(encode_clock(1700000900.5)) == 1700000900.5
+    for bad in (b'{"time": 1}', b'{"ts": "x"}', b'{"t": "x"}', b'{"ts": 1, "t": 1}', b"false", b"-5", b"nan"):
         with pytest.raises(PayloadError) as info:
             parse_clock(bad)
         assert info.value.kind == "clock"
+
+
+def test_cycle_ack_forms() -> None:
+    raw = encode_cycle_ack(1700000900.0, 12, "hold", "solver_hung", "hung")
+    assert json.loads(raw) == {"ts": 1700000900.0, "seq": 12, "status": "hold", "reason": "solver_hung",
+                               "solver_status": "hung"}
+    assert parse_cycle_ack(raw) == 1700000900.0
+    assert parse_cycle_ack(b"1700000900") == 1700000900.0
+    for bad in (b'{"seq": 1}', b'{"ts": -1}', b'{"ts": 1700000900000}', b"[]"):
+        with pytest.raises(PayloadError) as info:
+            parse_cycle_ack(bad)
+        assert info.value.kind == "cycle"
+
+
+def test_legacy_t_is_read_for_one_release_with_one_warning(caplog, monkeypatch) -> None:
+    monkeypatch.setattr(payloads, "_LEGACY_T_WARNED", set())
+    with caplog.at_level(logging.WARNING, logger="edge_mpc.payloads"):
+        assert parse_clock(b'{"t": 1700000900.5}') == 1700000900.5
+        assert parse_clock(b'{"t": 1700001800}') == 1700001800.0
+        assert parse_cycle_ack(b'{"t": 1700000900, "seq": 3, "status": "mpc"}') == 1700000900.0
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 2 and all('now "ts"' in w for w in warnings), warnings
+    assert warnings[0].startswith("clock") and warnings[1].startswith("cycle")
 
 
 # -- setpoint ----------------------------------------------------------------------------------------------

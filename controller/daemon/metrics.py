@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 PREFIX = "edge_mpc_"
 OUTCOMES = ("mpc", "hold", "schedule", "relinquish")
 FALLBACK_REASONS = ("stale_sensor", "missing_sensor", "nonfinite", "deadline", "divergence", "solver_error",
-                    "solver_hung", "no_plan")
+                    "solver_hung", "infeasible", "uncertified", "no_plan")
 FORECAST_SOURCES = ("mqtt", "csv", "persistence")
 # Dense at the low end where a warm-started solve lives, coarser up to a minute.
 _MS_BUCKETS = (0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.010, 0.012, 0.015, 0.020, 0.025, 0.030,
@@ -168,11 +168,18 @@ class _SiteHealth:
     max_silence_s: float | None  # None: cycles are driven from outside (lockstep), silence is fine
     hung_after_s: float
     last_done: float
-    in_flight_since: float | None = None
+    deadline_s: float
+    in_flight_since: float | None = None  # since the first cycle that has not completed
+    stuck_since: float | None = None  # when the solve now stuck past its deadline started
 
 
 class Health:
-    """/healthz: 200 while every site completes cycles within ~2 periods and none is stuck mid-cycle."""
+    """/healthz: 200 while every site completes cycles within ~2 periods and none is stuck mid-cycle.
+
+    Red also while a solver runs past its deadline and grace (`solver_stuck` until `solver_returned`), and
+    when cycles keep starting without completing: in lockstep each clock starts a cycle that publishes the
+    fallback, but a hung solver must not look healthy because cycles keep coming.
+    """
 
     def __init__(self, monotonic: Callable[[], float]) -> None:
         self._now = monotonic
@@ -182,11 +189,22 @@ class Health:
     def register(self, site: str, *, period_s: float | None, deadline_s: float) -> None:
         with self._lock:
             silence = None if period_s is None else 2 * period_s + deadline_s
-            self._sites[site] = _SiteHealth(silence, 2 * deadline_s + 10.0, self._now())
+            self._sites[site] = _SiteHealth(silence, 2 * deadline_s + 10.0, self._now(), deadline_s)
 
     def started(self, site: str) -> None:
         with self._lock:
-            self._sites[site].in_flight_since = self._now()
+            h = self._sites[site]
+            if h.in_flight_since is None:  # a cycle that never completed still counts from its start
+                h.in_flight_since = self._now()
+
+    def solver_stuck(self, site: str, since: float) -> None:
+        """The solve started at `since` (monotonic) ran past its deadline and grace."""
+        with self._lock:
+            self._sites[site].stuck_since = since
+
+    def solver_returned(self, site: str) -> None:
+        with self._lock:
+            self._sites[site].stuck_since = None
 
     def completed(self, site: str) -> None:
         with self._lock:
@@ -200,8 +218,10 @@ class Health:
                 problems = []
                 if h.max_silence_s is not None and now - h.last_done > h.max_silence_s:
                     problems.append(f"no completed cycle for {now - h.last_done:.0f} s")
+                if h.stuck_since is not None:
+                    problems.append(f"solver stuck for {now - h.stuck_since:.0f} s (deadline {h.deadline_s:g} s)")
                 if h.in_flight_since is not None and now - h.in_flight_since > h.hung_after_s:
-                    problems.append(f"cycle running for {now - h.in_flight_since:.0f} s")
+                    problems.append(f"no cycle completed since one started {now - h.in_flight_since:.0f} s ago")
                 detail[name] = {"ok": not problems, "problems": problems,
                                 "since_last_cycle_s": round(now - h.last_done, 3)}
                 ok = ok and not problems

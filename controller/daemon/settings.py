@@ -32,6 +32,8 @@ from controller.site_config import (
     SiteConfig,
     StateSettings,
 )
+from drivers.mqtt import SETTINGS_KEYS as MQTT_KEYS
+from drivers.mqtt import MqttSettings
 from models.errors import ConfigError
 from models.yamlio import Cursor, MarkedDict, _closest, load_yaml
 
@@ -53,9 +55,8 @@ _SCHEMA: dict[str, frozenset[str] | None] = {
     "actuators": None,
     "forecasts": None,
     "sensors": frozenset({"max_age"}),
-    # Owned by drivers.mqtt.MqttSettings, which validates the values; listed so overrides can be checked.
-    "mqtt": frozenset({"host", "port", "root", "keepalive", "client_id", "username", "password_file",
-                       "password_env", "tls", "ha_discovery"}),
+    # Owned by drivers.mqtt.MqttSettings, which validates the values; its key list checks overrides.
+    "mqtt": MQTT_KEYS,
     "clock": frozenset({"mode"}),
     "metrics": frozenset({"enabled", "address", "port"}),
     "fallback": frozenset({"max_plan_age", "schedule_setpoints", "max_innovation", "setpoint_validity",
@@ -334,12 +335,7 @@ def _state(cur: Cursor, path: Path, environ: Mapping[str, str]) -> StateSettings
 
 
 def _check_mqtt(cur: Cursor) -> None:
-    """Validate the mqtt section with the driver's own parser when it is available."""
-    try:
-        from drivers.mqtt import MqttSettings
-    except ImportError:
-        cur.expect_mapping()
-        return
+    """Validate the mqtt section with the driver's own parser."""
     MqttSettings.from_cursor(cur)
 
 

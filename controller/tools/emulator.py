@@ -4,8 +4,8 @@ Per control step at simulated time t:
 
 1. publish each sensor reading on ``<root>/sensor/<id>`` as ``{"value": v, "ts": t}`` (dropped readings
    are not published, so the daemon sees them age);
-2. publish ``{"t": t}`` on ``<root>/clock``;
-3. wait for the daemon's ack on ``<root>/cycle`` carrying this t (``{"t": t, ...}``); with ``resend_s``
+2. publish ``{"ts": t}`` on ``<root>/clock``;
+3. wait for the daemon's ack on ``<root>/cycle`` carrying this t (``{"ts": t, ...}``); with ``resend_s``
    set, the readings and the clock are published again every ``resend_s`` without an ack (a broker restart
    or a reconnecting daemon may have lost them; the daemon re-acks a repeated clock); after
    ``ack_timeout_s`` the step counts as a miss and the emulator goes on with what it has;
@@ -32,9 +32,7 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime as _dt
-import json
 import logging
-import math
 import sys
 import threading
 import time
@@ -47,7 +45,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from drivers.bus import Bus
-from drivers.payloads import PayloadError, Setpoint, encode_json, parse_setpoint
+from drivers.payloads import PayloadError, Setpoint, encode_clock, encode_json, parse_cycle_ack, parse_setpoint
 from drivers.topics import Topics
 from drivers.virtual_building import PlantLog, VirtualBuilding
 from models.schedules import WeeklySchedule
@@ -190,11 +188,8 @@ class LockstepEmulator:
     # -- bus handlers (network thread): never raise -----------------------------------------------------------
     def _on_cycle(self, topic: str, payload: bytes) -> None:
         try:
-            obj = json.loads(payload)
-            t = float(obj["t"] if isinstance(obj, dict) else obj)
-            if not math.isfinite(t):
-                raise ValueError("t is not finite")
-        except Exception as exc:  # any bad ack is counted, never fatal
+            t = parse_cycle_ack(payload)
+        except PayloadError as exc:  # any bad ack is counted, never fatal
             with self._cond:
                 self._bad += 1
             log.warning("bad cycle ack %r: %s", payload[:80], exc)
@@ -296,7 +291,7 @@ class LockstepEmulator:
             PUB[k] = [np.nan if readings[s] is None else readings[s] for s in self.plant.sensor_names]
             def send(readings: dict[str, float | None] = readings, t: float = t) -> None:
                 self._publish_sensors(readings, t)
-                self.bus.publish(self.topics.clock, encode_json({"t": t}), qos=self.qos)
+                self.bus.publish(self.topics.clock, encode_clock(t), qos=self.qos)
 
             send()
             ok, waited = self._wait_ack(t, send)

@@ -21,7 +21,7 @@ EXAMPLE = ROOT / "config" / "sites" / "office-20.yaml"
 def lockstep_tick(bus: Any, topics: Topics, t: float, timeout: float, poll: float) -> dict:
     """Publish clock time t on a lockstep daemon's bus and return the cycle ack that follows."""
     n = len(bus.messages(topics.cycle))
-    bus.publish(topics.clock, encode_json({"t": t}))
+    bus.publish(topics.clock, encode_json({"ts": t}))
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         acks = bus.messages(topics.cycle)

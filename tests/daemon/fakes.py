@@ -25,6 +25,7 @@ class FakeController:
     calls: int = 0
     state: dict = field(default_factory=lambda: {"x": [20.0, 20.0]})
     release: threading.Event = field(default_factory=threading.Event)
+    applied: list = field(default_factory=list)  # what the service reported as published, per cycle
 
     def __post_init__(self) -> None:
         self.actuators = [ActuatorSpec(f"heat_{z}", "W", 0.0, 5000.0, 0.0, 4000.0, 1500.0, zone=z)
@@ -32,6 +33,9 @@ class FakeController:
 
     def warm_up(self) -> None:
         pass
+
+    def record_applied(self, t: float, values: dict, valid_until: float) -> None:
+        self.applied.append((t, dict(values), valid_until))
 
     def export_state(self) -> dict:
         return dict(self.state, calls=self.calls)

@@ -52,7 +52,7 @@ def run_lockstep(site_name: str, days: float, port: int, tmp_path: Path) -> dict
 
     def on_clock(_t: str, p: bytes) -> None:
         with lock:
-            now[0] = json.loads(p)["t"]
+            now[0] = json.loads(p)["ts"]
 
     def on_setpoint(topic: str, p: bytes) -> None:
         with lock:
@@ -106,7 +106,7 @@ def check_run(run: dict, days: float) -> None:
           f"p95 {np.percentile(waits, 95) * 1e3:.1f} ms")
     # Every cycle acked, each exactly once, and the daemon ran exactly one cycle per clock.
     assert result.acked.all() and result.misses == 0
-    assert [a["t"] for a in run["acks"]] == list(result.t)
+    assert [a["ts"] for a in run["acks"]] == list(result.t)
     assert run["cycles"] == steps
     # The setpoint stream, as a consumer sees it.
     lo, hi = plant.u_min, plant.u_max

@@ -94,7 +94,7 @@ def test_dashboard_queries_return_data(tmp_path, prometheus):
                 bus.publish(topics.sensor(sid), encode_json({"value": 20.5 + 0.1 * (i % 5), "ts": t - 30}))
             bus.publish(topics.sensor("not_a_sensor"), b"21")
             bus.publish(topics.sensor(ctrl.sensor_ids[0]), b"garbage")
-            bus.publish(topics.clock, encode_json({"t": t}))
+            bus.publish(topics.clock, encode_json({"ts": t}))
             t += 900.0
             stop.wait(0.2)
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from controller.core import CycleInputs
-from controller.daemon import service as service_mod
+from controller.daemon import site as site_mod
 from controller.daemon.service import Service
 from drivers.memory_bus import MemoryBus
 from drivers.payloads import encode_json, parse_setpoint
@@ -73,7 +73,7 @@ def test_lockstep_cycle_publishes_setpoints_then_ack(site_file, notify_socket):
         assert notify_socket.wait_for("READY=1")
         h.sensors(T0 - 60)
         ack = h.tick(T0)
-        assert ack["t"] == T0 and ack["status"] == "mpc" and ack["seq"] >= 1
+        assert ack["ts"] == T0 and ack["status"] == "mpc" and ack["seq"] >= 1
         sps = h.setpoints(ack["seq"])
         assert set(sps) == {"heat_z1", "heat_z2"}
         sp, msg = sps["heat_z1"]
@@ -162,7 +162,7 @@ def test_controller_faults_fall_back(site_file, mode, reason):
 
 
 def test_hung_solver_stops_watchdog_but_not_the_plant(site_file, notify_socket, monkeypatch):
-    monkeypatch.setattr(service_mod, "SOLVER_GRACE_S", 0.3)
+    monkeypatch.setattr(site_mod, "SOLVER_GRACE_S", 0.3)
     env = {"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "600000"}
     h = Harness(site_file, env, overrides=["control.deadline=0.2 s"])
     try:
@@ -181,6 +181,42 @@ def test_hung_solver_stops_watchdog_but_not_the_plant(site_file, notify_socket, 
         h.ctrl.mode = "ok"
         h.ctrl.release.set()  # the solver returns after all: pings resume
         assert notify_socket.wait_for("WATCHDOG=1", timeout=10)
+    finally:
+        h.ctrl.release.set()
+        h.stop()
+
+
+def _healthz(svc) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{svc.server.port}/healthz", timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_hung_solver_turns_healthz_red_in_lockstep(site_file, monkeypatch):
+    """Each clock starts a cycle that publishes the fallback; /healthz must still say the solver is stuck."""
+    monkeypatch.setattr(site_mod, "SOLVER_GRACE_S", 0.3)
+    h = Harness(site_file, {}, overrides=["control.deadline=0.2 s"])
+    try:
+        h.sensors(T0 - 10, temps=(19.0, 22.0))
+        assert h.tick(T0)["status"] == "mpc"
+        assert _healthz(h.svc)[0] == 200
+        h.ctrl.mode = "hang"
+        for t in (T0 + 900, T0 + 1800):  # the plant keeps getting setpoints, /healthz is red after each
+            assert h.tick(t)["reason"] == "solver_hung"
+            code, body = _healthz(h.svc)
+            assert code == 503 and not body["ok"], body
+            assert any("solver stuck" in p for p in body["sites"]["office-20"]["problems"]), body
+        h.ctrl.mode = "ok"
+        h.ctrl.release.set()  # the solver returns: the next cycle completes and /healthz is green again
+        h.sensors(T0 + 2690, temps=(19.0, 22.0))
+        assert h.tick(T0 + 2700)["status"] == "mpc"
+        code, body = _healthz(h.svc)
+        assert code == 200 and body["ok"], body
     finally:
         h.ctrl.release.set()
         h.stop()
@@ -267,7 +303,7 @@ def test_two_sites_in_one_process(tmp_path):
             topics = Topics(f"edge-mpc/v1/{name}")
             bus.publish(topics.sensor("t_z1"), b"20.0")
             bus.publish(topics.sensor("t_z2"), b"20.0")
-            bus.publish(topics.clock, encode_json({"t": T0}))
+            bus.publish(topics.clock, encode_json({"ts": T0}))
         end = time.monotonic() + 20
         while time.monotonic() < end and not all(bus.messages(f"edge-mpc/v1/{n}/cycle") for n in "ab"):
             time.sleep(0.01)
@@ -279,3 +315,40 @@ def test_two_sites_in_one_process(tmp_path):
     finally:
         svc.request_stop()
         runner.join(10)
+
+
+def test_the_controller_is_told_what_was_published_not_what_it_planned(site_file):
+    """After the final clamp and through fallbacks, the estimator's inputs are the published setpoints."""
+    h = Harness(site_file, {})
+    try:
+        h.sensors(T0 - 60, temps=(17.0, 22.0))  # the fake plans 8 kW for z1: the safe range cuts it to 4 kW
+        ack = h.tick(T0)
+        assert ack["status"] == "mpc"
+        published = {a: sp.value for a, (sp, _) in h.setpoints(ack["seq"]).items()}
+        assert published["heat_z1"] == 4000.0
+        assert h.ctrl.applied[-1] == (T0, published, T0 + 1800)
+        h.ctrl.mode = "raise"  # the held plan's next row (4 kW), then the rate limit
+        h.sensors(T0 + 840, temps=(17.0, 22.0))
+        ack = h.tick(T0 + 900)
+        assert ack["status"] == "hold"
+        published = {a: sp.value for a, (sp, _) in h.setpoints(ack["seq"]).items()}
+        assert h.ctrl.applied[-1] == (T0 + 900, published, T0 + 2700)
+        assert len(h.ctrl.applied) == 2
+    finally:
+        h.stop()
+
+
+def test_a_legacy_clock_with_t_still_runs_its_cycle_and_is_acked_with_ts(site_file):
+    h = Harness(site_file, {})
+    try:
+        h.sensors(T0 - 60)
+        n = len(h.bus.messages(TOPICS.cycle))
+        h.bus.publish(TOPICS.clock, encode_json({"t": T0}))
+        deadline = time.monotonic() + 20
+        while len(h.bus.messages(TOPICS.cycle)) == n and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ack = json.loads(h.bus.messages(TOPICS.cycle)[-1].payload)
+        assert ack["ts"] == T0 and "t" not in ack and ack["status"] == "mpc"
+        assert json.loads(h.bus.retained(TOPICS.health))["ts"] == T0
+    finally:
+        h.stop()

@@ -46,7 +46,7 @@ def run_with_restarts(site_name: str, broker, daemons, tmp_path: Path, *, every:
     received: list[tuple[float, str, object]] = []  # (simulated time at arrival, actuator, Setpoint)
 
     def on_clock(_t: str, p: bytes) -> None:
-        t = json.loads(p)["t"]
+        t = json.loads(p)["ts"]
         with lock:
             if not now[0] >= t:  # re-sent clocks never move simulated time back
                 now[0] = t

@@ -97,13 +97,13 @@ def test_sigkill_at_random_points_of_cycles(tmp_path, broker, notify_socket):  #
                 for sid in sensor_ids:
                     em.publish(TOPICS.sensor(sid), {"value": 21.0 + rng.uniform(-1, 1), "ts": t - 5})
                 n = len(em.acks())
-                em.publish(TOPICS.clock, {"t": t})
+                em.publish(TOPICS.clock, {"ts": t})
                 if rng.random() < KILL_P:
                     time.sleep(rng.uniform(0.0, 0.6))  # mid-solve, mid-publish, mid-persist or idle
                     proc.kill()
                     proc.wait(10)
                     kills += 1
-                    if any(a["t"] == t for a in em.acks()):
+                    if any(a["ts"] == t for a in em.acks()):
                         done += 1
                     break
                 end = time.monotonic() + 60

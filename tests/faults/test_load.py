@@ -79,7 +79,7 @@ def run_load(broker, daemons, tmp_path: Path, duration_s: float) -> None:
 
     def on_ack(topic: str, p: bytes) -> None:
         now = time.monotonic()
-        key = (topic.split("/")[2], json.loads(p)["t"])
+        key = (topic.split("/")[2], json.loads(p)["ts"])
         with lock:
             if key in sent:
                 rt.append(now - sent.pop(key))
@@ -122,7 +122,7 @@ def run_load(broker, daemons, tmp_path: Path, duration_s: float) -> None:
                             encode_json({"value": readings[i]["living_temperature"], "ts": t}), qos=1)
                 with lock:
                     sent[(s.site, t)] = time.monotonic()
-                bus.publish(f"{root}/clock", encode_json({"t": t}), qos=1)
+                bus.publish(f"{root}/clock", encode_json({"ts": t}), qos=1)
             if time.monotonic() >= next_rss:
                 rss.append((time.monotonic() - t_start, daemon.rss_bytes() or 0))
                 next_rss += 5.0

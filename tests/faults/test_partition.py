@@ -85,7 +85,7 @@ def test_partition_detected_fallback_then_mpc_resumes(broker, daemons, tmp_path)
         t_h = time.monotonic()
         proxy.heal()
         t_online = rec.wait("status", b"online", since=t_h, timeout=60)
-        t_mpc = _wait(lambda: any(h["outcome"] == "mpc" and h["t"] > wall0 + t_h for h in health_since(t_h)), 60)
+        t_mpc = _wait(lambda: any(h["outcome"] == "mpc" and h["ts"] > wall0 + t_h for h in health_since(t_h)), 60)
         after = scrape(port)
     finally:
         stop.set()
@@ -96,7 +96,7 @@ def test_partition_detected_fallback_then_mpc_resumes(broker, daemons, tmp_path)
 
     late = 0
     # Health published during the partition reaches consumers late, after the heal: its reasons.
-    reasons = {h["reason"] for h in health_since(0) if wall0 + t_b <= h["t"] <= wall0 + t_h and h["outcome"] != "mpc"}
+    reasons = {h["reason"] for h in health_since(0) if wall0 + t_b <= h["ts"] <= wall0 + t_h and h["outcome"] != "mpc"}
     for t_recv, p in rec.of("setpoint/heater"):
         sp = parse_setpoint(p)
         late += sp.valid_until < wall0 + t_recv  # a consumer drops it

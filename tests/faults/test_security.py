@@ -71,15 +71,15 @@ def test_tls_acl_and_no_secret_in_logs_or_metrics(tmp_path, secure_broker, notif
         for i in range(1, 21):
             emulator.publish(TOPICS.sensor(f"z{i:02d}_temperature"), json.dumps({"value": 21.0, "ts": T0 - 5}).encode())
         # Foreign clients try to drive the clock and command the plant: the broker drops it (ACL).
-        intruder.publish(TOPICS.clock, json.dumps({"t": T0}).encode())
-        building.publish(TOPICS.clock, json.dumps({"t": T0}).encode())
+        intruder.publish(TOPICS.clock, json.dumps({"ts": T0}).encode())
+        building.publish(TOPICS.clock, json.dumps({"ts": T0}).encode())
         intruder.publish(TOPICS.setpoint("z01_hvac"), b'{"value": 3920, "unit": "W", "ts": 1, "seq": 999999, '
                                                       b'"valid_until": 9999999999, "source": "mpc"}')
         building.publish(TOPICS.setpoint("z02_hvac"), b'{"value": 2930}')
         # The emulator's clock gets the one and only cycle.
-        emulator.publish(TOPICS.clock, json.dumps({"t": T0 + 900}).encode())
+        emulator.publish(TOPICS.clock, json.dumps({"ts": T0 + 900}).encode())
         ack = json.loads(emulator.wait_for(TOPICS.cycle, timeout=60).payload)
-        assert ack["t"] == T0 + 900, ack
+        assert ack["ts"] == T0 + 900, ack
         time.sleep(0.5)
         acks = [m for m in _drain(emulator) if m.topic == TOPICS.cycle]
         assert not acks, "a cycle ran on a clock message from a client without write access to clock"

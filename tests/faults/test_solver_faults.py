@@ -9,6 +9,7 @@ kill and restart the process; pings resume when the solver returns.
 
 from __future__ import annotations
 
+import json
 import math
 import threading
 import time
@@ -17,9 +18,9 @@ import numpy as np
 import pytest
 from daemon.conftest import notify_socket  # noqa: F401  (fixture: a real AF_UNIX datagram socket)
 
-from controller.daemon import service as service_mod
+from controller.daemon import site as site_mod
 
-from ._common import SITE, T0, Harness, check_published, real_site
+from ._common import SITE, T0, TOPICS, Harness, check_published, real_site
 
 
 def _boot(tmp_path, env=None, overrides=()):
@@ -71,8 +72,35 @@ def test_fault_falls_back_in_the_same_cycle(tmp_path, fault):
         h.stop()
 
 
+@pytest.mark.parametrize(("status", "reason"), [("stalled", "uncertified"), ("infeasible", "infeasible"),
+                                               ("deadline", "deadline")])
+def test_a_plan_the_solver_does_not_vouch_for_goes_down_the_chain(tmp_path, status, reason):
+    """res.success False (stalled, infeasible, no feasible iterate by the deadline): a finite plan, but not
+    published as MPC; the chain takes over in the same cycle, with the solver's status as the reason."""
+    h = _boot(tmp_path)
+    try:
+        assert h.tick(T0 + 900)["status"] == "mpc"
+        solve = h.ctrl.solver.solve
+
+        def unvouched(*a, **kw):
+            res = solve(*a, **kw)
+            res.status, res.success = status, False
+            return res
+        h.ctrl.solver.solve = unvouched
+        h.sensors(T0 + 1795, 21.0)
+        ack = h.tick(T0 + 1800)
+        assert ack["status"] == "hold" and ack["reason"] == reason and ack["solver_status"] == status, ack
+        sp = _finite_setpoints(h, ack["seq"])
+        assert all(s.source == "hold" for s in sp.values())
+        health = json.loads(h.bus.retained(TOPICS.health))
+        assert status in health["detail"], health
+        assert f'edge_mpc_fallback_active{{reason="{reason}",site="{SITE}"}} 1.0' in h.metrics()
+    finally:
+        h.stop()
+
+
 def test_deadline_overrun(tmp_path, monkeypatch):
-    monkeypatch.setattr(service_mod, "SOLVER_GRACE_S", 5.0)
+    monkeypatch.setattr(site_mod, "SOLVER_GRACE_S", 5.0)
     h = _boot(tmp_path, overrides=("control.deadline=0.3 s",))
     try:
         solve = h.ctrl.solver.solve
@@ -95,7 +123,7 @@ def test_deadline_overrun(tmp_path, monkeypatch):
 
 
 def test_hung_solver_silences_the_watchdog(tmp_path, notify_socket, monkeypatch):  # noqa: F811
-    monkeypatch.setattr(service_mod, "SOLVER_GRACE_S", 0.3)
+    monkeypatch.setattr(site_mod, "SOLVER_GRACE_S", 0.3)
     env = {"NOTIFY_SOCKET": notify_socket.path, "WATCHDOG_USEC": "600000"}
     h = _boot(tmp_path, env, overrides=("control.deadline=2 s",))
     release = threading.Event()

@@ -75,7 +75,7 @@ class Responder:
             self.bus.publish(TOPICS.setpoint(name), encode_setpoint(value, unit, max(t - 2 * DT, 1.0), seq,
                                                                    valid, "mpc"), qos=1)
         if what != "no_ack":
-            self.bus.publish(TOPICS.cycle, encode_json({"t": t, "seq": seq, "status": "ok"}), qos=1)
+            self.bus.publish(TOPICS.cycle, encode_json({"ts": t, "seq": seq, "status": "mpc"}), qos=1)
 
 
 @needs_mosquitto

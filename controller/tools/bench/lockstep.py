@@ -112,7 +112,7 @@ def run_one(site_path: Path, cycles: int, warmup: int, *, nodelay: bool = True,
             try:
                 h = json.loads(payload)
                 if isinstance(h.get("solve_s"), int | float):
-                    solve[float(h["t"])] = float(h["solve_s"])
+                    solve[float(h["ts"])] = float(h["solve_s"])
             except (ValueError, KeyError, TypeError):
                 pass
 
