@@ -11,14 +11,13 @@ import pytest
 
 from controller.tools.calibrate import (
     CalibrationError,
-    _Problem,
-    _steady_guess,
     calibrate,
     load_data,
     main,
     resolve_params,
     write_calibrated_model,
 )
+from controller.tools.calibrate.fit import _Problem, _steady_guess
 from models import load_building
 
 ROOT = Path(__file__).resolve().parents[1]
