@@ -83,7 +83,8 @@ class _Builder:
         else:
             raise cur.error(f"missing required field '{key}'", field=f"{cur.field}.{key}" if cur.field else key,
                             expected=f"a number{f' in {unit}' if unit else ''}", found=None)
-        fn = self.reg(f"{prefix}.{key}", value, lower=0.0 if checks.get("positive") else -math.inf,
+        lower = 0.0 if checks.get("positive") or checks.get("nonnegative") else -math.inf
+        fn = self.reg(f"{prefix}.{key}", value, lower=lower,
                       cur=cur.get(key) if cur.has(key) else cur)
         return fn, value
 

@@ -20,7 +20,7 @@ class ParamTable:
     index: dict[str, int] = field(default_factory=dict)
 
     def add(self, name: str, value: float, *, lower: float = 0.0) -> int:
-        """Register a parameter (positive ones get lower bound 0); returns its index into theta."""
+        """Register a parameter (positive and non-negative ones: lower bound 0); returns its index into theta."""
         if name in self.index:
             raise ValueError(f"duplicate parameter name {name!r}")
         self.index[name] = len(self.names)

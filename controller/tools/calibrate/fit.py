@@ -11,14 +11,18 @@ whole fit period from a fitted initial state), with
   indefinite one);
 - the initial-state columns exact from one batched forward simulation (outputs are affine in x0 for
   RC networks and flow terms);
-- positive parameters fitted in log space (so they stay positive and steps are relative), others in
-  their own units; ``net.params.lower`` gives the bound;
+- positive and non-negative parameters fitted in log space (so they stay physical and steps are
+  relative), others in their own units; ``net.params.lower`` gives the bound;
+- by default a prior on each fitted parameter around its nominal value (MAP, see ``params``): logged
+  normal operation rarely excites every parameter, and without priors the poorly excited ones drift to
+  unphysical values that only trade off against each other. The prior's weight against the data needs the
+  measurement sigma: it is re-estimated from the residuals and the fit repeated from there (at most 4 passes);
 - a weak prior on the initial state (``x0_prior_k``, K) towards a steady state matched to the first
   measurement, because slow wall states can be nearly unobservable from one air sensor and an
   unregularised Gauss-Newton matrix would then be singular. It is deliberately weak (30 K): a tight one
   pulls the wall states and, through them, biases the wall parameters.
 
-1-σ uncertainties are from σ² (JᵀJ)⁻¹ with σ² = SSR / (m − p) (m residuals, p fitted numbers including
+1-σ uncertainties are from σ² (JᵀJ + prior weights)⁻¹ with σ² = SSR / (m − p) (m residuals, p fitted numbers including
 the initial state), mapped from log space by the delta method. The last ``holdout_fraction`` of the data is
 not fitted: the model runs on through it from the fitted state and its RMSE there is reported.
 """
@@ -26,67 +30,31 @@ not fitted: the model runs on through it from the fitted state and its RMSE ther
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from controller.tools.calibrate.data import CalibrationData, CalibrationError, load_data
-from controller.tools.calibrate.params import FitParam, resolve_params
+from controller.tools.calibrate.params import (
+    DEFAULT_PRIOR_REL_SIGMA,
+    FitParam,
+    prior_rel_sigmas,
+    prior_sigma_z,
+    resolve_params,
+)
+from controller.tools.calibrate.result import CalibrationResult, unidentified
 from models.building import load_building
 from models.errors import ConfigError
 from models.network import Network
-
-
-@dataclass
-class CalibrationResult:
-    """What ``calibrate`` found. ``values``/``sigma`` by the names asked for; ``updates`` by network parameter."""
-
-    success: bool
-    message: str
-    names: list[str]
-    initial: dict[str, float]
-    values: dict[str, float]
-    sigma: dict[str, float]
-    correlation: np.ndarray
-    updates: dict[str, float]
-    x0: np.ndarray
-    rmse_before: float
-    rmse_after: float
-    rmse_holdout_before: float
-    rmse_holdout_after: float
-    residual_sigma: float
-    n_residuals: int
-    n_holdout: int
-    iterations: int
-    gradient_calls: int
-    jacobian_blocks: int
-    cost_history: list[float]
-    data: CalibrationData | None = field(default=None, repr=False)
-
-    def table(self) -> str:
-        """A human-readable summary (the CLI prints it)."""
-        w = max(len(n) for n in self.names)
-        lines = [f"{'parameter':<{w}}  {'initial':>12}  {'fitted':>12}  {'1-sigma':>10}  {'change':>8}"]
-        for n in self.names:
-            a, b, s = self.initial[n], self.values[n], self.sigma[n]
-            lines.append(f"{n:<{w}}  {a:>12.6g}  {b:>12.6g}  {s:>10.3g}  {100 * (b - a) / a if a else 0:>+7.1f}%")
-        lines.append(f"RMSE fit period: {self.rmse_before:.4f} K -> {self.rmse_after:.4f} K "
-                     f"({self.n_residuals} residuals, sigma {self.residual_sigma:.4f} K)")
-        if self.n_holdout:
-            lines.append(f"RMSE held-out:   {self.rmse_holdout_before:.4f} K -> {self.rmse_holdout_after:.4f} K "
-                         f"({self.n_holdout} residuals)")
-        lines.append(f"{self.message} after {self.iterations} iterations, {self.gradient_calls} adjoint sweeps")
-        return "\n".join(lines)
 
 
 class _Problem:
     """Residuals of one fit period as a function of z = [fitted parameters (log or linear), x0]."""
 
     def __init__(self, base: Any, data: CalibrationData, params: list[FitParam], x0_guess: np.ndarray,
-                 x0_prior_k: float, ref_sigma_k: float) -> None:
+                 x0_prior_k: float, ref_sigma_k: float, prior_sigma_z: np.ndarray | None = None) -> None:
         self.base = base
         self.data = data
         self.params = params
@@ -98,6 +66,11 @@ class _Problem:
         self.x0_guess = x0_guess
         # Prior residuals w·(x0 - guess): w = (reference measurement sigma) / (prior sigma).
         self.w_prior = ref_sigma_k / x0_prior_k if x0_prior_k > 0 else 0.0
+        # Parameter priors on z (MAP): residuals w·(z - z_nominal) with w = noise_k / prior sigma, where
+        # noise_k is the measurement sigma the residuals are weighed against (re-estimated by `calibrate`).
+        self.z_nominal = np.array([p.z_nominal for p in params])
+        self.prior_sigma_z = np.full(self.P, math.inf) if prior_sigma_z is None else np.asarray(prior_sigma_z)
+        self.noise_k = ref_sigma_k
         self.gradient_calls = 0
         self._cache: dict[bytes, Any] = {}
 
@@ -108,6 +81,10 @@ class _Problem:
             rows.append(sim.Cs[sim.sensor_names.index(name)] if kind == "sensor"
                         else sim.Cz[sim.zone_names.index(name)])
         return np.array(rows)
+
+    @property
+    def w_param(self) -> np.ndarray:
+        return self.noise_k / self.prior_sigma_z  # 0 where there is no prior (sigma inf)
 
     def split(self, z: np.ndarray) -> tuple[dict[str, float], np.ndarray]:
         values: dict[str, float] = {}
@@ -140,7 +117,8 @@ class _Problem:
         yhat, traj = self.outputs(sim, x0)
         r = np.where(self.mask, yhat - np.nan_to_num(self.data.y), 0.0)
         prior = self.w_prior * (x0 - self.x0_guess)
-        return 0.5 * float(np.sum(r * r) + np.sum(prior * prior)), r, sim, traj
+        pp = self.w_param * (z[:self.P] - self.z_nominal)
+        return 0.5 * float(np.sum(r * r) + np.sum(prior * prior) + np.sum(pp * pp)), r, sim, traj
 
     def _adjoint(self, sim: Any, traj: Any, g_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """d(sum g_rows * yhat)/d(param values per FitParam, x0) for cotangents on rows 0..N-1."""
@@ -156,7 +134,8 @@ class _Problem:
         gp, gx = self._adjoint(sim, traj, r)
         _, x0 = self.split(z)
         gx = gx + self.w_prior ** 2 * (x0 - self.x0_guess)
-        return np.concatenate([gp * self.dvalue_dz(z), gx])
+        gz = gp * self.dvalue_dz(z) + self.w_param ** 2 * (z[:self.P] - self.z_nominal)
+        return np.concatenate([gz, gx])
 
     def gauss_newton(self, z: np.ndarray, sim: Any, traj: Any, max_blocks: int) -> tuple[np.ndarray, int]:
         """JᵀJ (+ prior) in z-space: parameter rows from per-block adjoints, x0 columns exact."""
@@ -181,7 +160,7 @@ class _Problem:
             Jp[b] = gp * scale / s
             Jxb[b] = Jx[chunk].sum(axis=0) / s
         H = np.zeros((self.P + self.n, self.P + self.n))
-        H[:self.P, :self.P] = Jp.T @ Jp
+        H[:self.P, :self.P] = Jp.T @ Jp + np.diag(self.w_param ** 2)
         H[:self.P, self.P:] = Jp.T @ Jxb
         H[self.P:, :self.P] = H[:self.P, self.P:].T
         # Exact x0 block: it is >= the block-averaged one, so H stays positive semi-definite.
@@ -212,7 +191,9 @@ def calibrate(net: Network | str | Path, data: str | Path | dict[str, np.ndarray
               params: Sequence[str], *, dt: float | None = None, holdout_fraction: float = 0.25,
               max_iterations: int = 40, max_blocks: int = 400, x0_prior_k: float = 30.0,
               model_path: str | Path | None = None, tol: float = 1e-9,
-              progress: Callable[[int, float], None] | None = None) -> CalibrationResult:
+              progress: Callable[[int, float], None] | None = None, priors: bool = True,
+              prior_rel_sigma: float = DEFAULT_PRIOR_REL_SIGMA,
+              prior_overrides: Mapping[str, float | None] | None = None) -> CalibrationResult:
     """Fit ``params`` (and the initial state) to logged data; see the module docstring.
 
     Args:
@@ -228,6 +209,9 @@ def calibrate(net: Network | str | Path, data: str | Path | dict[str, np.ndarray
         model_path: the YAML file (for field-path names); taken from ``net`` when it is a path.
         tol: stop when the relative cost decrease of an accepted step falls below this.
         progress: called with (iteration, cost) after each iteration.
+        priors: a prior on every fitted parameter around its nominal value (MAP); see ``params``.
+        prior_rel_sigma: the default relative prior 1-σ.
+        prior_overrides: fitted name -> relative prior 1-σ for that one (``None``: no prior for it).
     """
     if not isinstance(net, Network):
         model_path = model_path or net
@@ -256,7 +240,9 @@ def calibrate(net: Network | str | Path, data: str | Path | dict[str, np.ndarray
     C = _Problem._output_matrix(probe, fit)
     x0g = _steady_guess(probe, fit, C)
     spread = np.nanstd(fit.y) if np.isfinite(fit.y).sum() > 1 else 1.0
-    prob = _Problem(probe, fit, fit_params, x0g, x0_prior_k, ref_sigma_k=max(0.05, min(0.5, 0.1 * spread)))
+    prior_rel = prior_rel_sigmas(fit_params, priors, prior_rel_sigma, prior_overrides)
+    prob = _Problem(probe, fit, fit_params, x0g, x0_prior_k, ref_sigma_k=max(0.05, min(0.5, 0.1 * spread)),
+                    prior_sigma_z=np.array([prior_sigma_z(p, prior_rel[p.name]) for p in fit_params]))
     if prob.m <= prob.P + prob.n:
         raise CalibrationError(f"{prob.m} measurements are too few for {prob.P} parameters and {prob.n} initial "
                                "states")
@@ -265,14 +251,82 @@ def calibrate(net: Network | str | Path, data: str | Path | dict[str, np.ndarray
     cost, r, sim, traj = prob.evaluate(z)
     rmse_before = math.sqrt(float(np.sum(r * r)) / prob.m)
     history = [cost]
+    message = "max_iterations reached"
+    success = False
+    it = 0
+    dof = prob.m - prob.P - prob.n
+    has_prior = bool(np.isfinite(prob.prior_sigma_z).any())
+    # With priors the weight of the data against them depends on the measurement sigma, which is not known
+    # in advance: fit, re-estimate it from the residuals, and fit again from there while it moves by more
+    # than 25 % (a few passes; later ones start at the optimum and take few iterations).
+    for _pass in range(4 if has_prior else 1):
+        z, cost, r, sim, traj, it_pass, success, message = _levenberg_marquardt(
+            prob, z, cost, r, sim, traj, max_iterations - it, max_blocks, tol, history, progress, it)
+        it += it_pass
+        if not has_prior or dof <= 0 or it >= max_iterations:
+            break
+        noise = math.sqrt(float(np.sum(r * r)) / dof)
+        if abs(math.log(max(noise, 1e-12) / prob.noise_k)) < math.log(1.25):
+            break
+        prob.noise_k = max(noise, 1e-6)
+        cost, r, sim, traj = prob.evaluate(z)
+    # Uncertainty at the solution (fresh Gauss-Newton matrix there).
+    H, nb = prob.gauss_newton(z, sim, traj, max_blocks)
+    ssr = float(np.sum(r * r))
+    s2 = ssr / dof if dof > 0 else math.nan
+    try:
+        # Posterior covariance: s2 (JᵀJ + prior weights)⁻¹; the prior weights were formed with noise_k,
+        # so rescale them to s2 (with noise_k = sqrt(s2) after the passes above, this is nearly a no-op).
+        if math.isfinite(s2) and s2 > 0:
+            H[:prob.P, :prob.P] += np.diag((s2 / prob.noise_k ** 2 - 1.0) * prob.w_param ** 2)
+        cov = s2 * np.linalg.inv(H)
+    except np.linalg.LinAlgError:
+        cov = np.full(H.shape, math.nan)
+    values_by_member, x0 = prob.split(z)
+    deriv = prob.dvalue_dz(z)
+    values = {p.name: values_by_member[p.members[0]] for p in fit_params}
+    # A (near-)singular matrix without priors can give negative variances: no finite sigma for those.
+    var_z = np.diag(cov)[:prob.P]
+    sd_z = np.sqrt(np.where(var_z >= 0, var_z, math.nan))
+    sigma = {p.name: float(deriv[i] * sd_z[i]) for i, p in enumerate(fit_params)}
+    # Prior sigma at the fitted value (delta method, like `sigma`), so the two compare in z.
+    prior_sd = {p.name: float(deriv[i] * prob.prior_sigma_z[i]) if math.isfinite(prob.prior_sigma_z[i])
+                else math.nan for i, p in enumerate(fit_params)}
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = cov[:prob.P, :prob.P] / np.outer(sd_z, sd_z)
+    # Held-out period: the model runs on from the fitted state through the whole log.
+    hold_before = hold_after = math.nan
+    n_hold = int(np.isfinite(full.y[n_fit:]).sum())
+    if n_hold:
+        def holdout_rmse(s: Any, x: np.ndarray) -> float:
+            yhat, _ = prob.outputs(s, x, full)
+            e = (yhat - full.y)[n_fit:]
+            return math.sqrt(float(np.nanmean(e * e)))
+        hold_before = holdout_rmse(probe, x0g)
+        hold_after = holdout_rmse(sim, x0)
+    return CalibrationResult(
+        success=success, message=message, names=[p.name for p in fit_params],
+        initial={p.name: p.value for p in fit_params}, values=values, sigma=sigma, correlation=corr,
+        updates=dict(values_by_member), x0=x0, rmse_before=rmse_before,
+        rmse_after=math.sqrt(ssr / prob.m), rmse_holdout_before=hold_before, rmse_holdout_after=hold_after,
+        residual_sigma=math.sqrt(s2) if math.isfinite(s2) else math.nan, n_residuals=prob.m, n_holdout=n_hold,
+        iterations=it, gradient_calls=prob.gradient_calls, jacobian_blocks=nb, cost_history=history, data=full,
+        prior_rel=prior_rel, prior_sigma=prior_sd,
+        unidentified=unidentified([p.name for p in fit_params], values, sigma, prior_sd, corr))
+
+
+def _levenberg_marquardt(prob: _Problem, z: np.ndarray, cost: float, r: np.ndarray, sim: Any, traj: Any,
+                         max_iterations: int, max_blocks: int, tol: float, history: list[float],
+                         progress: Callable[[int, float], None] | None,
+                         it0: int) -> tuple[np.ndarray, float, np.ndarray, Any, Any, int, bool, str]:
+    """Levenberg-Marquardt from z; returns (z, cost, residuals, sim, trajectory, iterations, success, message)."""
     mu = 1e-3
     message = "max_iterations reached"
     success = False
     it = 0
-    nb = 0
     for it in range(1, max_iterations + 1):
         g = prob.gradient(z, r, sim, traj)
-        H, nb = prob.gauss_newton(z, sim, traj, max_blocks)
+        H, _nb = prob.gauss_newton(z, sim, traj, max_blocks)
         d = np.sqrt(np.maximum(np.diag(H), 1e-12 * max(1.0, float(np.max(np.diag(H))))))
         accepted = False
         for _ in range(12):
@@ -299,7 +353,7 @@ def calibrate(net: Network | str | Path, data: str | Path | dict[str, np.ndarray
             mu *= 4.0
         history.append(cost)
         if progress is not None:
-            progress(it, cost)
+            progress(it0 + it, cost)
         if not accepted:
             message = "converged (no further decrease)"
             success = True
@@ -308,36 +362,4 @@ def calibrate(net: Network | str | Path, data: str | Path | dict[str, np.ndarray
             message = "converged"
             success = True
             break
-    # Uncertainty at the solution (fresh Gauss-Newton matrix there).
-    H, nb = prob.gauss_newton(z, sim, traj, max_blocks)
-    ssr = float(np.sum(r * r))
-    dof = prob.m - prob.P - prob.n
-    s2 = ssr / dof if dof > 0 else math.nan
-    try:
-        cov = s2 * np.linalg.inv(H)
-    except np.linalg.LinAlgError:
-        cov = np.full(H.shape, math.nan)
-    values_by_member, x0 = prob.split(z)
-    deriv = prob.dvalue_dz(z)
-    values = {p.name: values_by_member[p.members[0]] for p in fit_params}
-    sd_z = np.sqrt(np.maximum(np.diag(cov)[:prob.P], 0.0))
-    sigma = {p.name: float(deriv[i] * sd_z[i]) for i, p in enumerate(fit_params)}
-    with np.errstate(invalid="ignore", divide="ignore"):
-        corr = cov[:prob.P, :prob.P] / np.outer(sd_z, sd_z)
-    # Held-out period: the model runs on from the fitted state through the whole log.
-    hold_before = hold_after = math.nan
-    n_hold = int(np.isfinite(full.y[n_fit:]).sum())
-    if n_hold:
-        def holdout_rmse(s: Any, x: np.ndarray) -> float:
-            yhat, _ = prob.outputs(s, x, full)
-            e = (yhat - full.y)[n_fit:]
-            return math.sqrt(float(np.nanmean(e * e)))
-        hold_before = holdout_rmse(probe, x0g)
-        hold_after = holdout_rmse(sim, x0)
-    return CalibrationResult(
-        success=success, message=message, names=[p.name for p in fit_params],
-        initial={p.name: p.value for p in fit_params}, values=values, sigma=sigma, correlation=corr,
-        updates=dict(values_by_member), x0=x0, rmse_before=rmse_before,
-        rmse_after=math.sqrt(ssr / prob.m), rmse_holdout_before=hold_before, rmse_holdout_after=hold_after,
-        residual_sigma=math.sqrt(s2) if math.isfinite(s2) else math.nan, n_residuals=prob.m, n_holdout=n_hold,
-        iterations=it, gradient_calls=prob.gradient_calls, jacobian_blocks=nb, cost_history=history, data=full)
+    return z, cost, r, sim, traj, it, success, message

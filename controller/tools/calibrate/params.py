@@ -1,10 +1,19 @@
 """The fitted numbers: the names asked for, resolved to network parameters or to shared YAML fields that tie
-several of them to one value."""
+several of them to one value, and their priors.
+
+Priors (on by default): each fitted parameter has a Gaussian prior centred on its nominal value (the value
+in the model file) with a relative 1-σ, ``DEFAULT_PRIOR_REL_SIGMA`` (0.5) unless overridden per parameter.
+Parameters with a lower bound (capacities, conductances, areas, efficiencies: everything the model
+declares positive or non-negative) are fitted in log space, z = log(value − bound), so they stay physical;
+their prior is on z with σ_z = the relative σ (log-normal: 0.5 means a factor e^±0.5 ≈ 0.61…1.65 at 1-σ).
+Others are fitted in their own units with σ = relative σ × |nominal|; a nominal value of 0 (or at its
+bound) gets no prior, since a relative σ of zero would pin it.
+"""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,7 +33,12 @@ class FitParam:
 
     @property
     def log(self) -> bool:
-        return math.isfinite(self.lower)
+        # A value at its bound has no log; it is fitted in its own units (no positivity then).
+        return math.isfinite(self.lower) and self.value > self.lower
+
+    @property
+    def z_nominal(self) -> float:
+        return math.log(self.value - self.lower) if self.log else self.value
 
 
 def resolve_params(net: Network, names: Sequence[str], model_path: str | Path | None) -> list[FitParam]:
@@ -58,3 +72,35 @@ def resolve_params(net: Network, names: Sequence[str], model_path: str | Path | 
         lowers = [net.params.lower[net.params.index[m]] for m in members]
         out.append(FitParam(name, members, float(values[0]), float(max(lowers))))
     return out
+
+
+DEFAULT_PRIOR_REL_SIGMA = 0.5
+
+
+def prior_rel_sigmas(params: Sequence[FitParam], enabled: bool = True,
+                     default: float = DEFAULT_PRIOR_REL_SIGMA,
+                     overrides: Mapping[str, float | None] | None = None) -> dict[str, float | None]:
+    """Relative prior 1-σ per fitted name (``None``: no prior). ``overrides`` apply even with ``enabled`` off."""
+    names = [p.name for p in params]
+    out: dict[str, float | None] = {}
+    for name, rel in (overrides or {}).items():
+        if name not in names:
+            raise CalibrationError(f"--prior names '{name}', which is not among the fitted parameters "
+                                   f"({', '.join(names)})")
+        if rel is not None and not (math.isfinite(rel) and rel > 0):
+            raise CalibrationError(f"prior for '{name}': relative sigma must be a positive number or none, got {rel}")
+    if not (math.isfinite(default) and default > 0):
+        raise CalibrationError(f"default prior relative sigma must be positive, got {default}")
+    for p in params:
+        rel = (overrides or {}).get(p.name, default if enabled else None)
+        if rel is not None and not p.log and p.value == 0.0:
+            rel = None  # no scale to be relative to
+        out[p.name] = rel
+    return out
+
+
+def prior_sigma_z(p: FitParam, rel: float | None) -> float:
+    """The prior 1-σ of the fitted coordinate z (inf: no prior)."""
+    if rel is None:
+        return math.inf
+    return rel if p.log else rel * abs(p.value)

@@ -207,12 +207,14 @@ def _names(names: list[str], limit: int = 4) -> str:
     return ", ".join(names[:limit]) + (f" and {more} more" if more > 0 else "")
 
 
-def write_calibrated_model(src_yaml: str | Path, updates: dict[str, float], out_path: str | Path) -> Path:
+def write_calibrated_model(src_yaml: str | Path, updates: dict[str, float], out_path: str | Path,
+                           note: str | None = None) -> Path:
     """Write a copy of ``src_yaml`` in which only the fields behind ``updates`` have new values.
 
     ``updates`` maps network parameter names (or YAML field paths) to values in SI units (as
     ``CalibrationResult.updates``). Refuses, with a message, parameters it cannot place, and shared fields
     (a material, a construction's layer) whose sharers would get different values (see module docstring).
+    ``note``, if given, is appended as YAML comment lines (after the model, so its line numbers stay).
     """
     src_yaml, out_path = Path(src_yaml), Path(out_path)
     try:
@@ -275,5 +277,8 @@ def write_calibrated_model(src_yaml: str | Path, updates: dict[str, float], out_
         edits.append((node.start_mark.index, node.end_mark.index, new))
     for start, end, new in sorted(edits, key=lambda e: e[0], reverse=True):
         text = text[:start] + new + text[end:]
+    if note:
+        text = text + ("" if text.endswith("\n") else "\n") + "".join(f"# {line}".rstrip() + "\n"
+                                                                     for line in note.splitlines())
     out_path.write_text(text, encoding="utf-8")
     return out_path
