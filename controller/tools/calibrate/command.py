@@ -27,8 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("model", help="building model YAML")
     parser.add_argument("--data", required=True, help="CSV: time_s, then input, disturbance and sensor columns")
     parser.add_argument("--params", required=True,
-                        help="comma-separated parameter names (see `edge-mpc check MODEL`) or shared fields "
-                             "such as materials.brick.conductivity")
+                        help="comma-separated parameter names (listed by `edge-mpc check --params MODEL`) or "
+                             "shared fields such as materials.brick.conductivity")
     parser.add_argument("--out", help="where to write the calibrated model YAML")
     parser.add_argument("--dt", type=float, help="data step in seconds (default: from time_s)")
     parser.add_argument("--holdout", type=float, default=0.25, help="fraction of the data held out (default 0.25)")
