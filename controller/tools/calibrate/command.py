@@ -23,7 +23,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``edge-mpc calibrate MODEL --data CSV --params NAMES --out FILE``: 0 ok, 2 bad input."""
     parser = argparse.ArgumentParser(prog="edge-mpc calibrate", description=(
         "Fit model parameters (and the initial state) to logged data by adjoint-gradient Levenberg-Marquardt, "
-        "and write a model file that differs from MODEL only in the fitted values."))
+        "with priors around the values in MODEL (MAP); print the fit and an identifiability report (posterior "
+        "correlations, parameters the data cannot pin down); and write a model file that differs from MODEL "
+        "only in the fitted values (plus the report as comments at its end)."))
     parser.add_argument("model", help="building model YAML")
     parser.add_argument("--data", required=True, help="CSV: time_s, then input, disturbance and sensor columns")
     parser.add_argument("--params", required=True,
