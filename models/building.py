@@ -62,7 +62,7 @@ class _Builder:
         self.where: dict[str, Cursor] = {}  # node name -> where it was declared
 
     # -- helpers ----------------------------------------------------------------------------------
-    def reg(self, name: str, value: float, lower: float = 0.0, cur: Cursor | None = None):
+    def reg(self, name: str, value: float, lower: float = 0.0, cur: Cursor | None = None, unit: str = "-"):
         if name in self.net.params.index:
             # Two elements whose generated parameter names collide (for example two conductances with the
             # same name): the parameter could not be addressed, so the model is ambiguous.
@@ -70,12 +70,14 @@ class _Builder:
             raise where.error(f"parameter name '{name}' is generated twice (two elements share a name)",
                               field=where.field or None, expected="unique names for conductances, heat gains, "
                               "actuators and state-space inputs", found=name)
-        i = self.net.params.add(name, value, lower=lower)
+        i = self.net.params.add(name, value, lower=lower, unit=unit)
         return lambda th, i=i: th[i]
 
     def num(self, cur: Cursor, key: str, prefix: str, unit: str | None, default: float | None = None,
-            **checks: Any):
-        """Parameter `prefix.key` from cur[key] (or default), registered; returns (theta->value, value)."""
+            label: str | None = None, **checks: Any):
+        """Parameter `prefix.key` from cur[key] (or default), registered; returns (theta->value, value).
+
+        ``label``: the unit shown to people when ``unit`` (the one parsed) does not say it (default: ``unit``)."""
         if cur.has(key):
             value = cur.get(key).as_float(unit=unit, **checks)
         elif default is not None:
@@ -83,8 +85,9 @@ class _Builder:
         else:
             raise cur.error(f"missing required field '{key}'", field=f"{cur.field}.{key}" if cur.field else key,
                             expected=f"a number{f' in {unit}' if unit else ''}", found=None)
-        fn = self.reg(f"{prefix}.{key}", value, lower=0.0 if checks.get("positive") else -math.inf,
-                      cur=cur.get(key) if cur.has(key) else cur)
+        lower = 0.0 if checks.get("positive") or checks.get("nonnegative") else -math.inf
+        fn = self.reg(f"{prefix}.{key}", value, lower=lower,
+                      cur=cur.get(key) if cur.has(key) else cur, unit=label or unit or "-")
         return fn, value
 
     def ref_node(self, cur: Cursor) -> int:
@@ -191,7 +194,7 @@ class _Builder:
             mult = cur.get("air_capacity_multiplier", self.defaults["air_capacity_multiplier"]).as_float(positive=True)
             init = cur.get("initial_temperature", self.defaults["initial_temperature"]).as_float(unit="degC")
             i = self.new_node(name, cur, init)
-            cap = self.reg(f"{name}.air_capacity", vol * RHO_AIR * comp.CP_AIR * mult)
+            cap = self.reg(f"{name}.air_capacity", vol * RHO_AIR * comp.CP_AIR * mult, unit="J/K")
             self.net.caps.append((i, cap))
             self.net.zones.append(Zone(name, i, area))
         for name, cur in d.get("nodes", {}).items():
@@ -203,7 +206,7 @@ class _Builder:
             cur.only_keys({"volume", "loss_ua", "ambient", "initial_temperature"})
             i = self.new_node(name, cur, cur.get("initial_temperature", 45.0).as_float(unit="degC", low=0, high=100))
             vol = cur.get("volume").as_float(unit="m3", positive=True)
-            self.net.caps.append((i, self.reg(f"{name}.capacitance", vol * 1000.0 * comp.CP_WATER)))
+            self.net.caps.append((i, self.reg(f"{name}.capacitance", vol * 1000.0 * comp.CP_WATER, unit="J/K")))
             loss = self.num(cur, "loss_ua", name, "W/K", positive=True)[0]
             self.connect(i, self.ref_target(cur.get("ambient")), loss, cur.get("ambient"))
         # Envelope elements refer to zones and nodes, so they come after all nodes exist.
@@ -226,7 +229,8 @@ class _Builder:
             name = self._element_name(cur, f"heat_gains[{i}]", seen)
             node = self.ref_node(cur.get("node"))
             dist = self.ref_dist(cur.get("disturbance"))
-            self.net.dist_heat.append((node, dist, self.num(cur, "gain", name, None, positive=True)[0]))
+            self.net.dist_heat.append((node, dist, self.num(cur, "gain", name, None, positive=True,
+                                                            label=f"W per {self.net.disturbance_units[dist]}")[0]))
         for name, cur in d.get("actuators", {}).items():
             self._actuator(name, cur)
         for name, cur in d.get("sensors", {}).items():
@@ -293,7 +297,7 @@ class _Builder:
             if zcur.has("infiltration"):
                 c = zcur.get("infiltration")
                 c.only_keys({"ach", "to"})
-                ach, _ = self.num(c, "ach", f"{zname}.infiltration", "1", nonnegative=True, high=50)
+                ach, _ = self.num(c, "ach", f"{zname}.infiltration", "1", nonnegative=True, high=50, label="1/h")
                 g = lambda th, ach=ach, v=vol: ach(th) * v * RHO_AIR * comp.CP_AIR / 3600.0  # noqa: E731
                 self.connect(iz, self.ref_target(c.get("to")), g, c)
             if zcur.has("internal_gains"):
@@ -346,9 +350,10 @@ class _Builder:
         out = []
         for li, layer in enumerate(cons.get("layers")):
             m = self.materials[layer.get("material").as_str()]
-            t = self.reg(f"{prefix}.layers[{li}].thickness", layer.get("thickness").as_float(unit="m", positive=True))
-            k = self.reg(f"{prefix}.layers[{li}].conductivity", m["conductivity"])
-            rc = self.reg(f"{prefix}.layers[{li}].heat_capacity", m["density"] * m["specific_heat"])
+            t = self.reg(f"{prefix}.layers[{li}].thickness", layer.get("thickness").as_float(unit="m", positive=True),
+                         unit="m")
+            k = self.reg(f"{prefix}.layers[{li}].conductivity", m["conductivity"], unit="W/(m.K)")
+            rc = self.reg(f"{prefix}.layers[{li}].heat_capacity", m["density"] * m["specific_heat"], unit="J/(m3.K)")
             out.append((t, k, rc))
         return out
 
@@ -443,8 +448,8 @@ class _Builder:
                                 expected="one of: " + _listing(self.materials))
         area, _ = self.num(cur, "area", name, "m2", positive=True)
         thick, _ = self.num(cur, "thickness", name, "m", positive=True, high=1.0)
-        k_slab = self.reg(f"{name}.conductivity", mat["conductivity"])
-        rc = self.reg(f"{name}.heat_capacity", mat["density"] * mat["specific_heat"])
+        k_slab = self.reg(f"{name}.conductivity", mat["conductivity"], unit="W/(m.K)")
+        rc = self.reg(f"{name}.heat_capacity", mat["density"] * mat["specific_heat"], unit="J/(m3.K)")
         tube = cur.get("tube")
         tube.only_keys({"spacing", "outer_diameter", "wall_thickness", "conductivity", "h_water"})
         spacing, sp = self.num(tube, "spacing", f"{name}.tube", "m", positive=True, high=1.0)

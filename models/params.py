@@ -18,15 +18,17 @@ class ParamTable:
     values: list[float] = field(default_factory=list)
     lower: list[float] = field(default_factory=list)
     index: dict[str, int] = field(default_factory=dict)
+    units: list[str] = field(default_factory=list)  # SI unit of each value, for people ("-": dimensionless)
 
-    def add(self, name: str, value: float, *, lower: float = 0.0) -> int:
-        """Register a parameter (positive ones get lower bound 0); returns its index into theta."""
+    def add(self, name: str, value: float, *, lower: float = 0.0, unit: str = "-") -> int:
+        """Register a parameter (positive and non-negative ones: lower bound 0); returns its index into theta."""
         if name in self.index:
             raise ValueError(f"duplicate parameter name {name!r}")
         self.index[name] = len(self.names)
         self.names.append(name)
         self.values.append(float(value))
         self.lower.append(lower)
+        self.units.append(unit)
         return self.index[name]
 
     def theta(self) -> np.ndarray:

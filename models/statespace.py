@@ -133,7 +133,7 @@ def parse_state_space(b: Any, cur: Cursor, index: int) -> None:
     for i in range(n):
         for j in range(n):
             if A[i, j] != 0:
-                net.rates.append((base + i, base + j, b.reg(f"{name}.A[{i}][{j}]", A[i, j], lower=-np.inf)))
+                net.rates.append((base + i, base + j, b.reg(f"{name}.A[{i}][{j}]", A[i, j], lower=-np.inf, unit="1/s")))
     for j, ic in enumerate(inputs):
         ic.only_keys({"name", "min", "max", "cop_heating", "cop_cooling"})
         iname = ic.get("name").as_str()
@@ -143,7 +143,8 @@ def parse_state_space(b: Any, cur: Cursor, index: int) -> None:
         net.inputs.append(InputSpec(iname, "W", lo, hi, iname))
         for i in range(n):
             if B[i, j] != 0:
-                net.input_heat.append((base + i, k, b.reg(f"{name}.B[{i}][{j}]", B[i, j], lower=-np.inf)))
+                net.input_heat.append((base + i, k, b.reg(f"{name}.B[{i}][{j}]", B[i, j], lower=-np.inf,
+                                                          unit="K/J")))
         b.num(ic, "cop_heating", iname, None, default=1.0, positive=True)
         b.num(ic, "cop_cooling", iname, None, default=3.0, positive=True)
         b.reg(f"{iname}.efficiency", 1.0, cur=ic.get("name"))
@@ -153,7 +154,8 @@ def parse_state_space(b: Any, cur: Cursor, index: int) -> None:
         dj = b.ref_dist(dc)
         for i in range(n):
             if E.size and E[i, j] != 0:
-                net.dist_heat.append((base + i, dj, b.reg(f"{name}.E[{i}][{j}]", E[i, j], lower=-np.inf)))
+                net.dist_heat.append((base + i, dj, b.reg(f"{name}.E[{i}][{j}]", E[i, j], lower=-np.inf,
+                                                           unit=f"K/s per {net.disturbance_units[dj]}")))
     for r, zc in enumerate(zones):
         zc.only_keys({"name", "floor_area"})
         zname = zc.get("name").as_str()

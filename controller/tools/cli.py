@@ -25,6 +25,10 @@ def _check(args: argparse.Namespace) -> int:
     net = load_building(args.file)
     print(f"{args.file}: OK — model '{net.name}': {len(net.zones)} zones, {net.n} states, "
           f"{len(net.inputs)} inputs, {len(net.disturbances)} disturbances, {len(net.params.names)} parameters")
+    if args.params:  # the names that gradients and `calibrate --params` refer to
+        p, w = net.params, max((len(n) for n in net.params.names), default=0)
+        for name, value, unit in zip(p.names, p.values, p.units, strict=True):
+            print(f"{name:<{w}}  {value:>12.6g}  {unit}")
     return 0
 
 
@@ -51,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = ap.add_subparsers(dest="command", required=True)
     p = sub.add_parser("check", help="validate a building model file")
     p.add_argument("file")
+    p.add_argument("--params", action="store_true", help="list every parameter: name, value (SI) and unit")
     p = sub.add_parser("simulate", help="simulate a building model on inputs from a CSV")
     p.add_argument("model")
     p.add_argument("--inputs", required=True, help="CSV: time_s, then one column per input and disturbance")
