@@ -154,6 +154,8 @@ def run_mpc(site: Any, plant: VirtualBuilding, t0: float, steps: int, forecasts_
         if decision.outcome == "mpc" and out is not None and out.plan_setpoints is not None:
             held = HeldPlan(t, site.control.step_s, names, np.asarray(out.plan_setpoints, dtype=float))
         clamped = gate.apply(decision.values, decision.sources)
+        # As the service does: the estimator predicts with what was published (None: relinquished, unknown).
+        ctrl.record_applied(t, clamped.values, valid_until=t + site.fallback.setpoint_validity_s)
         compute[k] = time.perf_counter() - c0
         outcomes[decision.outcome] += 1
         if decision.reason is not None:
