@@ -65,7 +65,7 @@ class InboundMixin:
     def _announce_to_home_assistant(self) -> None:
         """Retained Home Assistant discovery configs for zone temperatures and setpoints, if enabled."""
         from drivers.ha_discovery import discovery_messages
-        from drivers.mqtt import MqttSettings
+        from drivers.mqtt_settings import MqttSettings
 
         try:
             enabled = MqttSettings.from_cursor(self.cfg.mqtt).ha_discovery

@@ -45,7 +45,8 @@ def default_controller_factory(cfg: SiteConfig) -> Any:
 
 
 def default_bus_factory(cfg: SiteConfig, topics: Topics, metrics: SiteMetrics) -> Bus:
-    from drivers.mqtt import MqttBus, MqttSettings
+    from drivers.mqtt import MqttBus
+    from drivers.mqtt_settings import MqttSettings
 
     settings = MqttSettings.from_cursor(cfg.mqtt)
 

@@ -32,8 +32,8 @@ from controller.site_config import (
     SiteConfig,
     StateSettings,
 )
-from drivers.mqtt import SETTINGS_KEYS as MQTT_KEYS
-from drivers.mqtt import MqttSettings
+from drivers.mqtt_settings import SETTINGS_KEYS as MQTT_KEYS
+from drivers.mqtt_settings import MqttSettings
 from models.errors import ConfigError
 from models.yamlio import Cursor, MarkedDict, _closest, load_yaml
 
@@ -55,7 +55,7 @@ _SCHEMA: dict[str, frozenset[str] | None] = {
     "actuators": None,
     "forecasts": None,
     "sensors": frozenset({"max_age"}),
-    # Owned by drivers.mqtt.MqttSettings, which validates the values; its key list checks overrides.
+    # Owned by drivers.mqtt_settings.MqttSettings, which validates the values; its key list checks overrides.
     "mqtt": MQTT_KEYS,
     "clock": frozenset({"mode"}),
     "metrics": frozenset({"enabled", "address", "port"}),
@@ -209,7 +209,7 @@ def _parse_site(cur: Cursor, path: Path, environ: Mapping[str, str], origins: di
     for key in _REQUIRED_TOP:
         cur.get(key)
     for name, allowed in _SCHEMA.items():
-        if allowed and cur.has(name) and name != "mqtt":  # mqtt is validated by drivers.mqtt
+        if allowed and cur.has(name) and name != "mqtt":  # mqtt is validated by drivers.mqtt_settings
             cur.get(name).only_keys(allowed)
     site = cur.get("site").as_str()
     try:

@@ -369,7 +369,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from controller.daemon.forecast_sources import builder_from_site
     from controller.daemon.settings import load_site
-    from drivers.mqtt import MqttBus, MqttSettings
+    from drivers.mqtt import MqttBus
+    from drivers.mqtt_settings import MqttSettings
     from models import load_building
     from models.errors import ConfigError
     from models.schedules import parse_schedules

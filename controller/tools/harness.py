@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.tools.paths import ROOT
-from drivers.mqtt import MqttSettings
+from drivers.mqtt_settings import MqttSettings
 
 HOST = "127.0.0.1"
 

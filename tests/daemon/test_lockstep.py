@@ -26,7 +26,8 @@ from controller.tools.bench.lockstep import SITES, START, lockstep_overrides, ma
 from controller.tools.emulator import LockstepEmulator
 from controller.tools.harness import DaemonProcess
 from controller.tools.kpi import compute_kpis
-from drivers.mqtt import MqttBus, MqttSettings
+from drivers.mqtt import MqttBus
+from drivers.mqtt_settings import MqttSettings
 from drivers.payloads import parse_setpoint
 from drivers.virtual_building import kpi_inputs
 from models.schedules import parse_schedules

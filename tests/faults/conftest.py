@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 from controller.tools.harness import Broker, DaemonProcess
-from drivers.mqtt import MqttBus, MqttSettings
+from drivers.mqtt import MqttBus
+from drivers.mqtt_settings import MqttSettings
 from tests.integration.conftest import MOSQUITTO
 
 

@@ -26,7 +26,8 @@ import pytest
 from controller.daemon.settings import load_site
 from controller.tools.bench.lockstep import SITES, START, lockstep_overrides, make_plant, wait_online
 from controller.tools.emulator import LockstepEmulator
-from drivers.mqtt import MqttBus, MqttSettings
+from drivers.mqtt import MqttBus
+from drivers.mqtt_settings import MqttSettings
 from drivers.payloads import parse_setpoint
 
 from .conftest import Recorder

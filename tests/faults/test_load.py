@@ -21,7 +21,8 @@ import pytest
 
 from controller.daemon.settings import load_site
 from controller.tools.bench.lockstep import SITES, START, make_plant
-from drivers.mqtt import MqttBus, MqttSettings
+from drivers.mqtt import MqttBus
+from drivers.mqtt_settings import MqttSettings
 from drivers.payloads import encode_json, parse_setpoint
 
 from .conftest import metrics_port, scrape

@@ -22,7 +22,8 @@ import threading
 import time
 
 from controller.tools.bench.lockstep import SITES
-from drivers.mqtt import MqttBus, MqttSettings
+from drivers.mqtt import MqttBus
+from drivers.mqtt_settings import MqttSettings
 from drivers.payloads import encode_json, parse_setpoint
 
 from .conftest import Recorder, metrics_port, scrape

@@ -8,7 +8,8 @@ from __future__ import annotations
 import sys
 import time
 
-from drivers.mqtt import MqttBus, MqttSettings
+from drivers.mqtt import MqttBus
+from drivers.mqtt_settings import MqttSettings
 
 
 def main() -> int:

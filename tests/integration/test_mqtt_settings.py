@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.mqtt import MqttBus, MqttSettings
+from drivers.mqtt import MqttBus
+from drivers.mqtt_settings import MqttSettings
 from models.errors import ConfigError
 from models.yamlio import Cursor, load_yaml, loads_yaml
 

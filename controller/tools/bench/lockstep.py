@@ -95,7 +95,8 @@ def run_one(site_path: Path, cycles: int, warmup: int, *, nodelay: bool = True,
             backend: str = "numpy", gap_s: float = 0.0) -> dict[str, Any]:
     from controller.daemon.settings import load_site
     from controller.tools.emulator import LockstepEmulator
-    from drivers.mqtt import MqttBus, MqttSettings
+    from drivers.mqtt import MqttBus
+    from drivers.mqtt_settings import MqttSettings
 
     site = load_site(site_path, [f"control.backend={backend}"], environ={})
     with tempfile.TemporaryDirectory(prefix="edge-mpc-bench-") as tmp, \
@@ -161,7 +162,8 @@ def run_many(site_path: Path, n: int, cycles: int, warmup: int, *, backend: str 
     """N copies of a site as N daemons on one broker, all driven at once; CPU per cycle and throughput."""
     from controller.daemon.settings import load_site
     from controller.tools.emulator import LockstepEmulator
-    from drivers.mqtt import MqttBus, MqttSettings
+    from drivers.mqtt import MqttBus
+    from drivers.mqtt_settings import MqttSettings
 
     base = load_site(site_path, [f"control.backend={backend}"], environ={})
     names = [f"{base.site}-{k}" for k in range(n)]
