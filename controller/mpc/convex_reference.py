@@ -2,6 +2,9 @@
 
 Test and benchmark reference only (cvxpy is not a runtime dependency): the same objective as
 controller.mpc.objective with u split into heating and cooling parts, comfort slacks and a peak epigraph.
+Where a negative price makes an actuator's energy cost concave, the convex envelope stands in for it
+(controller.mpc.objective.energy_slopes, energy_offset, offset included in the value): the value is then a
+lower bound on the true optimum, equal to it when the plan sits at a bound on those entries.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from controller.mpc.objective import energy_slopes
+from controller.mpc.objective import energy_offset, energy_slopes
 from controller.mpc.problem import MPCData, MPCProblem
 
 
@@ -70,4 +73,4 @@ def solve_reference(prob: MPCProblem, data: MPCData, *, solver: str = "CLARABEL"
     pr.solve(solver=solver, **kw)
     if pr.status not in ("optimal", "optimal_inaccurate"):
         raise RuntimeError(f"reference solver: {pr.status}")
-    return np.asarray(u.value) * S, float(pr.value)
+    return np.asarray(u.value) * S, float(pr.value) + float(energy_offset(prob, data).sum())

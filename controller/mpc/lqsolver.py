@@ -45,7 +45,13 @@ import numpy as np
 
 from controller.mpc.dual_bound import BoxLinearMin, comfort_conjugate_min, move_conjugate_min
 from controller.mpc.modal import ModalResponse
-from controller.mpc.objective import constraint_violation, energy_slopes, objective_terms
+from controller.mpc.objective import (
+    constraint_violation,
+    energy_offset,
+    energy_slopes,
+    objective_terms,
+    true_energy_slopes,
+)
 from controller.mpc.polish import PENALTY, ActiveSet, direct_pairs, from_interior, polish, supported
 from controller.mpc.problem import MPCData, MPCProblem
 from controller.mpc.result import Duals, MPCResult, Status, shift_plan
@@ -210,13 +216,23 @@ class LQSolver:
         self.y0 = resp.to_sub_y(np.asarray(m.zones(z))[0])
         lo = resp.to_sub_u(data.u_min / self.scale)
         hi = resp.to_sub_u(data.u_max / self.scale)
+        # The method works on the convex energy cost (the true one unless a negative price makes an entry
+        # concave: then its chord, whose constant enters the dual bound); plans are judged by the true cost.
         cp, cm = energy_slopes(prob, data)
+        off = energy_offset(prob, data)
+        self.offset = float(off.sum())
         cp, cm = resp.to_sub_u(cp * self.scale), resp.to_sub_u(cm * self.scale)
+        self.cp, self.cm = cp, cm
+        self.n_concave = int(np.count_nonzero(off))
+        if self.n_concave:
+            tp, tm = true_energy_slopes(prob, data)
+            self.cp, self.cm = resp.to_sub_u(tp * self.scale), resp.to_sub_u(tm * self.scale)
+            self.env_slopes = (cp, cm)
         if self.blocked:  # a block's input satisfies every step's bounds and pays every step's energy
             lo = np.maximum.reduceat(lo, self.start_idx, axis=1)[:, self.bid]
             hi = np.minimum.reduceat(hi, self.start_idx, axis=1)[:, self.bid]
             hi = np.maximum(hi, lo)
-        self.lo, self.hi, self.cp, self.cm = lo, hi, cp, cm
+        self.lo, self.hi = lo, hi
         self.cpB, self.cmB = self._block_sum(cp), self._block_sum(cm)
         # Decision entries: block starts of real inputs with room to move; the rest sit at their lower bound.
         self.live = self.start3 & self.in_mask & (hi > lo + 1e-12)
@@ -267,7 +283,8 @@ class LQSolver:
 
     # -- objective ---------------------------------------------------------------------------------
     def _true_objective(self, U: np.ndarray, Y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """True objective (USD) of plans U (..., nb, K, nuc), and their zone temperatures (Y if given)."""
+        """True objective (USD) of plans U (..., nb, K, nuc), and their zone temperatures (Y if given): the
+        true energy cost even where the method works on its convex envelope (negative prices)."""
         ax = (-3, -2, -1)
         if Y is None:
             Y = self.y0 + self.resp.forward(U)
@@ -278,6 +295,14 @@ class LQSolver:
             dl = self._delta(U)
             total = total + (self.wm * dl * dl).sum(axis=ax)
         return total, Y
+
+    def _envelope_excess(self, U: np.ndarray) -> float:
+        """True energy cost minus its convex envelope's (USD) for plan U: zero unless negative prices make
+        some entries concave (energy_slopes)."""
+        if not self.n_concave:
+            return 0.0
+        cp, cm = self.env_slopes
+        return float((np.maximum(U, 0.0) * (self.cp - cp) + np.maximum(-U, 0.0) * (self.cm - cm)).sum()) - self.offset
 
     def _dual_bound(self, lam: np.ndarray, mu: np.ndarray | None) -> float:
         """Lower bound on the optimum (USD) from zone-step multipliers lam and input-change multipliers mu
@@ -291,7 +316,7 @@ class LQSolver:
         if not self.all_live:
             bu *= self.start3 & self.in_mask
         by = comfort_conjugate_min(lam, self.low, self.high, self.hlow, self.hhigh, self.wq, self.wl)
-        q = float(lam.ravel() @ self.y0.ravel()) + float(bu.sum()) + float(by.sum())
+        q = float(lam.ravel() @ self.y0.ravel()) + float(bu.sum()) + float(by.sum()) + self.offset
         if mu is not None:
             q += float(move_conjugate_min(mu, self.wm, self.rate_on).sum())
             q -= float((mu[..., 0, :] * self.ulast[:, 0]).sum())
@@ -441,6 +466,7 @@ class LQSolver:
         status, msg = Status.STALLED, "iteration limit"
         keep = None
         least_u, least_v = None, math.inf  # the plan closest to meeting the hard limits, while none meets them
+        best_env = math.inf
         y = rpd = None
         while True:
             dl = self._delta(st.u)
@@ -462,6 +488,8 @@ class LQSolver:
             if hv <= opt.hard_tol:
                 if jf < best_j:
                     best_u, best_j = uf, jf
+                if self.n_concave:  # the relaxation's own progress (negative prices)
+                    best_env = min(best_env, jf - self._envelope_excess(uf))
             elif hv < least_v:
                 least_u, least_v = uf, hv
             # The bound is worth its cost only once complementarity is below the objective: s'z overstates
@@ -482,6 +510,13 @@ class LQSolver:
             gap = self._rel(best_j, best_q)
             if gap <= opt.tol:
                 status, msg = Status.CONVERGED, ""
+                break
+            if self.n_concave and self._rel(best_env, best_q) <= opt.tol:
+                # The convex relaxation is solved, but its plan sits inside a concave entry's range, where the
+                # envelope undercuts the true cost: no method on the relaxation can certify more.
+                status = Status.STALLED
+                msg = (f"negative prices make the energy cost concave at {self.n_concave} actuator-steps (paid to "
+                       f"heat and to cool); plan certified within gap_bound of the optimum, not to tol")
                 break
             if it >= opt.max_iter:
                 break
