@@ -29,6 +29,11 @@ that breaks them. When no plan meets them, the iterate's hard-limit multipliers 
 certificate (`_infeasibility_margin`): a positive margin proves that no plan within the actuator bounds and
 rate limits meets them, and the solve ends `infeasible` (success False) with the least-violating plan seen.
 
+Arrays: the solver is NumPy (float64) code throughout. It never sees the array namespace the building was
+compiled for: MPCProblem holds the model's host twin (models.linear.LinearModel.on_host, taken when the
+problem is built), so a CuPy or float32 simulator hands host arrays across that one boundary, and MPCData
+is NumPy by construction (MPCProblem.data). Results are NumPy.
+
 Anytime: after every iteration the current plan, clipped to the bounds and rate limits, respects those; the
 best one so far that also meets the hard comfort limits (by the true objective) is returned at the deadline.
 Pure: the clock is injected.
