@@ -339,8 +339,8 @@ class LQSolver:
         limits and whose temperatures y = y0 + G u meet the hard limits,
             0 = lam'(y0 + G u - y) + mu'(D u - w0 - w)
               >= lam'y0 - mu'w0 + min_box (G'lam + D'mu)'u + min_|w|<=rate (-mu'w) + min_hard (-lam'y),
-        so a positive right-hand side proves that no such plan exists. Returned per unit of multiplier
-        (scale-free), and only above rounding: positive means certified infeasible."""
+        so a positive right-hand side proves that no such plan exists. Returned less a slack for rounding and
+        for hard_tol per unit of multiplier: positive means certified infeasible."""
         lam = z["H2"] - z["H1"]  # the hard-limit part of the zone-step multipliers (the gradient's sign)
         mu = z["R1"] - z["R2"] if self.has_rate else None
         g = self._plan_gradient(lam, mu)
@@ -571,10 +571,8 @@ class LQSolver:
             plan = best_u
         else:  # nothing met the hard limits: the least violation seen, and no claim about optimality
             plan = least_u if least_u is not None else self._feasible_plan(st.u)
-            if status == Status.DEADLINE:
-                msg = f"deadline reached; no plan met the hard comfort limits (least violation {least_v:.3g} K)"
-            elif status == Status.STALLED:
-                msg = f"iteration limit; no plan met the hard comfort limits (least violation {least_v:.3g} K)"
+            if self.has_hard and status in (Status.DEADLINE, Status.STALLED):
+                msg = f"{msg}; no plan met the hard comfort limits (least violation {least_v:.3g} K)"
         act = from_interior(self, st.s, st.z, st.u)
         act.interior, act.misses = keep or st, misses + 1
         return self._result(data, plan, status, msg, it, rd, t0, timer, self._rel(best_j, best_q), nfac, st, act)
