@@ -72,6 +72,7 @@ class LinearModel:
                  caps: np.ndarray | None = None, xp: Any = np, dtype: Any = np.float64) -> None:
         self.Ac, self.Bc, self.Ec, self.Cz = (np.asarray(m, dtype=float) for m in (Ac, Bc, Ec, Cz))
         self.dt = float(dt)
+        self.caps = None if caps is None else np.asarray(caps, dtype=float)
         self.n, self.nu, self.nd, self.nz = Ac.shape[0], Bc.shape[1], Ec.shape[1], Cz.shape[0]
         self.xp = xp
         self.real_dtype = np.dtype(dtype)
@@ -109,6 +110,13 @@ class LinearModel:
         self.Em = BlockMap((self.n, self.nd), blocks_e, xp, mdt)
         self.Czm = BlockMap((self.nz, self.n), blocks_c, xp, mdt)
         self._pows: dict[int, list] = {}
+
+    def on_host(self) -> LinearModel:
+        """This model on NumPy in float64 (itself when it already is): the MPC solvers are host code and take
+        this twin, rebuilt from the host matrices this model keeps, so that no device array reaches them."""
+        if self.xp is np and self.real_dtype == np.float64:
+            return self
+        return LinearModel(self.Ac, self.Bc, self.Ec, self.Cz, self.dt, caps=self.caps)
 
     # -- discrete matrices (host, dense, real) for estimators and reference solvers ---------------
     def discrete(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

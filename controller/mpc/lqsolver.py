@@ -29,6 +29,11 @@ that breaks them. When no plan meets them, the iterate's hard-limit multipliers 
 certificate (`_infeasibility_margin`): a positive margin proves that no plan within the actuator bounds and
 rate limits meets them, and the solve ends `infeasible` (success False) with the least-violating plan seen.
 
+Arrays: the solver is NumPy (float64) code throughout. It never sees the array namespace the building was
+compiled for: MPCProblem holds the model's host twin (models.linear.LinearModel.on_host, taken when the
+problem is built), so a CuPy or float32 simulator hands host arrays across that one boundary, and MPCData
+is NumPy by construction (MPCProblem.data). Results are NumPy.
+
 Anytime: after every iteration the current plan, clipped to the bounds and rate limits, respects those; the
 best one so far that also meets the hard comfort limits (by the true objective) is returned at the deadline.
 Pure: the clock is injected.
@@ -45,7 +50,13 @@ import numpy as np
 
 from controller.mpc.dual_bound import BoxLinearMin, comfort_conjugate_min, move_conjugate_min
 from controller.mpc.modal import ModalResponse
-from controller.mpc.objective import constraint_violation, energy_slopes, objective_terms
+from controller.mpc.objective import (
+    constraint_violation,
+    energy_offset,
+    energy_slopes,
+    objective_terms,
+    true_energy_slopes,
+)
 from controller.mpc.polish import PENALTY, ActiveSet, direct_pairs, from_interior, polish, supported
 from controller.mpc.problem import MPCData, MPCProblem
 from controller.mpc.result import Duals, MPCResult, Status, shift_plan
@@ -210,13 +221,23 @@ class LQSolver:
         self.y0 = resp.to_sub_y(np.asarray(m.zones(z))[0])
         lo = resp.to_sub_u(data.u_min / self.scale)
         hi = resp.to_sub_u(data.u_max / self.scale)
+        # The method works on the convex energy cost (the true one unless a negative price makes an entry
+        # concave: then its chord, whose constant enters the dual bound); plans are judged by the true cost.
         cp, cm = energy_slopes(prob, data)
+        off = energy_offset(prob, data)
+        self.offset = float(off.sum())
         cp, cm = resp.to_sub_u(cp * self.scale), resp.to_sub_u(cm * self.scale)
+        self.cp, self.cm = cp, cm
+        self.n_concave = int(np.count_nonzero(off))
+        if self.n_concave:
+            tp, tm = true_energy_slopes(prob, data)
+            self.cp, self.cm = resp.to_sub_u(tp * self.scale), resp.to_sub_u(tm * self.scale)
+            self.env_slopes = (cp, cm)
         if self.blocked:  # a block's input satisfies every step's bounds and pays every step's energy
             lo = np.maximum.reduceat(lo, self.start_idx, axis=1)[:, self.bid]
             hi = np.minimum.reduceat(hi, self.start_idx, axis=1)[:, self.bid]
             hi = np.maximum(hi, lo)
-        self.lo, self.hi, self.cp, self.cm = lo, hi, cp, cm
+        self.lo, self.hi = lo, hi
         self.cpB, self.cmB = self._block_sum(cp), self._block_sum(cm)
         # Decision entries: block starts of real inputs with room to move; the rest sit at their lower bound.
         self.live = self.start3 & self.in_mask & (hi > lo + 1e-12)
@@ -267,7 +288,8 @@ class LQSolver:
 
     # -- objective ---------------------------------------------------------------------------------
     def _true_objective(self, U: np.ndarray, Y: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """True objective (USD) of plans U (..., nb, K, nuc), and their zone temperatures (Y if given)."""
+        """True objective (USD) of plans U (..., nb, K, nuc), and their zone temperatures (Y if given): the
+        true energy cost even where the method works on its convex envelope (negative prices)."""
         ax = (-3, -2, -1)
         if Y is None:
             Y = self.y0 + self.resp.forward(U)
@@ -278,6 +300,14 @@ class LQSolver:
             dl = self._delta(U)
             total = total + (self.wm * dl * dl).sum(axis=ax)
         return total, Y
+
+    def _envelope_excess(self, U: np.ndarray) -> float:
+        """True energy cost minus its convex envelope's (USD) for plan U: zero unless negative prices make
+        some entries concave (energy_slopes)."""
+        if not self.n_concave:
+            return 0.0
+        cp, cm = self.env_slopes
+        return float((np.maximum(U, 0.0) * (self.cp - cp) + np.maximum(-U, 0.0) * (self.cm - cm)).sum()) - self.offset
 
     def _dual_bound(self, lam: np.ndarray, mu: np.ndarray | None) -> float:
         """Lower bound on the optimum (USD) from zone-step multipliers lam and input-change multipliers mu
@@ -291,7 +321,7 @@ class LQSolver:
         if not self.all_live:
             bu *= self.start3 & self.in_mask
         by = comfort_conjugate_min(lam, self.low, self.high, self.hlow, self.hhigh, self.wq, self.wl)
-        q = float(lam.ravel() @ self.y0.ravel()) + float(bu.sum()) + float(by.sum())
+        q = float(lam.ravel() @ self.y0.ravel()) + float(bu.sum()) + float(by.sum()) + self.offset
         if mu is not None:
             q += float(move_conjugate_min(mu, self.wm, self.rate_on).sum())
             q -= float((mu[..., 0, :] * self.ulast[:, 0]).sum())
@@ -309,8 +339,8 @@ class LQSolver:
         limits and whose temperatures y = y0 + G u meet the hard limits,
             0 = lam'(y0 + G u - y) + mu'(D u - w0 - w)
               >= lam'y0 - mu'w0 + min_box (G'lam + D'mu)'u + min_|w|<=rate (-mu'w) + min_hard (-lam'y),
-        so a positive right-hand side proves that no such plan exists. Returned per unit of multiplier
-        (scale-free), and only above rounding: positive means certified infeasible."""
+        so a positive right-hand side proves that no such plan exists. Returned less a slack for rounding and
+        for hard_tol per unit of multiplier: positive means certified infeasible."""
         lam = z["H2"] - z["H1"]  # the hard-limit part of the zone-step multipliers (the gradient's sign)
         mu = z["R1"] - z["R2"] if self.has_rate else None
         g = self._plan_gradient(lam, mu)
@@ -441,6 +471,7 @@ class LQSolver:
         status, msg = Status.STALLED, "iteration limit"
         keep = None
         least_u, least_v = None, math.inf  # the plan closest to meeting the hard limits, while none meets them
+        best_env = math.inf
         y = rpd = None
         while True:
             dl = self._delta(st.u)
@@ -462,6 +493,8 @@ class LQSolver:
             if hv <= opt.hard_tol:
                 if jf < best_j:
                     best_u, best_j = uf, jf
+                if self.n_concave:  # the relaxation's own progress (negative prices)
+                    best_env = min(best_env, jf - self._envelope_excess(uf))
             elif hv < least_v:
                 least_u, least_v = uf, hv
             # The bound is worth its cost only once complementarity is below the objective: s'z overstates
@@ -482,6 +515,13 @@ class LQSolver:
             gap = self._rel(best_j, best_q)
             if gap <= opt.tol:
                 status, msg = Status.CONVERGED, ""
+                break
+            if self.n_concave and self._rel(best_env, best_q) <= opt.tol:
+                # The convex relaxation is solved, but its plan sits inside a concave entry's range, where the
+                # envelope undercuts the true cost: no method on the relaxation can certify more.
+                status = Status.STALLED
+                msg = (f"negative prices make the energy cost concave at {self.n_concave} actuator-steps (paid to "
+                       f"heat and to cool); plan certified within gap_bound of the optimum, not to tol")
                 break
             if it >= opt.max_iter:
                 break
@@ -531,10 +571,8 @@ class LQSolver:
             plan = best_u
         else:  # nothing met the hard limits: the least violation seen, and no claim about optimality
             plan = least_u if least_u is not None else self._feasible_plan(st.u)
-            if status == Status.DEADLINE:
-                msg = f"deadline reached; no plan met the hard comfort limits (least violation {least_v:.3g} K)"
-            elif status == Status.STALLED:
-                msg = f"iteration limit; no plan met the hard comfort limits (least violation {least_v:.3g} K)"
+            if self.has_hard and status in (Status.DEADLINE, Status.STALLED):
+                msg = f"{msg}; no plan met the hard comfort limits (least violation {least_v:.3g} K)"
         act = from_interior(self, st.s, st.z, st.u)
         act.interior, act.misses = keep or st, misses + 1
         return self._result(data, plan, status, msg, it, rd, t0, timer, self._rel(best_j, best_q), nfac, st, act)

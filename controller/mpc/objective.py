@@ -65,19 +65,62 @@ def constraint_violation(prob: MPCProblem, data: MPCData, u: Any, y: Any, xp: An
 
 
 def energy_slopes(prob: MPCProblem, data: MPCData) -> tuple[np.ndarray, np.ndarray]:
-    """(c_pos, c_neg) (K, nu): USD per W held for one step when u > 0 / per W of |u| when u < 0.
+    """(c_pos, c_neg) (K, nu): USD per W held for one step when u > 0 / per W of |u| when u < 0, of the
+    convex energy cost that solvers optimise; its constant part is `energy_offset`. Both always satisfy
+    c_pos + c_neg >= 0, so that e = max(c_pos·u, -c_neg·u) (an epigraph) is that cost.
 
-    The energy cost c_pos·max(u,0) + c_neg·max(-u,0) is convex when c_pos + c_neg >= 0. Negative prices can
-    break that; such entries are replaced by the chord over [u_min, u_max] (the convex envelope), which
-    solvers then optimise. The reported energy term is always the true cost.
+    The true cost e(u) = c_pos·max(u,0) + c_neg·max(-u,0) is convex iff the slope left of the kink, -c_neg,
+    is at most the slope right of it, c_pos: c_pos + c_neg >= 0. Negative prices break that only where an
+    actuator is paid in both directions, which needs a price below zero; then:
+    - the kink outside the bounds (an electric heater, u_min >= 0; a chiller, u_max <= 0): e is linear on
+      the box and the unused slope is set to agree with the used one (exact, e.g. a heater at -0.05 USD/kWh
+      has the negative slope c_pos and c_neg = -c_pos);
+    - the kink inside (a reversible heat pump at a negative price, earning money heating and cooling): e is
+      concave on [u_min, u_max], and its convex envelope is the chord through (u_min, e(u_min)) and (u_max,
+      e(u_max)): env(u) = s·u + o with s = (e(u_max) - e(u_min)) / (u_max - u_min) and o = e(u_min) - s·u_min
+      <= 0. Those entries get c_pos = s, c_neg = -s here and o in energy_offset. Since env <= e, the
+      optimum with env (offset included) bounds the true optimum from below, and equals it when that plan
+      sits at u_min or u_max on every such entry (there env = e). Results always report the true cost.
     """
+    cp, cm = true_energy_slopes(prob, data)
+    off = cp + cm < 0
+    if np.any(off):
+        lo, hi = data.u_min, data.u_max
+        heat_only, cool_only = off & (lo >= 0), off & (hi <= 0)
+        bad = off & ~heat_only & ~cool_only
+        s, _ = _chord(cp, cm, data)
+        cp, cm = np.where(cool_only, -cm, np.where(bad, s, cp)), np.where(heat_only, -cp, np.where(bad, -s, cm))
+    return cp, cm
+
+
+def energy_offset(prob: MPCProblem, data: MPCData) -> np.ndarray:
+    """(K, nu) USD: the constant of the convex energy cost (see energy_slopes); zero where e is convex."""
+    cp, cm = true_energy_slopes(prob, data)
+    bad = concave_entries(prob, data)
+    if not np.any(bad):
+        return np.zeros_like(cp)
+    return np.where(bad, _chord(cp, cm, data)[1], 0.0)
+
+
+def concave_entries(prob: MPCProblem, data: MPCData) -> np.ndarray:
+    """(K, nu) bool: where negative prices make the energy cost concave with the kink strictly inside the
+    bounds (the solvers work on its convex envelope there)."""
+    cp, cm = true_energy_slopes(prob, data)
+    return (cp + cm < 0) & (data.u_min < 0) & (data.u_max > 0)
+
+
+def true_energy_slopes(prob: MPCProblem, data: MPCData) -> tuple[np.ndarray, np.ndarray]:
+    """(c_pos, c_neg) (K, nu) of the true energy cost, convex or not."""
     c, dt_h, w = prob.power, prob.dt_h, prob.weights.energy_cost
     pe, pg = data.price_el[:, None], data.price_gas[:, None]
     cp = w * dt_h / 1000.0 * (pe * c.el_pos + pg * c.gas_pos)
     cm = w * dt_h / 1000.0 * (pe * c.el_neg + pg * c.gas_neg)
-    bad = (cp + cm < 0) & (data.u_min < 0) & (data.u_max > 0)
-    if np.any(bad):
-        lo, hi = data.u_min, data.u_max
-        chord = (cp * hi + cm * lo) / np.where(hi > lo, hi - lo, 1.0)  # (e(hi) - e(lo)) / (hi - lo)
-        cp, cm = np.where(bad, chord, cp), np.where(bad, -chord, cm)
     return cp, cm
+
+
+def _chord(cp: np.ndarray, cm: np.ndarray, data: MPCData) -> tuple[np.ndarray, np.ndarray]:
+    """Slope and offset of the chord of e over [u_min, u_max] (meaningful where u_min < 0 < u_max)."""
+    lo, hi = data.u_min, data.u_max
+    e_lo, e_hi = -cm * lo, cp * hi
+    s = (e_hi - e_lo) / np.where(hi > lo, hi - lo, 1.0)
+    return s, e_lo - s * lo

@@ -50,7 +50,11 @@ class Weights:
 
 @dataclass
 class MPCProblem:
-    """Static part of the problem. `model` is a models.linear.LinearModel (None for the generic path)."""
+    """Static part of the problem. `model` is a models.linear.LinearModel (None for the generic path).
+
+    The MPC solvers are host (NumPy, float64) code. A model compiled for another array namespace or dtype
+    (`control.backend: cupy`, `dtype: float32`) is replaced here by its host twin (LinearModel.on_host), so
+    the conversion happens once, at this boundary, and never inside a solve."""
 
     model: Any
     horizon: int
@@ -70,6 +74,8 @@ class MPCProblem:
             raise ValueError("horizon must be >= 1")
         self.horizon = K
         if self.model is not None:
+            if hasattr(self.model, "on_host"):
+                self.model = self.model.on_host()
             self.nu = self.nu or self.model.nu
             self.nz = self.nz or self.model.nz
             if abs(self.model.dt - self.dt) > 1e-9 * self.dt:

@@ -1,4 +1,7 @@
-"""Synthetic reference problems (R1-like office floors, campuses of them) for tests and benchmarks.
+"""Reference problems (R1-like office floors, campuses of them) for tests and benchmarks.
+
+The office floors and their weather (winter_day) are synthetic; simulator_problem puts a compiled building
+on a synthetic day, or on a real one passed in (the benchmark's Chicago weather and prices).
 
 Built directly as LinearModels so the MPC can be exercised without the YAML toolchain. Parameters follow a
 real mid-size office: 60 m² zones, air+furniture 0.8-2 MJ/K, slab/internal mass 10 MJ/K, a lumped
@@ -221,14 +224,22 @@ def heat_pump_problem(K: int = 24, dt: float = 3600.0, *, substeps: int = 12, se
 
 
 def simulator_problem(sim: object, K: int = 96, *, start_hour: float = 0.0, move: float = 1e-4,
-                      t_mean: float = -6.0) -> tuple[MPCProblem, MPCData]:
+                      t_mean: float = -6.0, day: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
+                      ) -> tuple[MPCProblem, MPCData]:
     """An MPC problem on a compiled building model (models.Simulator with a LinearModel) for a winter day.
 
     Disturbances are matched by name (outdoor/ground temperature, irradiance, occupancy); comfort band
-    21-24 degC occupied, 16-28 degC unoccupied; time-of-use electricity price.
+    21-24 degC occupied, 16-28 degC unoccupied. `day`: (disturbances (K, 4) in winter_day's order,
+    electricity price (K,), gas price (K,), occupancy (K,)) of a real day (the benchmark loads Chicago
+    weather and prices); without it a synthetic winter day (winter_day: cosine temperature around t_mean,
+    time-of-use price, no gas price).
     """
     dt = float(sim.linear.dt)
-    d4, price, occ = winter_day(K, dt, start_hour, t_mean)
+    if day is None:
+        d4, price, occ = winter_day(K, dt, start_hour, t_mean)
+        price_gas = np.zeros(K)
+    else:
+        d4, price, price_gas, occ = day
     by_name = {"outdoor_temperature": d4[:, 0], "solar_irradiance": d4[:, 1], "occupancy": d4[:, 2],
                "ground_temperature": d4[:, 3]}
     d = np.stack([by_name.get(n, np.zeros(K)) for n in sim.disturbance_names], axis=1)
@@ -239,4 +250,4 @@ def simulator_problem(sim: object, K: int = 96, *, start_hour: float = 0.0, move
     low = np.where(occ > 0, 21.0, 16.0)[:, None] * np.ones(nz)
     high = np.where(occ > 0, 24.0, 28.0)[:, None] * np.ones(nz)
     x0 = np.asarray(getattr(sim, "x_initial", np.full(sim.linear.n, 19.0)), float) - 1.5
-    return prob, prob.data(x0, d, price, 0.0, comfort_low=low, comfort_high=high, u_last=np.zeros(nu))
+    return prob, prob.data(x0, d, price, price_gas, comfort_low=low, comfort_high=high, u_last=np.zeros(nu))

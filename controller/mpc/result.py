@@ -12,7 +12,9 @@ import numpy as np
 class Status(StrEnum):
     CONVERGED = "converged"  # certified relative optimality gap below tolerance
     DEADLINE = "deadline"  # time ran out; best feasible plan so far
-    STALLED = "stalled"  # no certificate either way (iteration cap, line search failures); never success
+    # No certificate to tol (iteration cap, line search failures, a convex relaxation solved that is not tight,
+    # a plan that breaks a hard constraint); gap_bound holds whatever was certified. Never success.
+    STALLED = "stalled"
     INFEASIBLE = "infeasible"  # the hard limits cannot all be met (certified); `u` violates them least seen
     NONFINITE = "nonfinite"  # inputs or iterates not finite; fallback plan returned
 

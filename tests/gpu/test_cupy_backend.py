@@ -68,3 +68,22 @@ def test_cupy_gradient_matches_finite_differences():
     h = 1.0
     fd = (J(u + h * v) - J(u - h * v)) / (2 * h)
     assert abs(fd - np.sum(g * v)) <= 1e-7 * max(1.0, abs(fd))
+
+
+@pytest.mark.needs_gpu
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_mpc_on_a_cupy_compiled_building(dtype):
+    """`control.backend: cupy`: the MPC problem takes the model's host twin, so the solve is the NumPy one."""
+    from controller.mpc import LQSolver, Status
+    from controller.mpc.reference import simulator_problem
+
+    net = load_building(OFFICE)
+    gpu = net.compile(900.0, backend="cupy", dtype=dtype)
+    assert gpu.backend == "cupy"
+    prob, data = simulator_problem(gpu, K=48)
+    assert prob.model.xp is np
+    res = LQSolver(prob).solve(data)
+    ref_prob, ref_data = simulator_problem(net.compile(900.0), K=48)
+    ref = LQSolver(ref_prob).solve(ref_data)
+    assert res.status == Status.CONVERGED and res.success
+    assert abs(res.objective - ref.objective) <= 1e-9 * abs(ref.objective)

@@ -15,11 +15,12 @@ from tests.mpc.test_lqsolver import CASES, check_optimal, next_cycle
 
 @pytest.fixture(scope="module")
 def office20():
-    """R1 as benchmarked: config/buildings/office-20.yaml on real weather and prices, with its optimum."""
+    """R1 as benchmarked: config/buildings/office-20.yaml on the synthetic winter day (reference.winter_day:
+    weather and time-of-use prices made up), with its optimum."""
     from controller.tools.bench.mpc import _load
 
     prob, data, src = _load("office-20", None)
-    assert src.endswith("office-20.yaml"), src
+    assert src.startswith("config/buildings/office-20.yaml") and "synthetic day" in src, src
     u, f = solve_reference(prob, data)
     return prob, data, u, f
 
