@@ -96,6 +96,48 @@ def test_missing_file_and_directory(tmp_path: Path):
         load_building(tmp_path)
 
 
+def test_document_size_limit(tmp_path: Path):
+    """Over 4 MiB is refused before parsing, from a file (read no further) and from text."""
+    from models.yamlio import MAX_DOCUMENT_BYTES
+
+    path = tmp_path / "big.yaml"
+    path.write_text("model: x\ndescription: '" + "x" * MAX_DOCUMENT_BYTES + "'\n")
+    with pytest.raises(ConfigError) as info:
+        load_building(path)
+    assert str(info.value) == (f"{path}: YAML document too large; expected at most 4 MiB of text; "
+                               "found 'more than 4 MiB'")
+    with pytest.raises(ConfigError, match=r"t\.yaml: YAML document too large.*found '4\.0 MiB'"):
+        building_from_text(path.read_text(), "t.yaml")
+    # Multi-byte characters count as bytes: 1.5 Mi characters of 3 bytes each is 4.5 MiB.
+    with pytest.raises(ConfigError, match=r"found '4\.5 MiB'"):
+        building_from_text("description: '" + "\u20ac" * (3 * 1024 * 512) + "'", "t.yaml")
+
+
+def test_depth_and_node_limits_at_the_edge():
+    """64 levels and 200,000 values load; one more level or value is one clear error."""
+    from models.yamlio import MAX_DEPTH, MAX_NODES, loads_yaml
+
+    assert (MAX_DEPTH, MAX_NODES) == (64, 200_000)  # documented in models/yamlio.py and the README
+    ok = loads_yaml("a: " + "[" * (MAX_DEPTH - 1) + "1" + "]" * (MAX_DEPTH - 1))
+    assert ok["a"][0][0][0] is not None
+    with pytest.raises(ConfigError, match=r"^d\.yaml:3: YAML nested more than 64 levels deep; field 'b\.c'"):
+        loads_yaml("a: 1\nb:\n  c: " + "[" * MAX_DEPTH + "]" * MAX_DEPTH, "d.yaml")
+    # Exactly MAX_NODES values, most of them through aliases (cheap to compose): root, key x, x's list of
+    # 999 items (1000), key y, y's list, 198 aliases of x (1000 each) and 996 plain items.
+    def doc(extra: int) -> str:
+        return ("x: &x [" + ",".join(["1"] * 999) + "]\ny: [" + ",".join(["*x"] * 198 + ["2"] * (996 + extra))
+                + "]\n")
+    assert 4 + 1000 + 198 * 1000 + 996 == MAX_NODES
+    assert len(loads_yaml(doc(0))["y"]) == 198 + 996
+    with pytest.raises(ConfigError, match=r"^<string>:1: YAML document has more than 200000 values.*"
+                                          r"found '200001 here'"):
+        loads_yaml(doc(1))
+    # an alias inside a sequence counts its target's depth too
+    shallow = "x: &x " + "[" * 40 + "]" * 40 + "\n"
+    with pytest.raises(ConfigError, match="through aliases"):
+        loads_yaml(shallow + "y: " + "[" * 30 + "*x" + "]" * 30)
+
+
 def test_control_character_names_line():
     text = "model: x\ndescription: 'a\x07b'\n"
     with pytest.raises(ConfigError) as info:
@@ -169,6 +211,10 @@ _JUNK = st.one_of(
     st.integers(-10**6, 10**6).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.text(alphabet="abcz0189 .-_:[]{}", max_size=8).map(lambda s: repr(s)),
+    # hostile structure: nesting around the depth limit and far beyond it, huge integers
+    st.integers(60, 3000).map(lambda n: "[" * n + "]" * n),
+    st.integers(60, 3000).map(lambda n: "{a: " * n + "1" + "}" * n),
+    st.integers(4000, 6000).map(lambda n: "7" * n),
 )
 _HOUSE = (BUILDINGS / "house-1.yaml").read_text().splitlines()
 _RADIANT = (BUILDINGS / "radiant.yaml").read_text().splitlines()
