@@ -1,4 +1,4 @@
-"""Strict codecs for the MQTT payloads of DESIGN.md §6.
+"""Strict codecs for the MQTT payloads (the README's "MQTT topics" table lists each one).
 
 Anything can arrive on a topic: a gateway bug, a fuzzer, a wrong unit. Every parser here either returns
 validated, finite numbers or raises `PayloadError` with a reason a person can act on. No other exception
@@ -290,7 +290,7 @@ def parse_setpoint(payload: bytes) -> Setpoint:
 # -- outbound ----------------------------------------------------------------------------------------------
 def encode_setpoint(value: float | None, unit: str, ts: float, seq: int, valid_until: float,
                     source: str) -> bytes:
-    """The setpoint JSON of §6. `value` None means "relinquish": local controllers take over.
+    """The setpoint JSON for `setpoint/<actuator>`. `value` None means "relinquish": local controllers take over.
 
     Consumers must drop a setpoint whose `valid_until` has passed: a QoS 1 message queued during an
     outage is delivered late.

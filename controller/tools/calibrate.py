@@ -22,7 +22,7 @@ whole fit period from a fitted initial state), with
 the initial state), mapped from log space by the delta method. The last ``holdout_fraction`` of the data is
 not fitted: the model runs on through it from the fitted state and its RMSE there is reported.
 
-CSV format (DESIGN §7): ``time_s`` then one column per input, disturbance and sensor id (zone names are
+CSV format: ``time_s`` then one column per input, disturbance and sensor id (zone names are
 accepted as measured zone temperatures too). Rows must lie on a grid of the step ``dt``; missing rows and
 empty/NaN cells are gaps. Gaps in measurements are skipped in the residual; gaps in inputs and
 disturbances hold the last value (the first value before it). Other columns are ignored and reported.

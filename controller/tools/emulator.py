@@ -1,4 +1,4 @@
-"""MQTT lockstep emulator (DESIGN §6): a virtual building that drives the daemon in simulated time.
+"""MQTT lockstep emulator: a virtual building that drives the daemon in simulated time.
 
 Per control step at simulated time t:
 

@@ -1,4 +1,4 @@
-"""MqttBus against a real mosquitto: the §6 contract on the wire, status, callback safety, latency."""
+"""MqttBus against a real mosquitto: the topic and payload contract on the wire, status, callback safety, latency."""
 
 from __future__ import annotations
 
