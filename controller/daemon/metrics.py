@@ -60,7 +60,7 @@ class Metrics:
                                        buckets=b, registry=r)
         self.solver_iterations = Gauge(PREFIX + "solver_iterations", "Solver iterations in the last cycle.",
                                        ["site"], registry=r)
-        self.objective = Gauge(PREFIX + "objective", "Last plan's objective by cost term (USD).",
+        self.objective = Gauge(PREFIX + "objective", "Last plan's objective by cost term (tariff currency).",
                                ["site", "term"], registry=r)
         self.cycles = Counter(PREFIX + "cycles", "Completed cycles by what was published.",
                               ["site", "outcome"], registry=r)

@@ -29,6 +29,7 @@ from controller.tools import paths
 from controller.tools.baseline import Guideline36Thermostat, occupancy_flags
 from controller.tools.kpi import compute_kpis, format_comparison
 from drivers.virtual_building import VirtualBuilding
+from models.series import currency_of
 
 SITES = {name: paths.SITES / f"{name}.yaml" for name in ("office-20", "house-1")}
 SEASONS = {"winter": (1, 12), "shoulder": (4, 6), "summer": (7, 13)}   # month, day: a Monday-ish start
@@ -143,7 +144,7 @@ def kpis_of(log: Any, site: Any, compute: np.ndarray, control_step: float, price
     return compute_kpis(log.dt, log.zones_start, low, high, np.clip(log.p_el, 0, None), np.clip(log.p_gas, 0, None),
                         price_el.sample(tm, site.timezone),
                         price_gas.sample(tm, site.timezone) if price_gas is not None else 0.0,
-                        area, compute, control_step_s=control_step)
+                        area, compute, control_step_s=control_step, currency=currency_of(price_el.unit))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     n_mpc = round(args.days * 86400 / step)
     n_tstat = round(args.days * 86400 / THERMOSTAT_STEP_S)
     from models import load_building
-    from models.series import load_named_series
+    from models.series import load_tariff
 
     net = load_building(site.model_path)
     sim = net.compile(step)
@@ -189,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                                quantisation_k=0.1, seed=args.seed, x0=x_init)
     c_ts, log_ts = run_thermostat(site, plant_ts, t0, n_tstat, sim)
     w2 = time.perf_counter()
-    series = load_named_series(site.tariff, site.base_dir)
+    currency, series = load_tariff(site.tariff, site.base_dir)
     area = sim.floor_area
     k_mpc = kpis_of(log_mpc, site, c_mpc, step, series["electricity"], series.get("gas"), area)
     k_ts = kpis_of(log_ts, site, c_ts, THERMOSTAT_STEP_S, series["electricity"], series.get("gas"), area)
@@ -201,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
           f"simulated {args.days:g} days in {w2 - w0:.1f} s (MPC {w1 - w0:.1f} s, thermostat {w2 - w1:.1f} s)")
     scenario = {"building": args.building, "days": args.days, "season": args.season, "price": args.price,
                 "start": datetime.fromtimestamp(t0, site.timezone).isoformat(), "backend": args.backend,
-                "weather": "Chicago O'Hare TMY3", "prices": f"ComEd 2019 {PRICES[args.price]}",
+                "weather": "Chicago O'Hare TMY3", "prices": f"ComEd 2019 {PRICES[args.price]}", "currency": currency,
                 "mismatch": scale, "control_step_s": step, "thermostat_step_s": THERMOSTAT_STEP_S,
                 "wall_s": w2 - w0}
     report = {"scenario": scenario, "mpc": k_mpc.as_dict(), "baseline": k_ts.as_dict(),

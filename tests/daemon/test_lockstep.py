@@ -26,7 +26,7 @@ from controller.tools.kpi import compute_kpis
 from drivers.mqtt import MqttBus, MqttSettings
 from drivers.payloads import parse_setpoint
 from models.schedules import parse_schedules
-from models.series import load_named_series
+from models.series import load_tariff
 
 # K·h per zone over the run (BOPTEST tdis_tot). A thermostat on these buildings scores ~0.5-1 K·h/zone/day.
 MAX_DISCOMFORT_PER_DAY = {"house-1": 0.5, "office-20": 0.5}
@@ -80,12 +80,12 @@ def discomfort(site, plant, result) -> float:
     c = site.comfort
     low = np.where(occ, c.occupied.low, c.unoccupied.low)
     high = np.where(occ, c.occupied.high, c.unoccupied.high)
-    tariff = load_named_series(site.tariff, site.base_dir)
+    currency, tariff = load_tariff(site.tariff, site.base_dir)
     price = tariff["electricity"].sample(lg.t, site.timezone)
-    k = compute_kpis(band_low=low, band_high=high, price_el=price, price_gas=0.0,
+    k = compute_kpis(band_low=low, band_high=high, price_el=price, price_gas=0.0, currency=currency,
                      **result.kpi_inputs(plant.sim.floor_area))
     print(f"[{site.site}] discomfort {k.tdis_tot:.3f} K·h/zone, energy {k.ener_tot:.3f} kWh/m², "
-          f"cost {k.cost_tot:.4f} USD/m²")
+          f"cost {k.cost_tot:.4f} {currency}/m²")
     return k.tdis_tot
 
 
