@@ -77,3 +77,30 @@ def test_mqtt_prices_override_the_tariff_over_the_horizon(house) -> None:
     out = _cycle(ctrl, T0, {"price_electricity": half})
     assert out.plan["price_el"][:3] == pytest.approx([1.0, 2.0, 0.25])  # the tariff where it ends
     ctrl.import_state(saved)
+
+
+def test_the_daemon_accepts_price_forecasts_and_plans_with_them(tmp_path) -> None:
+    """Through the service's MQTT handler: `forecast/price_electricity` is accepted (it used to be counted
+    'ignored' and dropped) and the next cycle's plan carries its prices and the tariff's currency."""
+    import json
+
+    from faults._common import T0 as T_SITE
+    from faults._common import TOPICS, Harness, counter, real_site
+
+    h = Harness(real_site(tmp_path, horizon=8))
+    try:
+        step = h.site.cfg.control.step_s
+        values = [0.5, 0.6, 0.7, 0.8]
+        payload = json.dumps({"start": T_SITE, "step": step, "values": values}).encode()
+        h.bus.publish(TOPICS.forecast("price_electricity"), payload)
+        assert counter(h.svc, "forecast", "accepted") == 1.0
+        assert counter(h.svc, "forecast", "ignored") == 0.0
+        h.sensors(T_SITE - 5, 21.0)
+        ack = h.tick(T_SITE)
+        assert ack["status"] == "mpc", ack
+        plan = json.loads(h.bus.messages(TOPICS.root + "/plan")[-1].payload)
+        assert plan["currency"] == "USD"
+        assert plan["price_el"][:4] == pytest.approx(values)
+        assert plan["price_el"][4:] != pytest.approx([0.8] * 4)  # the tariff after the forecast ends
+    finally:
+        h.stop()

@@ -254,7 +254,8 @@ def test_fuzz_sensor_topic(harness, case, which):
 
 
 @fuzz(N["forecast"])
-@given(case=forecast_cases(), name=st.sampled_from(["outdoor_temperature", "solar_irradiance", "made_up"]))
+@given(case=forecast_cases(),
+       name=st.sampled_from(["outdoor_temperature", "solar_irradiance", "price_electricity", "made_up"]))
 def test_fuzz_forecast_topic(harness, case, name):
     payload, expected = case
     if expected == "rejected-if-temp":  # 295 is a fine irradiance, but no outdoor temperature in degC
