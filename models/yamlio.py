@@ -86,6 +86,28 @@ class _LineLoader(yaml.SafeLoader):
                                f"{count} here")
         return node
 
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """PyYAML's scalar constructors raise plain ValueError, KeyError, AttributeError... on values that
+        match a type's pattern but are not valid ('2020-02-30', '!!bool maybe'): one ConfigError instead."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ConfigError, yaml.YAMLError):
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, IndexError) as exc:
+            if not isinstance(node, yaml.ScalarNode):
+                raise
+            kind = _SCALAR_KINDS.get(node.tag, node.tag.replace("tag:yaml.org,2002:", "!!"))
+            reason = " ".join(str(exc).split()) if isinstance(exc, ValueError) else type(exc).__name__
+            raise ConfigError(f"not a valid {kind} ({reason})", line=node.start_mark.line + 1,
+                              field=_path(self, node) or None,
+                              expected=f"a valid {kind}, or quotes around it to make it text",
+                              found=node.value) from None
+
+
+_SCALAR_KINDS = {"tag:yaml.org,2002:timestamp": "date/time", "tag:yaml.org,2002:int": "integer",
+                 "tag:yaml.org,2002:float": "number", "tag:yaml.org,2002:bool": "boolean (true or false)",
+                 "tag:yaml.org,2002:binary": "base64 text", "tag:yaml.org,2002:null": "null"}
+
 
 def _limit_error(message: str, mark: yaml.Mark, stack: list[object], expected: str, found: str) -> ConfigError:
     # The field is built only for the error (composing stays cheap): from the composer's `index` of each

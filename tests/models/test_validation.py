@@ -215,6 +215,9 @@ _JUNK = st.one_of(
     st.integers(60, 3000).map(lambda n: "[" * n + "]" * n),
     st.integers(60, 3000).map(lambda n: "{a: " * n + "1" + "}" * n),
     st.integers(4000, 6000).map(lambda n: "7" * n),
+    # values that match a YAML type's pattern but are not valid (PyYAML raised bare ValueError/KeyError)
+    st.sampled_from(["2026-02-30", "2026-01-01 25:00:00", "!!float x", "!!int 0x", "!!bool maybe",
+                     "!!timestamp 2026", "!!binary '@@'"]),
 )
 _HOUSE = (BUILDINGS / "house-1.yaml").read_text().splitlines()
 _RADIANT = (BUILDINGS / "radiant.yaml").read_text().splitlines()
