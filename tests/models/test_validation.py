@@ -252,3 +252,23 @@ def test_fuzz_only_config_errors(which: bool, index: int, junk: str):
     # Accepted: it must still compile into a finite simulator.
     sim = net.compile(900.0)
     assert np.all(np.isfinite(sim.x_initial))
+
+
+# -- fuzz: the loader itself on token soup; only ConfigError, always one line ----------------------------
+_TOKENS = st.sampled_from([
+    "a", ": ", "\n", "  ", "- ", "[", "]", "{", "}", ",", "&x ", "*x", "!!int ", "!!float ", "!!bool ",
+    "!!timestamp ", "!!binary ", "!!str ", "!!null ", "!!set ", "!!omap ", "!!pairs ", "<<: ", "? ",
+    "2026-02-30", "1e400", "0x", "0o", "0b1", "1:2:3", "'q'", '"\\u00"', "|", ">", "#c", "---", "...", "~",
+    ".nan", "-", "\t", "%YAML 1.1\n", "!x ", "[" * 70, "]" * 70, "9" * 4500,
+])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_TOKENS, max_size=30).map("".join))
+def test_fuzz_loader_only_config_errors(text: str):
+    from models.yamlio import loads_yaml
+
+    try:
+        loads_yaml(text, "f.yaml")
+    except ConfigError as exc:
+        assert str(exc).startswith("f.yaml") and "\n" not in str(exc), str(exc)
