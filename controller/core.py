@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from controller.disturbances import DisturbanceBuilder
+from controller.disturbances import PRICE_FORECASTS, DisturbanceBuilder, prices_over
 from controller.estimator import KalmanEstimator, pack_array, unpack_array
 from controller.mpc.lqsolver import LQOptions, LQSolver
 from controller.mpc.problem import MPCProblem, PowerCoeffs, Weights
@@ -29,7 +29,7 @@ from controller.site_config import SiteConfig
 from models.errors import ConfigError
 from models.network import Network
 from models.schedules import parse_schedules
-from models.series import Series
+from models.series import Series, currency_of
 from models.yamlio import Cursor
 
 
@@ -162,6 +162,12 @@ class SiteController:
         if self.price_el is None:
             raise ConfigError("no electricity tariff", file=str(site.path), field="tariff.electricity",
                               expected="a price series or time-of-use table")
+        # The tariff's currency: a label on the plan and reports, never converted (models.series.load_tariff).
+        self.currency = currency_of(self.price_el.unit)
+        # Prices over MQTT override the tariff where they cover the horizon, like weather forecasts.
+        for carrier, topic_name in PRICE_FORECASTS.items():
+            if tariff.get(carrier) is not None:
+                self.forecast_units[topic_name] = f"{self.currency}/kWh"
         schedules = parse_schedules(site.schedules) if site.schedules.value else {}
         if site.comfort.schedule not in schedules:
             raise ConfigError(f"comfort schedule '{site.comfort.schedule}' is not defined", file=str(site.path),
@@ -217,8 +223,10 @@ class SiteController:
         d[:, self._offset_cols] = self.estimator.offsets
         t_mid = t + dt * (np.arange(K) + 0.5)
         t_end = t + dt * (np.arange(K) + 1.0)
-        price_el = self.price_el.sample(t_mid, self.tz)
-        price_gas = self.price_gas.sample(t_mid, self.tz) if self.price_gas is not None else 0.0
+        fcs = inputs.forecasts or {}
+        price_el, el_cover = prices_over(self.price_el, t_mid, self.tz, fcs.get(PRICE_FORECASTS["electricity"]))
+        price_gas, gas_cover = (prices_over(self.price_gas, t_mid, self.tz, fcs.get(PRICE_FORECASTS["gas"]))
+                                if self.price_gas is not None else (0.0, 0.0))
         # Step k's end state stands for the whole step: occupied at its start or its end means the occupied band
         # (with the end alone, the plan lets the zones cool in the last step before people leave).
         occ = (self.occupancy.values(t_end, self.tz) > 0.5) | (self.occupancy.values(t_end - dt, self.tz) > 0.5)
@@ -247,6 +255,9 @@ class SiteController:
         self.d_prev, self.t_last = np.array(d[:, self._known_cols]), t
         zone_pred = np.asarray(res.zone_temps) if res.zone_temps is not None else None
         zone_est = x0[self._zone_nodes]
+        price_sources = {PRICE_FORECASTS[c]: "mqtt" if cover > 0.5 else "tariff"
+                         for c, cover in (("electricity", el_cover), ("gas", gas_cover))
+                         if PRICE_FORECASTS[c] in self.forecast_units}
         used = np.isfinite(info.innovation) & ~info.rejected
         diagnostics = {
             "solve_s": float(res.solve_time), "iterations": int(res.iterations), "objective": float(res.objective),
@@ -258,7 +269,7 @@ class SiteController:
             "diverged": bool(info.diverged),
             "zone_temps": {z: float(v) for z, v in zip(self.zone_names, zone_est, strict=True)},
             "forecast_sources": {n: max(set(v), key=list(v).count) if v else "none"
-                                 for n, v in report.step_sources.items()},
+                                 for n, v in report.step_sources.items()} | price_sources,
             "offsets_w": {z: float(v) for z, v in zip(self.zone_names, self.estimator.offsets, strict=True)},
         }
         # Only a plan the solver vouches for (res.success: converged, or the best feasible plan at the
@@ -279,7 +290,7 @@ class SiteController:
             "zones": self.zone_names,
             "predicted_zone_temps": zone_pred.round(3).tolist() if zone_pred is not None else None,
             "comfort_low": low[:, 0].tolist(), "comfort_high": high[:, 0].tolist(),
-            "price_el": np.asarray(price_el).tolist(), "objective": float(res.objective),
+            "price_el": np.asarray(price_el).tolist(), "currency": self.currency, "objective": float(res.objective),
             "terms": diagnostics["objective_terms"], "status": str(res.status),
         }
         setpoints = ({a.name: float(v) for a, v in zip(self.actuators, res.u[0], strict=True)} if usable else {})

@@ -268,3 +268,26 @@ def _series_source(series: Series) -> Source:
 
 
 DisturbanceFn = Callable[[np.ndarray], np.ndarray]
+
+
+# -- prices ------------------------------------------------------------------------------------------------
+# MQTT forecast topics that carry prices, by tariff carrier (`forecast/price_electricity`, ...).
+PRICE_FORECASTS: dict[str, str] = {"electricity": "price_electricity", "gas": "price_gas"}
+
+
+def prices_over(tariff: Series, t: np.ndarray, tz: ZoneInfo, fc: object | None) -> tuple[np.ndarray, float]:
+    """Prices at unix times ``t``: an MQTT price forecast where it covers them, the configured tariff elsewhere.
+
+    A price forecast is a step function, as tariffs are: value i holds over ``[start + i step,
+    start + (i+1) step)`` (not interpolated like weather). It is in the tariff's currency per kWh: a label,
+    never converted. Returns the prices and the fraction of ``t`` the forecast covered.
+    """
+    t = np.asarray(t, dtype=float)
+    values = np.array(np.broadcast_to(tariff.sample(t, tz), t.shape), dtype=float)
+    fc_values = getattr(fc, "values", None)
+    if fc is None or fc_values is None or not np.size(fc_values):
+        return values, 0.0
+    i = np.floor((t - float(fc.start)) / float(fc.step)).astype(np.int64)  # type: ignore[attr-defined]
+    inside = (i >= 0) & (i < np.size(fc_values))
+    values[inside] = np.asarray(fc_values, dtype=float)[i[inside]]
+    return values, float(inside.mean()) if t.size else 0.0

@@ -1,6 +1,6 @@
 """What to publish when the MPC plan cannot be trusted, and the clamp every setpoint passes through.
 
-Chain (DESIGN §6): MPC plan → hold the last valid plan (bounded age, shifted to now) → schedule setpoints
+Chain: MPC plan → hold the last valid plan (bounded age, shifted to now) → schedule setpoints
 from config → relinquish (value null: local controllers take over). Pure: no clocks, no I/O.
 
 `SetpointGate.apply` is the only way to obtain `ClampedSetpoints`, and the service publishes nothing

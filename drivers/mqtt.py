@@ -1,7 +1,7 @@
 """The MQTT `Bus` (paho-mqtt 2.x, MQTT v5); its settings (the site config's `mqtt:` section) are in
 `drivers.mqtt_settings`.
 
-What this module guarantees, because the daemon's safety depends on it (DESIGN.md §6):
+What this module guarantees, because the daemon's safety depends on it:
 - `status` is retained `online` while connected and becomes `offline` when the process dies (last will)
   or closes cleanly; it is re-published on every reconnect.
 - Subscriptions are re-made on every connect, so they survive broker restarts.

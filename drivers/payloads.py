@@ -1,4 +1,4 @@
-"""Strict codecs for the MQTT payloads of DESIGN.md §6.
+"""Strict codecs for the MQTT payloads (the README's "MQTT topics" table lists each one).
 
 Anything can arrive on a topic: a gateway bug, a fuzzer, a wrong unit. Every parser here either returns
 validated, finite numbers or raises `PayloadError` with a reason a person can act on. No other exception
@@ -32,7 +32,10 @@ log = logging.getLogger("edge_mpc.payloads")
 # payload. "t" is still read, for one release, with one warning per kind and process.
 _LEGACY_T_WARNED: set[str] = set()
 
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
+# A JSON string, or an unterminated one up to the end of the text. The optional closing quote keeps the
+# scan linear: without it, every quote of '"\\"\\"\\"…' would start a scan to the end that then fails
+# (quadratic: a 1 MiB forecast payload took hours, blocking the network thread).
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"?', re.DOTALL)
 _NOT_BRACKET = re.compile(r"[^\[\]{}]+")
 
 
@@ -79,7 +82,11 @@ _F = TypeVar("_F", bound=Callable[..., Any])
 
 
 def _never_raises_other(kind: str) -> Callable[[_F], _F]:
-    """Last line of defence: an unforeseen exception becomes a PayloadError, never a crash."""
+    """Last line of defence: an unforeseen exception becomes a PayloadError, never a crash.
+
+    The parsers underneath (`parse_sensor.__wrapped__`, ...) are what the fuzz tests exercise: they must
+    raise nothing but PayloadError by themselves, so a bug cannot hide behind this wrapper.
+    """
 
     def wrap(func: _F) -> _F:
         @functools.wraps(func)
@@ -126,15 +133,11 @@ def _big_int(text: str) -> int:
 
 def _max_depth(text: str) -> int:
     """Nesting depth of arrays/objects, computed without recursion (strings removed first)."""
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
-    depth = deepest = 0
-    for ch in brackets:
-        if ch in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        else:
-            depth -= 1
-    return deepest
+    brackets = np.frombuffer(_NOT_BRACKET.sub("", _STRING.sub("", text)).encode("ascii"), dtype=np.uint8)
+    if brackets.size == 0:
+        return 0
+    steps = np.where((brackets == ord("[")) | (brackets == ord("{")), 1, -1)
+    return max(0, int(np.cumsum(steps).max()))
 
 
 def _decode(kind: str, payload: object, limit: int, *, ints_as_float: bool = True) -> Any:
@@ -162,7 +165,7 @@ def _decode(kind: str, payload: object, limit: int, *, ints_as_float: bool = Tru
                           parse_int=float if ints_as_float else _big_int)
     except PayloadError:
         raise
-    except Exception as exc:
+    except ValueError as exc:  # JSONDecodeError, or a NaN/Infinity literal refused by _reject_constant
         raise PayloadError(kind, f"not valid JSON ({_short(str(exc))})") from None
 
 
@@ -320,7 +323,7 @@ def parse_setpoint(payload: bytes) -> Setpoint:
 # -- outbound ----------------------------------------------------------------------------------------------
 def encode_setpoint(value: float | None, unit: str, ts: float, seq: int, valid_until: float,
                     source: str) -> bytes:
-    """The setpoint JSON of §6. `value` None means "relinquish": local controllers take over.
+    """The setpoint JSON for `setpoint/<actuator>`. `value` None means "relinquish": local controllers take over.
 
     Consumers must drop a setpoint whose `valid_until` has passed: a QoS 1 message queued during an
     outage is delivered late.

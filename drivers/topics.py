@@ -1,4 +1,4 @@
-"""The topic layout of DESIGN.md §6, in one place, so no module builds topic strings by hand."""
+"""The MQTT topic layout (README, "MQTT topics"), in one place, so no module builds topic strings by hand."""
 
 from __future__ import annotations
 

@@ -5,7 +5,10 @@ time zone ``tz``. Output units (converted once at load):
 
 - temperatures: degC (CSV units degC, K (absolute), degF);
 - irradiance: W/m² (CSV units W/m², kW/m², or an energy per area such as Wh/m² per interval);
-- prices: USD/kWh, kept as given (USD/MWh is divided by 1000); energy cost = price × kWh;
+- prices: <currency>/kWh, kept as given (EUR/MWh is divided by 1000); energy cost = price × kWh. The
+  currency is a label, never converted: an ISO 4217 code (USD, EUR, GBP, CHF, ...) or $ € £ for USD, EUR,
+  GBP. A site's ``tariff:`` names it once (``currency: EUR``, see ``load_tariff``) and every price in it
+  must be in that currency;
 - power: W; dimensionless: fraction (``%`` is divided by 100).
 
 CSV series (``{csv, column, unit, interpolation?, averaging?, periodic?, utc_offset?, time_offset?,
@@ -34,6 +37,7 @@ time_column?}``, paths relative to the config file):
 from __future__ import annotations
 
 import csv
+import dataclasses
 import datetime as _dt
 import math
 import re
@@ -51,9 +55,12 @@ from models.yamlio import Cursor
 
 YEAR_S = 365 * 86400
 _DAY_S = 86400
-_PRICE_UNIT = re.compile(r"^(USD|\$)/(Wh|kWh|MWh)$")
-_PRICE_FACTOR = {"Wh": 1000.0, "kWh": 1.0, "MWh": 1e-3}  # to USD/kWh
-_UNIT_HELP = "degC, K, degF, W/m2, kW/m2, Wh/m2, kWh/m2, J/m2, W, kW, USD/kWh, USD/MWh, 1 or %"
+_PRICE_UNIT = re.compile(r"^([A-Z]{3}|[$€£])/(Wh|kWh|MWh)$")
+_PRICE_FACTOR = {"Wh": 1000.0, "kWh": 1.0, "MWh": 1e-3}  # to <currency>/kWh
+_CURRENCY_SYMBOLS = {"$": "USD", "€": "EUR", "£": "GBP"}
+DEFAULT_CURRENCY = "USD"
+_UNIT_HELP = ("degC, K, degF, W/m2, kW/m2, Wh/m2, kWh/m2, J/m2, W, kW, a price per Wh/kWh/MWh such as "
+              "EUR/kWh or USD/MWh, 1 or %")
 
 
 @runtime_checkable
@@ -79,7 +86,7 @@ class ConstantSeries:
 
 @dataclass(frozen=True)
 class TimeOfUseTariff:
-    """A price table by local day and time (USD/kWh by default): periods on top of a default price.
+    """A price table by local day and time (<currency>/kWh): periods on top of a default price.
 
     Holidays (if listed) are priced like Sundays.
     """
@@ -174,7 +181,7 @@ def _unit_conversion(cur: Cursor, unit: str) -> tuple[str, float, float, bool, b
         return "degC", 5.0 / 9.0, -32.0 * 5.0 / 9.0, False, False
     m = _PRICE_UNIT.match(u.replace(" ", ""))
     if m:
-        return "USD/kWh", _PRICE_FACTOR[m.group(2)], 0.0, False, True
+        return f"{_currency(m.group(1))}/kWh", _PRICE_FACTOR[m.group(2)], 0.0, False, True
     if u in ("", "1"):
         return "1", 1.0, 0.0, False, False
     if u == "%":
@@ -193,8 +200,12 @@ def _value_in(cur: Cursor, out_unit: str, factor: float, shift: float, price: bo
     if price and isinstance(cur.value, str):
         m = re.fullmatch(r"\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S+)\s*", cur.value)
         unit = _PRICE_UNIT.match(m.group(2)) if m else None
+        want = out_unit.split("/")[0]
         if m is None or unit is None:
-            raise cur.error("bad price", expected="a number or a price like '0.25 USD/kWh' or '15 USD/MWh'")
+            raise cur.error("bad price", expected=f"a number or a price like '0.25 {want}/kWh' or '15 {want}/MWh'")
+        if _currency(unit.group(1)) != want:
+            raise cur.error(f"price in {_currency(unit.group(1))}, but this tariff is in {want}",
+                            expected=f"a price in {want} (currencies are labels, never converted)")
         return float(m.group(1)) * _PRICE_FACTOR[unit.group(2)]
     if isinstance(cur.value, str) and out_unit != "1":
         return cur.as_float(unit=out_unit)
@@ -327,14 +338,14 @@ def _load_table(cur: Cursor, base_dir: Path, cache: dict | None) -> TableSeries:
                        periodic=periodic, utc_offset_s=utc_offset, source=f"{path}:{column}")
 
 
-def _load_tou(cur: Cursor) -> TimeOfUseTariff:
+def _load_tou(cur: Cursor, price_unit: str) -> TimeOfUseTariff:
     from models.schedules import Interval
 
     cur.only_keys({"periods", "default", "unit", "holidays"})
-    unit_cur = cur.get("unit", "USD/kWh")
+    unit_cur = cur.get("unit", price_unit)
     out_unit, factor, shift, energy, price = _unit_conversion(unit_cur, unit_cur.as_str())
     if energy:
-        raise unit_cur.error("a tariff cannot be an energy per interval", expected="a price unit like USD/kWh")
+        raise unit_cur.error("a tariff cannot be an energy per interval", expected=f"a price unit like {price_unit}")
     default = _value_in(cur.get("default"), out_unit, factor, shift, price)
     days: list[list[tuple[Interval, Cursor]]] = [[] for _ in range(7)]
     for period in cur.get("periods"):
@@ -359,7 +370,7 @@ def _load_tou(cur: Cursor) -> TimeOfUseTariff:
     return TimeOfUseTariff(schedule=schedule, unit=out_unit)
 
 
-def _load(cur: Cursor, base_dir: Path, cache: dict | None) -> Series:
+def _load(cur: Cursor, base_dir: Path, cache: dict | None, price_unit: str = f"{DEFAULT_CURRENCY}/kWh") -> Series:
     value = cur.value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return ConstantSeries(float(value))
@@ -367,7 +378,7 @@ def _load(cur: Cursor, base_dir: Path, cache: dict | None) -> Series:
         if "csv" in value:
             return _load_table(cur, base_dir, cache)
         if "periods" in value:
-            return _load_tou(cur)
+            return _load_tou(cur, price_unit)
         if "constant" in value:
             cur.only_keys({"constant", "unit"})
             unit_cur = cur.get("unit", "1")
@@ -388,9 +399,58 @@ def load_series(cur: Cursor, base_dir: Path) -> Series:
 
 
 def load_named_series(cur: Cursor, base_dir: Path) -> dict[str, Series]:
-    """A ``forecasts:`` or ``tariff:`` mapping -> {name: series}; each CSV column is read once."""
+    """A ``forecasts:`` mapping -> {name: series}; each CSV column is read once. (Tariffs: ``load_tariff``.)"""
     cache: dict = {}
     out: dict[str, Series] = {}
     for name, child in cur.items():
         out[str(name)] = _load(child, Path(base_dir), cache)
     return out
+
+
+def _currency(symbol: str) -> str:
+    return _CURRENCY_SYMBOLS.get(symbol, symbol)
+
+
+def currency_of(unit: str) -> str:
+    """The currency label of a price unit ('EUR/kWh' -> 'EUR'); the default currency for a bare number."""
+    m = _PRICE_UNIT.match(unit.replace(" ", ""))
+    return _currency(m.group(1)) if m else DEFAULT_CURRENCY
+
+
+def load_tariff(cur: Cursor, base_dir: Path) -> tuple[str, dict[str, Series]]:
+    """A site's ``tariff:`` section -> (currency, {carrier: price series in <currency>/kWh}).
+
+    ``currency:`` (optional) is an ISO 4217 code or $ € £. Without it the currency is that of the first
+    price unit given, else USD. It is a label: every price must be in it (a price in another currency is an
+    error naming its field), bare numbers are taken in it, and reports, metrics help and the plan carry it.
+    """
+    cur.expect_mapping()
+    currency = None
+    if cur.has("currency"):
+        ccur = cur.get("currency")
+        currency = _currency(ccur.as_str().strip())
+        if not re.fullmatch(r"[A-Z]{3}", currency):
+            raise ccur.error("unknown currency", expected="an ISO 4217 code such as EUR, USD, GBP or CHF, or $ € £")
+    series_items = [(str(name), child) for name, child in cur.items() if name != "currency"]
+    if currency is None:
+        for _name, child in series_items:
+            unit = child.value.get("unit") if isinstance(child.value, dict) else None
+            if isinstance(unit, str) and _PRICE_UNIT.match(unit.replace(" ", "")):
+                currency = currency_of(unit)
+                break
+        else:
+            currency = DEFAULT_CURRENCY
+    price_unit = f"{currency}/kWh"
+    cache: dict = {}
+    out: dict[str, Series] = {}
+    for name, child in series_items:
+        series = _load(child, Path(base_dir), cache, price_unit)
+        if series.unit in ("", "1"):  # a bare number or unitless constant: a price in the tariff's currency
+            series = dataclasses.replace(series, unit=price_unit)
+        if series.unit != price_unit:
+            where = child.get("unit") if isinstance(child.value, dict) and child.has("unit") else child
+            raise where.error(f"a tariff in {currency} cannot hold a series in {series.unit}",
+                              expected=f"a price in {currency} (per Wh, kWh or MWh; currencies are labels, "
+                                       "never converted)", found=series.unit)
+        out[name] = series
+    return currency, out

@@ -103,7 +103,10 @@ def parse_quantity(cur: Cursor, unit: str | None) -> float:
     if isinstance(value, bool) or value is None:
         raise cur.error("wrong type", expected=f"a number{f' in {unit}' if unit else ''}")
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer of 309+ digits: the caller reports it as not finite
+            return math.inf
     if isinstance(value, str):
         try:
             return convert(value, unit or "")

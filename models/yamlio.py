@@ -2,6 +2,18 @@
 
 Only the safe loader's constructors are used (no Python tags). Each mapping and sequence is returned as a
 `Node` wrapper that keeps line numbers per key, so validation can say "office.yaml:42: field 'zones[3].area'".
+
+Hostile or broken documents are refused with a ConfigError before they can exhaust the stack or memory:
+
+- at most `MAX_DOCUMENT_BYTES` (4 MiB) of UTF-8 text: the largest shipped model is ~30 KiB;
+- at most `MAX_DEPTH` (64) levels of nesting, counting through aliases: real models nest about 6 deep,
+  and PyYAML's composer and constructor recurse once per level (a few thousand levels overflow the stack);
+- at most `MAX_NODES` (200,000) scalars, lists and mappings, counting every use of an alias as a full copy
+  of what it names (a "billion laughs" document of nested aliases is refused, not expanded);
+- no alias may refer to a collection that contains it (recursive data would hang the validators).
+
+Every YAML text the project reads (models, site files, `--set` values, `EDGE_MPC__` environment
+overrides) goes through `loads_yaml`, so the same limits hold everywhere.
 """
 
 from __future__ import annotations
@@ -15,9 +27,104 @@ import yaml
 
 from models.errors import ConfigError
 
+MAX_DOCUMENT_BYTES = 4 * 1024 * 1024
+MAX_DEPTH = 64
+MAX_NODES = 200_000
+
 
 class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that records the line of every mapping key and sequence item."""
+    """SafeLoader that records the line of every mapping key and sequence item, within the limits above."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._stack: list[object] = []  # `index` of each node being composed, outermost first
+        # Per composed node (by id): (nodes it stands for with aliases expanded, levels it spans).
+        self._size: dict[int, tuple[int, int]] = {}
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        """Compose one node, refusing depth, node count and recursive aliases beyond the limits.
+
+        Checked here, while composing, because PyYAML's composer recurses per level: a document a few
+        thousand levels deep would raise RecursionError before any later check could run.
+        """
+        event = self.peek_event()
+        collection = isinstance(event, yaml.SequenceStartEvent | yaml.MappingStartEvent)
+        outer = len(self._stack)  # collections around this node (a scalar never has children on the stack)
+        if collection and outer + 1 > MAX_DEPTH:
+            raise _limit_error(f"YAML nested more than {MAX_DEPTH} levels deep", event.start_mark,
+                               [*self._stack, index], f"at most {MAX_DEPTH} levels of nested lists and mappings",
+                               f"more than {MAX_DEPTH}")
+        self._stack.append(index)
+        try:
+            node = super().compose_node(parent, index)
+        finally:
+            self._stack.pop()
+        path = [*self._stack, index]
+        if isinstance(event, yaml.AliasEvent):
+            if id(node) not in self._size:  # every finished node has a size: this one is still open
+                raise _limit_error(f"YAML alias '*{event.anchor}' refers to a collection that contains it",
+                                   event.start_mark, path, "aliases to finished values only",
+                                   f"*{event.anchor}")
+            count, height = self._size[id(node)]
+        else:
+            children: list[yaml.Node] = []
+            if isinstance(node, yaml.MappingNode):
+                children = [n for pair in node.value for n in pair]
+            elif isinstance(node, yaml.SequenceNode):
+                children = node.value
+            sizes = [self._size[id(c)] for c in children]
+            count = 1 + sum(c for c, _ in sizes)
+            height = 1 + max((h for _, h in sizes), default=0) if collection else 0
+            self._size[id(node)] = (count, height)
+        if outer + height > MAX_DEPTH:
+            raise _limit_error(f"YAML nested more than {MAX_DEPTH} levels deep (through aliases)",
+                               event.start_mark, path, f"at most {MAX_DEPTH} levels of nested lists and mappings",
+                               f"{outer + height} levels")
+        if count > MAX_NODES:
+            raise _limit_error(f"YAML document has more than {MAX_NODES} values (aliases count as copies)",
+                               event.start_mark, path, f"at most {MAX_NODES} scalars, lists and mappings",
+                               f"{count} here")
+        return node
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        """PyYAML's scalar constructors raise plain ValueError, KeyError, AttributeError... on values that
+        match a type's pattern but are not valid ('2020-02-30', '!!bool maybe'): one ConfigError instead."""
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ConfigError, yaml.YAMLError):
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, IndexError) as exc:
+            if not isinstance(node, yaml.ScalarNode):
+                raise
+            kind = _SCALAR_KINDS.get(node.tag, node.tag.replace("tag:yaml.org,2002:", "!!"))
+            reason = " ".join(str(exc).split()) if isinstance(exc, ValueError) else type(exc).__name__
+            raise ConfigError(f"not a valid {kind} ({reason})", line=node.start_mark.line + 1,
+                              field=_path(self, node) or None,
+                              expected=f"a valid {kind}, or quotes around it to make it text",
+                              found=node.value) from None
+
+
+_SCALAR_KINDS = {"tag:yaml.org,2002:timestamp": "date/time", "tag:yaml.org,2002:int": "integer",
+                 "tag:yaml.org,2002:float": "number", "tag:yaml.org,2002:bool": "boolean (true or false)",
+                 "tag:yaml.org,2002:binary": "base64 text", "tag:yaml.org,2002:null": "null"}
+
+
+def _limit_error(message: str, mark: yaml.Mark, stack: list[object], expected: str, found: str) -> ConfigError:
+    # The field is built only for the error (composing stays cheap): from the composer's `index` of each
+    # level (a key node inside a mapping, a position inside a list, None for the root and for keys).
+    path = ""
+    for index in stack:
+        if isinstance(index, int):
+            path = _join(path, index)
+        elif isinstance(index, yaml.ScalarNode):
+            path = _join(path, index.value)
+    # The field of the innermost mapping key: a path of sixty list indices helps nobody.
+    field = path
+    while field.endswith("]"):
+        field = field[:field.rindex("[")]
+    if len(field) > 60:
+        field = field[:57] + "..."
+    return ConfigError(message, line=mark.line + 1, field=field or None, expected=expected, found=found)
 
 
 def _construct_mapping(loader: _LineLoader, node: yaml.MappingNode) -> dict:
@@ -78,6 +185,10 @@ def _assign_paths(loader: _LineLoader, node: yaml.Node, path: str, seen: set[int
                           line=node.start_mark.line + 1, field=path or None,
                           expected="plain mappings, lists, strings and numbers", found=tag)
     loader.paths[id(node)] = path
+    if isinstance(node, yaml.ScalarNode) and node.tag == "tag:yaml.org,2002:int" and len(node.value) > 4000:
+        # Python refuses to convert more than 4300 digits (a ValueError from deep inside the constructor).
+        raise ConfigError("integer has too many digits", line=node.start_mark.line + 1, field=path or None,
+                          expected="a number of at most 4000 digits", found=f"{len(node.value)} characters")
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             key = key_node.value if isinstance(key_node, yaml.ScalarNode) else "?"
@@ -117,13 +228,16 @@ def load_yaml(path: str | Path) -> Any:
     """Load one YAML document with line information; errors name the file and line."""
     path = Path(path)
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_DOCUMENT_BYTES + 1)  # never read a runaway file whole
     except FileNotFoundError:
         raise ConfigError("file not found", file=str(path)) from None
     except IsADirectoryError:
         raise ConfigError("is a directory, not a file", file=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"cannot read file ({exc.strerror})", file=str(path)) from None
+    if len(raw) > MAX_DOCUMENT_BYTES:
+        raise _too_large(str(path), "more than 4 MiB")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -133,8 +247,16 @@ def load_yaml(path: str | Path) -> Any:
     return loads_yaml(text, str(path))
 
 
+def _too_large(filename: str, found: str) -> ConfigError:
+    return ConfigError("YAML document too large", file=filename,
+                       expected=f"at most {MAX_DOCUMENT_BYTES // (1024 * 1024)} MiB of text", found=found)
+
+
 def loads_yaml(text: str, filename: str = "<string>") -> Any:
     """Parse YAML text with line information (safe constructors only)."""
+    size = len(text) if len(text) > MAX_DOCUMENT_BYTES else len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_DOCUMENT_BYTES:
+        raise _too_large(filename, f"{size / (1024 * 1024):.1f} MiB")
     loader = None
     try:
         loader = _LineLoader(text)

@@ -37,7 +37,7 @@ CORE_FORBIDDEN_MODULES = frozenset({
 CORE_FORBIDDEN_CALLS = frozenset({
     "open", "input", "getenv", "read_text", "read_bytes", "write_text", "write_bytes", "iterdir", "now", "utcnow",
     "today", "loadtxt", "genfromtxt", "fromfile", "tofile", "load_building", "load_yaml", "load_series",
-    "load_named_series",
+    "load_named_series", "load_tariff",
 })
 CORE_FORBIDDEN_ATTRIBUTES = frozenset({"environ"})
 

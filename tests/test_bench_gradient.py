@@ -1,4 +1,4 @@
-"""`edge-mpc bench gradient` runs, agrees with its straightforward baseline, and prints the DESIGN §8 keys."""
+"""`edge-mpc bench gradient` runs, agrees with its straightforward baseline, and prints its JSON keys."""
 
 import json
 

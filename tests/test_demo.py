@@ -159,4 +159,4 @@ def test_demo_report_says_what_each_controller_knows(tmp_path, capsys):
     assert perfect["knowledge"]["mpc"]["forecast_error_model"] is None
     same = {k: v for k, v in rep["baseline"].items() if k != "time_rat"}
     assert {k: v for k, v in perfect["baseline"].items() if k != "time_rat"} == same  # the thermostat's world
-    assert perfect["mpc"]["cost_usd"] != rep["mpc"]["cost_usd"]
+    assert perfect["mpc"]["cost"] != rep["mpc"]["cost"]

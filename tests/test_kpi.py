@@ -43,7 +43,7 @@ def test_constant_1_kw_for_24_h_at_10_cents_costs_2_40() -> None:
     k = kpis(K, A=2, p_el=np.tile([600.0, 400.0], (K, 1)))
     assert k.energy_el_kwh == pytest.approx(24.0)
     assert k.energy_kwh == pytest.approx(24.0)
-    assert k.cost_usd == pytest.approx(2.4)
+    assert k.cost == pytest.approx(2.4)
     assert k.cost_tot == pytest.approx(0.024)
     assert k.ener_tot == pytest.approx(0.24)
     assert k.peak_el_kw == pytest.approx(1.0)
@@ -55,14 +55,14 @@ def test_gas_counts_in_energy_and_cost_not_in_electric_peak() -> None:
     k = kpis(K, p_gas=np.full((K, 1), 4000.0), price_gas=0.05)  # 4 kW gas for 2 h
     assert k.energy_gas_kwh == pytest.approx(8.0)
     assert k.energy_kwh == pytest.approx(8.0)
-    assert k.cost_usd == pytest.approx(0.4)
+    assert k.cost == pytest.approx(0.4)
     assert k.peak_el_kw == 0.0
 
 
 def test_time_varying_price_weights_each_step() -> None:
     price = np.array([0.1, 0.1, 0.3, 0.3])
     k = kpis(4, p_el=np.full((4, 1), 2000.0), price_el=price)
-    assert k.cost_usd == pytest.approx(2.0 * 0.25 * (0.1 + 0.1 + 0.3 + 0.3))
+    assert k.cost == pytest.approx(2.0 * 0.25 * (0.1 + 0.1 + 0.3 + 0.3))
 
 
 @pytest.mark.parametrize("start_min", [0, 7, 15, 60])

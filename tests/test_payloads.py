@@ -30,6 +30,9 @@ from drivers.payloads import (
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 PARSERS = [parse_sensor, parse_forecast, parse_clock, parse_setpoint]
+# The fuzz tests call the parsers underneath the `_never_raises_other` wrapper, which would turn any
+# exception into PayloadError by construction: a parser bug must show as a failure here.
+RAW_PARSERS = [parse.__wrapped__ for parse in PARSERS]  # type: ignore[attr-defined]
 
 
 # -- sensor --------------------------------------------------------------------------------------------
@@ -210,11 +213,66 @@ def test_encode_json_numpy_and_nan() -> None:
 
 # -- fuzzing: whatever the bytes, only PayloadError -------------------------------------------------------
 def _only_payload_error(payload: bytes) -> None:
-    for parse in PARSERS:
+    for parse in RAW_PARSERS:
         try:
             parse(payload)
         except PayloadError:
             pass
+
+
+def test_wrapper_is_only_a_last_line_of_defence() -> None:
+    """The public parsers keep the wrapper; the raw ones let an unforeseen error through (so fuzzing them
+    can fail), and the wrapper turns it into PayloadError."""
+    from drivers.payloads import _never_raises_other
+
+    def buggy(payload: bytes) -> None:
+        raise KeyError("bug")
+
+    wrapped = _never_raises_other("sensor")(buggy)
+    with pytest.raises(PayloadError, match="unreadable"):
+        wrapped(b"1")
+    with pytest.raises(KeyError):
+        wrapped.__wrapped__(b"1")  # type: ignore[attr-defined]
+    assert all(raw is not parse for raw, parse in zip(RAW_PARSERS, PARSERS, strict=True))
+
+
+def _depth_by_hand(text: str) -> int:
+    """Reference for the bracket scan: one character at a time, strings (even unterminated) skipped."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+@FUZZ
+@given(st.text(alphabet='[]{}"\\a,1 ', max_size=60))
+def test_depth_scan_matches_a_character_scan(text: str) -> None:
+    from drivers.payloads import _max_depth
+
+    assert _max_depth(text) == _depth_by_hand(text)
+
+
+def test_unterminated_strings_are_scanned_in_linear_time() -> None:
+    """'"\\"\\"…' of 1 MiB: each quote used to start a regex scan to the end (quadratic, hours of CPU on
+    the network thread). It must be an ordinary rejection."""
+    payload = b'"' + b'\\"' * (MAX_PAYLOAD_BYTES * 7)
+    assert len(payload) < 1024 * 1024
+    with pytest.raises(PayloadError, match="not valid JSON"):
+        parse_forecast.__wrapped__(payload)  # type: ignore[attr-defined]
 
 
 @FUZZ
@@ -274,13 +332,13 @@ def test_fuzz_sensor_numbers_are_finite_when_accepted(value: float, ts: float) -
 
 
 def test_huge_payloads_rejected_fast() -> None:
-    for parse in PARSERS:
+    for parse in RAW_PARSERS:
         with pytest.raises(PayloadError, match="too large"):
             parse(b"1" * (4 * 1024 * 1024))
 
 
 def test_non_bytes_input_is_payload_error() -> None:
-    for parse in PARSERS:
+    for parse in RAW_PARSERS:
         with pytest.raises(PayloadError):
             parse(None)  # type: ignore[arg-type]
         with pytest.raises(PayloadError):

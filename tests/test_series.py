@@ -17,6 +17,7 @@ from models.series import (
     TimeOfUseTariff,
     load_named_series,
     load_series,
+    load_tariff,
     year_position,
 )
 from models.yamlio import Cursor, load_yaml, loads_yaml
@@ -49,7 +50,7 @@ CST = dt.timezone(dt.timedelta(hours=-6))
 def site_series() -> dict:
     doc = Cursor(load_yaml(SITE), str(SITE))
     out = load_named_series(doc.get("forecasts"), SITE.parent)
-    out.update(load_named_series(doc.get("tariff"), SITE.parent))
+    out.update(load_tariff(doc.get("tariff"), SITE.parent)[1])
     return out
 
 
@@ -245,3 +246,48 @@ def test_constants() -> None:
     assert (c.value, c.unit) == (21.0, "degC")
     with pytest.raises(ConfigError):
         load_series(cfg("{constant: 3, unit: USD/MWh, extra: 1}"), ROOT)
+
+
+# -- currencies: a label, never a conversion -------------------------------------------------------------
+def test_tariff_in_euros_keeps_its_numbers_and_label(tmp_path: Path) -> None:
+    from models.series import load_tariff
+
+    write(tmp_path, "time_s,p\n0,80\n3600,95\n")
+    currency, tariff = load_tariff(cfg("""
+currency: EUR
+electricity: {csv: d.csv, column: p, unit: EUR/MWh, periodic: false}
+gas: {constant: 0.07}
+""", "tariff"), tmp_path)
+    assert currency == "EUR"
+    assert tariff["electricity"].unit == "EUR/kWh" and tariff["gas"].unit == "EUR/kWh"
+    assert tariff["electricity"].sample(np.array([0.0]), BERLIN).tolist() == pytest.approx([0.08])  # no FX
+    assert tariff["gas"].sample(np.zeros(2), BERLIN).tolist() == [0.07, 0.07]
+    # Without `currency:` it is the first price unit's; symbols are codes; a time-of-use table takes it too.
+    currency, tariff = load_tariff(cfg("""
+electricity:
+  periods: [{days: mon-fri, from: "12:00", to: "18:00", price: 250 £/MWh}]
+  default: 0.1
+  unit: £/kWh
+""", "tariff"), tmp_path)
+    assert currency == "GBP" and tariff["electricity"].unit == "GBP/kWh"
+    currency, tariff = load_tariff(cfg("electricity: {periods: [], default: 0.3}\ncurrency: CHF", "tariff"), ROOT)
+    assert currency == "CHF" and tariff["electricity"].unit == "CHF/kWh"
+    assert load_tariff(cfg("electricity: 0.2", "tariff"), ROOT)[0] == "USD"
+
+
+@pytest.mark.parametrize(("text", "field", "words"), [
+    ("currency: EUR\nelectricity: {constant: 0.2, unit: USD/kWh}", "tariff.electricity.unit",
+     "a tariff in EUR cannot hold a series in USD/kWh"),
+    ("electricity: {constant: 0.2, unit: EUR/kWh}\ngas: {constant: 0.1, unit: USD/kWh}", "tariff.gas.unit",
+     "a tariff in EUR cannot hold"),
+    ("currency: EUR\nelectricity: {periods: [{days: sat, from: '09:00', to: '12:00', price: 15 USD/MWh}], "
+     "default: 0.1}", "tariff.electricity.periods[0].price", "price in USD, but this tariff is in EUR"),
+    ("currency: euros\nelectricity: 0.2", "tariff.currency", "unknown currency"),
+    ("currency: EUR\nelectricity: {constant: 21, unit: degC}", "tariff.electricity.unit", "in degC"),
+])
+def test_tariff_currency_errors(text: str, field: str, words: str) -> None:
+    from models.series import load_tariff
+
+    with pytest.raises(ConfigError) as info:
+        load_tariff(cfg(text, "tariff"), ROOT)
+    assert info.value.field == field and words in str(info.value), str(info.value)

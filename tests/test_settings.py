@@ -113,3 +113,29 @@ def test_multi_site(tmp_path):
         load_config(dup, environ={})
     with pytest.raises(ConfigError, match="multi-site"):
         load_site(top, environ={})
+
+
+@pytest.mark.parametrize("value, message", [
+    ("[" * 3000 + "]" * 3000, "nested more than 64 levels deep"),      # was a RecursionError traceback
+    ("{a: " * 100 + "1" + "}" * 100, "nested more than 64 levels deep"),
+    ("&a [*a]", "refers to a collection that contains it"),
+    ("9" * 5000, "too many digits"),                                   # was Python's int-conversion ValueError
+    ("x" * (5 * 1024 * 1024), "too large"),
+    ("[1, 2", "YAML syntax error"),
+])
+def test_hostile_override_values_are_one_clear_error(value, message):
+    """`--set` values and EDGE_MPC__ variables go through the same limits as a site file."""
+    for overrides, environ, origin in ((["comfort.margin=" + value], {}, "--set comfort.margin"),
+                                       ([], {"EDGE_MPC__COMFORT__MARGIN": value},
+                                        "environment EDGE_MPC__COMFORT__MARGIN")):
+        with pytest.raises(ConfigError) as exc:
+            load_site(EXAMPLE, overrides, environ=environ)
+        text = str(exc.value)
+        assert text.startswith(f"{origin}: cannot parse override value (") and message in text, text
+        assert "\n" not in text and len(text) < 400, text
+
+
+def test_hostile_site_file_is_one_clear_error(tmp_path):
+    p = _example_with(tmp_path, "  horizon: 96", "  horizon: " + "[" * 3000 + "]" * 3000)
+    with pytest.raises(ConfigError, match=rf"^{p}:\d+: YAML nested more than 64 levels deep; field 'control.horizon'"):
+        load_site(p, environ={})

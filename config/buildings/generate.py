@@ -1,4 +1,4 @@
-"""Writes the reference buildings R1 office-20 and R4 campus-500 (DESIGN.md §8).
+"""Writes the reference buildings R1 office-20 and R4 campus-500 (benchmark problems; see the README).
 
     python config/buildings/generate.py        # rewrites office-20.yaml and campus-500.yaml beside it
 

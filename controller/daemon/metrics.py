@@ -1,4 +1,4 @@
-"""Prometheus metrics for the daemon (DESIGN §6) and the HTTP endpoint that serves them plus /healthz.
+"""Prometheus metrics for the daemon (README, "Metrics and dashboard") and the endpoint serving them plus /healthz.
 
 One `CollectorRegistry` per process, created here and passed around: nothing goes to prometheus_client's
 global default registry, so tests and a multi-site process never collide. Every per-site series carries a
@@ -60,7 +60,7 @@ class Metrics:
                                        buckets=b, registry=r)
         self.solver_iterations = Gauge(PREFIX + "solver_iterations", "Solver iterations in the last cycle.",
                                        ["site"], registry=r)
-        self.objective = Gauge(PREFIX + "objective", "Last plan's objective by cost term (USD).",
+        self.objective = Gauge(PREFIX + "objective", "Last plan's objective by cost term (tariff currency).",
                                ["site", "term"], registry=r)
         self.cycles = Counter(PREFIX + "cycles", "Completed cycles by what was published.",
                               ["site", "outcome"], registry=r)

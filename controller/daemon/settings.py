@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import yaml
-
 from controller.site_config import (
     Band,
     ClockSettings,
@@ -35,7 +33,7 @@ from controller.site_config import (
 from drivers.mqtt_settings import SETTINGS_KEYS as MQTT_KEYS
 from drivers.mqtt_settings import MqttSettings
 from models.errors import ConfigError
-from models.yamlio import Cursor, MarkedDict, _closest, load_yaml
+from models.yamlio import Cursor, MarkedDict, _closest, load_yaml, loads_yaml
 
 log = logging.getLogger(__name__)
 
@@ -89,11 +87,19 @@ def parse_overrides(overrides: Iterable[str], environ: Mapping[str, str]) -> lis
 
 
 def _scalar(text: str, origin: str) -> Any:
+    # Through the project's loader: the same depth, size and node limits as a site file (a value nested
+    # thousands deep in an environment variable must be a clear error, not a RecursionError).
+    if not text.strip():
+        return None
     try:
-        return yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"cannot parse override value ({exc.__class__.__name__})", file=origin,
-                          found=text, expected="a YAML scalar such as 1884, 15 min, true, [1, 2]") from None
+        return loads_yaml(text, origin)
+    except ConfigError as exc:
+        raise ConfigError(f"cannot parse override value ({exc.message})", file=origin, found=_short(text),
+                          expected="a YAML value such as 1884, 15 min, true, [1, 2]") from None
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _apply_override(doc: dict, keys: list[str], value: Any, origin: str) -> str:

@@ -50,6 +50,7 @@ from controller.tools.kpi import compute_kpis, format_comparison
 from controller.tools.real_occupancy import RealOccupancy
 from drivers.payloads import Forecast
 from drivers.virtual_building import VirtualBuilding, mismatch_scale
+from models.series import currency_of
 
 SITES = {name: paths.SITES / f"{name}.yaml" for name in ("office-20", "house-1")}
 SEASONS = {"winter": (1, 12), "shoulder": (4, 6), "summer": (7, 13)}   # month, day: a Monday-ish start
@@ -223,7 +224,7 @@ def kpis_of(plant: VirtualBuilding, site: Any, compute: np.ndarray, control_step
     return compute_kpis(log.dt, log.zones_start, low, high, np.clip(log.p_el, 0, None), np.clip(log.p_gas, 0, None),
                         price_el.sample(tm, site.timezone),
                         price_gas.sample(tm, site.timezone) if price_gas is not None else 0.0,
-                        area, compute, control_step_s=control_step)
+                        area, compute, control_step_s=control_step, currency=currency_of(price_el.unit))
 
 
 def plant_disturbances(dist: DisturbanceBuilder, occupancy: RealOccupancy) -> DisturbanceBuilder:
@@ -315,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     n_tstat = round(args.days * 86400 / THERMOSTAT_STEP_S)
     from models import load_building
     from models.schedules import parse_schedules
-    from models.series import load_named_series
+    from models.series import load_tariff
 
     net = load_building(site.model_path)
     sim = net.compile(step)
@@ -356,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
     if abs(margin - G36_MARGIN_K) > 1e-9:
         plant_g36 = plant(THERMOSTAT_STEP_S, 1)
         c_g36 = run_thermostat(site, plant_g36, t0, n_tstat, sim, G36_MARGIN_K)
-    series = load_named_series(site.tariff, site.base_dir)
+    currency, series = load_tariff(site.tariff, site.base_dir)
     area = sim.floor_area
 
     def score(p: VirtualBuilding, compute: np.ndarray, control_step: float) -> Any:
@@ -381,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     scenario = {"building": args.building, "days": args.days, "season": args.season, "price": args.price,
                 "start": datetime.fromtimestamp(t0, site.timezone).isoformat(), "backend": args.backend,
                 "seed": args.seed, "perfect_forecasts": args.perfect_forecasts,
-                "weather": "Chicago O'Hare TMY3", "prices": f"ComEd 2019 {PRICES[args.price]}",
+                "weather": "Chicago O'Hare TMY3", "prices": f"ComEd 2019 {PRICES[args.price]}", "currency": currency,
                 "mismatch": scale, "control_step_s": step, "thermostat_step_s": THERMOSTAT_STEP_S,
                 "kpi_step_s": THERMOSTAT_STEP_S, "comfort_margin_k": margin, "wall_s": w2 - w0}
     report = {"scenario": scenario, "knowledge": knowledge(args.perfect_forecasts, margin, args.price, forecaster,

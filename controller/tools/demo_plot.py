@@ -37,7 +37,7 @@ def plot(path: Path, log_mpc: Any, log_ts: Any, site: Any, price: Any, args: Any
     ax[1].set_ylabel("electric power (kW)")
     ax[1].legend(loc="upper right", fontsize=8)
     ax[2].step(h_t, price.sample(log_ts.t, tz), where="post", color="k", lw=1)
-    ax[2].set_ylabel("price (USD/kWh)")
+    ax[2].set_ylabel(f"price ({price.unit})")
     out_t = log_ts.d[:, 0] if log_ts.d.shape[1] else None
     if out_t is not None:
         a2 = ax[2].twinx()

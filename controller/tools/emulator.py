@@ -1,4 +1,4 @@
-"""MQTT lockstep emulator (DESIGN §6): a virtual building that drives the daemon in simulated time.
+"""MQTT lockstep emulator: a virtual building that drives the daemon in simulated time.
 
 Per control step at simulated time t:
 
@@ -129,11 +129,6 @@ class EmulatorResult:
     resends: int = 0
     bad_messages: int = 0
     counts: dict[str, int] = field(default_factory=dict)
-
-    def kpi_inputs(self, floor_area_m2: float) -> dict:
-        """Keyword arguments for ``controller.tools.kpi.compute_kpis`` (the caller adds bands and prices)."""
-        return {"dt": self.dt, "zone_temps": self.plant.zones_start, "p_el": self.plant.p_el,
-                "p_gas": self.plant.p_gas, "floor_area_m2": floor_area_m2}
 
     def write_csv(self, path: str | Path) -> None:
         """Calibration-format CSV plus true zone temperatures (``<zone>.true``) and total powers."""
@@ -427,23 +422,23 @@ def _summary(result: EmulatorResult, cfg: Any, plant: VirtualBuilding, schedules
     counts); ``cfg`` is the ``controller.daemon.settings.SiteConfig``."""
     from controller.tools.kpi import compute_kpis
     from drivers.virtual_building import kpi_inputs
-    from models.series import load_named_series
+    from models.series import DEFAULT_CURRENCY, load_tariff
 
     lg = plant.fine_log()
     sched = schedules.get(cfg.comfort.schedule)
     occ = sched.values(lg.t, cfg.timezone) > 0 if sched is not None else np.ones(lg.t.size, bool)
     low = np.where(occ, cfg.comfort.occupied.low, cfg.comfort.unoccupied.low)
     high = np.where(occ, cfg.comfort.occupied.high, cfg.comfort.unoccupied.high)
-    tariff = load_named_series(cfg.tariff, cfg.base_dir) if cfg.tariff.value else {}
+    currency, tariff = load_tariff(cfg.tariff, cfg.base_dir) if cfg.tariff.value else (DEFAULT_CURRENCY, {})
     price_el = tariff["electricity"].sample(lg.t, cfg.timezone) if "electricity" in tariff else 0.0
     price_gas = tariff["gas"].sample(lg.t, cfg.timezone) if "gas" in tariff else 0.0
-    kpis = compute_kpis(band_low=low, band_high=high, price_el=price_el, price_gas=price_gas,
+    kpis = compute_kpis(band_low=low, band_high=high, price_el=price_el, price_gas=price_gas, currency=currency,
                         **kpi_inputs(lg, plant.sim.floor_area))
     lines = [f"steps {result.t.size}, acked {int(result.acked.sum())}, missed {result.misses}, "
              f"stale setpoints dropped {result.stale_dropped}, bad messages {result.bad_messages}",
              "inputs by source: " + ", ".join(f"{k} {v}" for k, v in result.counts.items() if v),
              f"discomfort {kpis.tdis_tot:.3f} K·h/zone, energy {kpis.ener_tot:.3f} kWh/m², "
-             f"cost {kpis.cost_tot:.4f} USD/m², peak {kpis.peak_el_kw:.2f} kW"]
+             f"cost {kpis.cost_tot:.4f} {currency}/m², peak {kpis.peak_el_kw:.2f} kW"]
     return "\n".join(lines)
 
 

@@ -9,13 +9,14 @@ KPIs (as defined by BOPTEST, https://ibpsa.github.io/project1-boptest/):
 
 - ``tdis_tot`` (K·h/zone): Σ_zones ∫ max(0, low − T) + max(0, T − high) dt, divided by the number of zones;
 - ``ener_tot`` (kWh/m²): ∫ Σ_actuators (P_el + P_gas) dt / floor area;
-- ``cost_tot`` (USD/m²): ∫ price_el·ΣP_el + price_gas·ΣP_gas dt / floor area, prices in USD/kWh;
+- ``cost_tot`` (<currency>/m²): ∫ price_el·ΣP_el + price_gas·ΣP_gas dt / floor area, prices in
+  <currency>/kWh (the tariff's currency, a label: ``Kpis.currency``);
 - ``pele_tot`` (kW/m²): the largest 15-minute mean of total electric power / floor area. The 15-minute
   windows are fixed, back to back from the start of the trajectory (as utility demand meters and
   BOPTEST's resampling do); a trailing partial window is averaged over the time it covers;
 - ``time_rat`` (1): mean computation time per control step / control step.
 
-Absolute figures (K·h summed over zones, kWh, USD, kW) are reported alongside.
+Absolute figures (K·h summed over zones, kWh, currency, kW) are reported alongside.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class Kpis:
 
     tdis_tot: float  # K·h per zone
     ener_tot: float  # kWh/m²
-    cost_tot: float  # USD/m²
+    cost_tot: float  # <currency>/m²
     pele_tot: float  # kW/m²
     time_rat: float | None  # 1 (None without compute times)
     tdis_kh: float  # K·h summed over zones
@@ -42,10 +43,11 @@ class Kpis:
     energy_kwh: float  # kWh, electric + gas
     energy_el_kwh: float  # kWh
     energy_gas_kwh: float  # kWh
-    cost_usd: float  # USD
+    cost: float  # <currency>
     peak_el_kw: float  # kW (largest 15-minute mean)
     duration_h: float  # h covered by the trajectories
     floor_area_m2: float  # m²
+    currency: str = "USD"  # the tariff's currency: a label on the cost figures, never a conversion
 
     def as_dict(self) -> dict[str, float | tuple[float, ...] | None]:
         """All fields as a plain dict (JSON-friendly)."""
@@ -107,6 +109,7 @@ def compute_kpis(
     compute_s: np.ndarray | None = None,
     *,
     control_step_s: float | None = None,
+    currency: str = "USD",
 ) -> Kpis:
     """BOPTEST KPIs from trajectories held over steps of ``dt`` seconds (left-rectangle rule).
 
@@ -115,10 +118,11 @@ def compute_kpis(
         zone_temps: (K, Z) zone temperatures (°C).
         band_low, band_high: comfort band (°C), shape (K, Z), (K, 1) or (K,).
         p_el, p_gas: (K, A) electric / gas power drawn per actuator (W, >= 0); ``None`` for none.
-        price_el, price_gas: (K,) or scalar prices (USD/kWh).
+        price_el, price_gas: (K,) or scalar prices (<currency>/kWh).
         floor_area_m2: conditioned floor area (m²).
         compute_s: (C,) computation time of each control step (s), or ``None``.
         control_step_s: control step (s) for ``time_rat``; default ``dt``.
+        currency: the prices' currency, carried as the label of the cost figures.
     """
     if not dt > 0:
         raise ValueError(f"dt must be > 0 s; got {dt}")
@@ -164,21 +168,22 @@ def compute_kpis(
         energy_kwh=e_el + e_gas,
         energy_el_kwh=e_el,
         energy_gas_kwh=e_gas,
-        cost_usd=cost,
+        cost=cost,
         peak_el_kw=peak_kw,
         duration_h=K * dt_h,
         floor_area_m2=area,
+        currency=currency,
     )
 
 
 _TABLE_ROWS: tuple[tuple[str, str, str], ...] = (
     ("tdis_tot", "thermal discomfort", "K·h/zone"),
     ("ener_tot", "energy", "kWh/m²"),
-    ("cost_tot", "cost", "USD/m²"),
+    ("cost_tot", "cost", "{currency}/m²"),
     ("pele_tot", "peak electric demand", "kW/m²"),
     ("time_rat", "computation time ratio", "1"),
     ("energy_kwh", "energy", "kWh"),
-    ("cost_usd", "cost", "USD"),
+    ("cost", "cost", "{currency}"),
     ("peak_el_kw", "peak electric demand", "kW"),
     ("tdis_kh", "thermal discomfort (all zones)", "K·h"),
 )
@@ -203,7 +208,7 @@ def format_comparison(mpc: Kpis, baseline: Kpis, labels: tuple[str, str] = ("MPC
             change = "n/a"
         else:
             change = f"{100.0 * (a - b) / abs(b):+.1f} %"
-        rows.append((f"{key} ({name})", unit, _fmt(b), _fmt(a), change))
+        rows.append((f"{key} ({name})", unit.format(currency=mpc.currency), _fmt(b), _fmt(a), change))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = []
     for i, r in enumerate(rows):

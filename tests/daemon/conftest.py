@@ -71,6 +71,34 @@ class NotifySocket:
         return False
 
 
+class JumpClock:
+    """A monotonic clock that a test can move forward: real time plus `offset` seconds."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.monotonic() + self.offset
+
+
+def assert_watchdog_silent(notify_socket: NotifySocket, clock: JumpClock, rounds: int = 2) -> None:
+    """No WATCHDOG=1 while a site is stuck, shown by order rather than by sleeping through a time window.
+
+    The service shares `clock` with its sites. Moving it 10 s forward makes every beat older than the
+    ping limit, except the beats of sites that still beat (they stamp the moved clock), and makes the main
+    loop send its STATUS= line in its next iteration, right after deciding on the ping. So the loop has
+    decided at least once after each jump when STATUS= arrives, and no WATCHDOG=1 may come before it.
+    """
+    for _ in range(rounds):
+        notify_socket.drain()
+        notify_socket.messages.clear()
+        clock.offset += 10.0
+        assert notify_socket.wait_for("STATUS=", timeout=30), "the service loop did not run"
+        msgs = notify_socket.messages
+        upto = next(i for i, m in enumerate(msgs) if m.startswith("STATUS="))
+        assert not any("WATCHDOG=1" in m for m in msgs[:upto + 1]), msgs[:upto + 1]
+
+
 @pytest.fixture
 def notify_socket(tmp_path):
     ns = NotifySocket(tmp_path / "notify.sock")

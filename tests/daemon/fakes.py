@@ -51,6 +51,7 @@ class FakeController:
         if self.mode == "raise":
             raise RuntimeError("solver blew up")
         if self.mode == "hang":
+            print("fake controller: solver hangs", flush=True)  # what test_process.py waits for
             self.release.wait(60)
         temps = {z: inputs.sensors.get(f"t_{z}", (20.0, 0.0))[0] for z in self.zone_names}
         sp = {f"heat_{z}": max(0.0, (21.0 - temps[z]) * 2000.0) for z in self.zone_names}

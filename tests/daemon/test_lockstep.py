@@ -31,7 +31,7 @@ from drivers.mqtt_settings import MqttSettings
 from drivers.payloads import parse_setpoint
 from drivers.virtual_building import kpi_inputs
 from models.schedules import parse_schedules
-from models.series import load_named_series
+from models.series import load_tariff
 
 # Near what the daemon achieves over these three days (scored on the plant's 5-minute sub-steps), with
 # headroom: K·h per zone (BOPTEST tdis_tot) and kWh/m² (ener_tot). Measured: house-1 0.000 K·h/zone,
@@ -89,12 +89,12 @@ def kpis(site, plant) -> Any:
     c = site.comfort
     low = np.where(occ, c.occupied.low, c.unoccupied.low)
     high = np.where(occ, c.occupied.high, c.unoccupied.high)
-    tariff = load_named_series(site.tariff, site.base_dir)
+    currency, tariff = load_tariff(site.tariff, site.base_dir)
     price = tariff["electricity"].sample(lg.t, site.timezone)
-    k = compute_kpis(band_low=low, band_high=high, price_el=price, price_gas=0.0,
+    k = compute_kpis(band_low=low, band_high=high, price_el=price, price_gas=0.0, currency=currency,
                      **kpi_inputs(lg, plant.sim.floor_area))
     print(f"[{site.site}] discomfort {k.tdis_tot:.3f} K·h/zone, energy {k.ener_tot:.3f} kWh/m², "
-          f"cost {k.cost_tot:.4f} USD/m²")
+          f"cost {k.cost_tot:.4f} {currency}/m²")
     return k
 
 

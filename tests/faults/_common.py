@@ -43,11 +43,14 @@ class Harness:
     """`Service` with the real SiteController (unless a factory is given) on a MemoryBus, lockstep."""
 
     def __init__(self, path: Path, env: dict | None = None, *, controller_factory: Any = None,
-                 overrides: tuple[str, ...] = (), run: bool = True, wall_time: Any = None) -> None:
+                 overrides: tuple[str, ...] = (), run: bool = True, wall_time: Any = None,
+                 monotonic: Any = None) -> None:
         self.bus = MemoryBus()
         kw: dict[str, Any] = {} if controller_factory is None else {"controller_factory": controller_factory}
         if wall_time is not None:
             kw["wall_time"] = wall_time
+        if monotonic is not None:
+            kw["monotonic"] = monotonic
         self.svc = Service(path, list(overrides), environ=env or {}, bus_factory=lambda c, t, m: self.bus, **kw)
         self.svc.start()
         self.site = self.svc.sites[0]

@@ -4,7 +4,8 @@ Property-based (hypothesis) over wrong types, NaN/Inf, huge numbers, deep JSON, 
 timestamps in the future or past, and 1 MB payloads. Each case goes through the real `Site` handlers of a
 `Service` built with the real office-20 `SiteController`; every few hundred cases a real cycle runs on
 whatever was accepted. Properties:
-- the handler never raises and counts the message exactly once (accepted, rejected or ignored);
+- the handler never raises and counts the message exactly once (accepted, rejected or ignored), with the
+  payload parsers called underneath their catch-all wrapper (so a parser bug fails the test);
 - a case built to be invalid is counted in `mqtt_messages_total{result="rejected"}`;
 - every published setpoint is finite (or a relinquish), inside the actuator's safe range and rate limit.
 
@@ -162,8 +163,28 @@ def _ms(b: bytes) -> bool:
 
 
 # -- the in-process service --------------------------------------------------------------------------------------
+def _raw_parsers(mp: pytest.MonkeyPatch) -> None:
+    """Let the daemon's handlers call the parsers underneath `_never_raises_other`.
+
+    That wrapper turns any exception into PayloadError (a rejection), so with it a parser bug would pass
+    this fuzz as a well-counted rejection. Without it, a bug escapes to the handler's own catch-all, the
+    message is not counted, and `_deliver` fails.
+    """
+    from drivers import payloads
+
+    for name in ("parse_sensor", "parse_forecast", "parse_clock"):
+        wrapped = getattr(payloads, name)
+        users = [mod for mod_name, mod in list(sys.modules.items())
+                 if mod_name.startswith("controller.") and getattr(mod, name, None) is wrapped]
+        assert users, f"no daemon module calls drivers.payloads.{name}"
+        for mod in users:
+            mp.setattr(mod, name, wrapped.__wrapped__)
+
+
 @pytest.fixture(scope="module")
 def harness(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    _raw_parsers(mp)
     tmp = tmp_path_factory.mktemp("fuzz")
     h = Harness(real_site(tmp, clock="wall", horizon=8, extra={"max_age: 30 min": "max_age: 100 d"}),
                 run=False, wall_time=lambda: NOW)
@@ -172,6 +193,7 @@ def harness(tmp_path_factory):
     h.prev = {}
     yield h
     h.stop()
+    mp.undo()
     print(f"\nfuzz tally: {json.dumps(TALLY)}; real cycles run: {h.cycles}")
 
 
@@ -232,7 +254,8 @@ def test_fuzz_sensor_topic(harness, case, which):
 
 
 @fuzz(N["forecast"])
-@given(case=forecast_cases(), name=st.sampled_from(["outdoor_temperature", "solar_irradiance", "made_up"]))
+@given(case=forecast_cases(),
+       name=st.sampled_from(["outdoor_temperature", "solar_irradiance", "price_electricity", "made_up"]))
 def test_fuzz_forecast_topic(harness, case, name):
     payload, expected = case
     if expected == "rejected-if-temp":  # 295 is a fine irradiance, but no outdoor temperature in degC

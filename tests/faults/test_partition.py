@@ -7,10 +7,11 @@ Expected, in this order:
    `stale_sensor` (metrics `fallback_active{reason="stale_sensor"}`, scraped directly, not through the
    partition): first `hold` (last plan), then, past `fallback.max_plan_age` (3 s), `relinquish` (no trusted
    temperature for the proportional rule);
-2. the partition is detected within the keepalive window (keepalive 5 s, the smallest the config allows):
-   the daemon's client drops the connection within 2 x keepalive (paho: PINGREQ after one keepalive of
-   silence, gives up after another), and the broker publishes the daemon's last will `offline`, also within
-   2 x keepalive (MQTT says 1.5 x; mosquitto 2.0.11 takes about 2 x here);
+2. the partition is detected (keepalive 5 s, the smallest the config allows): the daemon's client drops the
+   connection (paho: PINGREQ after one keepalive of silence, gives up after another), and the broker
+   publishes the daemon's last will `offline` (MQTT says within 1.5 x keepalive; mosquitto 2.0.11 takes
+   about 2 x here). The test waits at most 4 x keepalive for each and prints the delays; it does not
+   assert them (shared CI machines are too noisy for timing);
 3. after the partition heals the daemon reconnects (`online`), sensors are fresh again and MPC resumes;
    setpoints queued through the partition arrive late: the consumer drops those past `valid_until` (counted).
 """
@@ -114,8 +115,18 @@ def test_partition_detected_fallback_then_mpc_resumes(broker, daemons, tmp_path)
     assert t_stale is not None, "stale sensors did not engage the fallback chain"
     assert _cycles(during, "hold") > _cycles(before, "hold"), "the last plan was not held first"
     assert t_relinquish is not None, "past max_plan_age the chain did not go on to relinquish"
-    assert t_will is not None and t_will - t_b <= 2 * KEEPALIVE_S + 2.0, "broker missed the keepalive window"
-    assert t_client is not None and t_client[0] - t_b <= 2 * KEEPALIVE_S + 2.0, "daemon missed the keepalive window"
+    # Detection is shown by outcome within a bounded wait (4 x keepalive), not by timing it on a shared
+    # machine: the measured delays are printed above.
+    assert t_will is not None, "the broker never published the daemon's last will"
+    assert t_client is not None, "the daemon's client never noticed the dead connection"
+    # Order on the daemon's own health stream (its publish order, stamped with its clock): within the
+    # partition the chain holds the last plan before it relinquishes, never the other way round.
+    during_outcomes = [h["outcome"] for h in sorted(health_since(0), key=lambda h: h["t"])
+                       if wall0 + t_b <= h["t"] <= wall0 + t_h and h["outcome"] != "mpc"]
+    if "relinquish" in during_outcomes and "hold" in during_outcomes:
+        first_relinquish = during_outcomes.index("relinquish")
+        assert during_outcomes.index("hold") < first_relinquish, during_outcomes
+        assert "hold" not in during_outcomes[first_relinquish:], during_outcomes
     assert t_online is not None, "the daemon did not reconnect after the partition healed"
     assert t_mpc is not None, "MPC did not resume after the partition"
     assert after.get(STALE) == 0.0 and _cycles(after, "mpc") > _cycles(during, "mpc")

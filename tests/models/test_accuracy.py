@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.integrate as scipy_integrate  # the [test] extra: a missing reference must fail, not skip
 from gradutil import BUILDINGS, random_inputs, weather_disturbances
 
 from models import building_from_text, load_building
-
-scipy_integrate = pytest.importorskip("scipy.integrate")
 
 TOL_K = 0.05
 

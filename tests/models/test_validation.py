@@ -96,6 +96,48 @@ def test_missing_file_and_directory(tmp_path: Path):
         load_building(tmp_path)
 
 
+def test_document_size_limit(tmp_path: Path):
+    """Over 4 MiB is refused before parsing, from a file (read no further) and from text."""
+    from models.yamlio import MAX_DOCUMENT_BYTES
+
+    path = tmp_path / "big.yaml"
+    path.write_text("model: x\ndescription: '" + "x" * MAX_DOCUMENT_BYTES + "'\n")
+    with pytest.raises(ConfigError) as info:
+        load_building(path)
+    assert str(info.value) == (f"{path}: YAML document too large; expected at most 4 MiB of text; "
+                               "found 'more than 4 MiB'")
+    with pytest.raises(ConfigError, match=r"t\.yaml: YAML document too large.*found '4\.0 MiB'"):
+        building_from_text(path.read_text(), "t.yaml")
+    # Multi-byte characters count as bytes: 1.5 Mi characters of 3 bytes each is 4.5 MiB.
+    with pytest.raises(ConfigError, match=r"found '4\.5 MiB'"):
+        building_from_text("description: '" + "\u20ac" * (3 * 1024 * 512) + "'", "t.yaml")
+
+
+def test_depth_and_node_limits_at_the_edge():
+    """64 levels and 200,000 values load; one more level or value is one clear error."""
+    from models.yamlio import MAX_DEPTH, MAX_NODES, loads_yaml
+
+    assert (MAX_DEPTH, MAX_NODES) == (64, 200_000)  # documented in models/yamlio.py and the README
+    ok = loads_yaml("a: " + "[" * (MAX_DEPTH - 1) + "1" + "]" * (MAX_DEPTH - 1))
+    assert ok["a"][0][0][0] is not None
+    with pytest.raises(ConfigError, match=r"^d\.yaml:3: YAML nested more than 64 levels deep; field 'b\.c'"):
+        loads_yaml("a: 1\nb:\n  c: " + "[" * MAX_DEPTH + "]" * MAX_DEPTH, "d.yaml")
+    # Exactly MAX_NODES values, most of them through aliases (cheap to compose): root, key x, x's list of
+    # 999 items (1000), key y, y's list, 198 aliases of x (1000 each) and 996 plain items.
+    def doc(extra: int) -> str:
+        return ("x: &x [" + ",".join(["1"] * 999) + "]\ny: [" + ",".join(["*x"] * 198 + ["2"] * (996 + extra))
+                + "]\n")
+    assert 4 + 1000 + 198 * 1000 + 996 == MAX_NODES
+    assert len(loads_yaml(doc(0))["y"]) == 198 + 996
+    with pytest.raises(ConfigError, match=r"^<string>:1: YAML document has more than 200000 values.*"
+                                          r"found '200001 here'"):
+        loads_yaml(doc(1))
+    # an alias inside a sequence counts its target's depth too
+    shallow = "x: &x " + "[" * 40 + "]" * 40 + "\n"
+    with pytest.raises(ConfigError, match="through aliases"):
+        loads_yaml(shallow + "y: " + "[" * 30 + "*x" + "]" * 30)
+
+
 def test_control_character_names_line():
     text = "model: x\ndescription: 'a\x07b'\n"
     with pytest.raises(ConfigError) as info:
@@ -169,6 +211,13 @@ _JUNK = st.one_of(
     st.integers(-10**6, 10**6).map(str),
     st.floats(allow_nan=True, allow_infinity=True).map(repr),
     st.text(alphabet="abcz0189 .-_:[]{}", max_size=8).map(lambda s: repr(s)),
+    # hostile structure: nesting around the depth limit and far beyond it, huge integers
+    st.integers(60, 3000).map(lambda n: "[" * n + "]" * n),
+    st.integers(60, 3000).map(lambda n: "{a: " * n + "1" + "}" * n),
+    st.integers(4000, 6000).map(lambda n: "7" * n),
+    # values that match a YAML type's pattern but are not valid (PyYAML raised bare ValueError/KeyError)
+    st.sampled_from(["2026-02-30", "2026-01-01 25:00:00", "!!float x", "!!int 0x", "!!bool maybe",
+                     "!!timestamp 2026", "!!binary '@@'"]),
 )
 _HOUSE = (BUILDINGS / "house-1.yaml").read_text().splitlines()
 _RADIANT = (BUILDINGS / "radiant.yaml").read_text().splitlines()
@@ -203,3 +252,23 @@ def test_fuzz_only_config_errors(which: bool, index: int, junk: str):
     # Accepted: it must still compile into a finite simulator.
     sim = net.compile(900.0)
     assert np.all(np.isfinite(sim.x_initial))
+
+
+# -- fuzz: the loader itself on token soup; only ConfigError, always one line ----------------------------
+_TOKENS = st.sampled_from([
+    "a", ": ", "\n", "  ", "- ", "[", "]", "{", "}", ",", "&x ", "*x", "!!int ", "!!float ", "!!bool ",
+    "!!timestamp ", "!!binary ", "!!str ", "!!null ", "!!set ", "!!omap ", "!!pairs ", "<<: ", "? ",
+    "2026-02-30", "1e400", "0x", "0o", "0b1", "1:2:3", "'q'", '"\\u00"', "|", ">", "#c", "---", "...", "~",
+    ".nan", "-", "\t", "%YAML 1.1\n", "!x ", "[" * 70, "]" * 70, "9" * 4500,
+])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(_TOKENS, max_size=30).map("".join))
+def test_fuzz_loader_only_config_errors(text: str):
+    from models.yamlio import loads_yaml
+
+    try:
+        loads_yaml(text, "f.yaml")
+    except ConfigError as exc:
+        assert str(exc).startswith("f.yaml") and "\n" not in str(exc), str(exc)

@@ -8,8 +8,6 @@ import pytest
 from controller.mpc.problem import MPCData, MPCProblem
 from controller.mpc.reference import office_problem
 
-cvxpy = pytest.importorskip("cvxpy")
-
 
 def active_sets(u: np.ndarray, data: MPCData, rel: float = 1e-3) -> np.ndarray:
     """(3, K, nu) masks: at the lower bound, at the upper bound, at the energy kink (u = 0)."""

@@ -1,5 +1,5 @@
 """`edge-mpc bench gradient`: forward and forward+gradient of the simulator against a straightforward
-per-step NumPy implementation of the same model, run in the same process (DESIGN.md §8).
+per-step NumPy implementation of the same model, run in the same process (problems R1, R2, R4: README).
 
 The objective is the shape MPC uses: a quadratic comfort term on every zone temperature plus electricity
 cost (price x electric power). "forward" is simulation + objective; "fwd+grad" adds the adjoint gradient

@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--gap", type=float, default=1e-4, help="relative optimality gap each solve must reach")
     ap.add_argument("--move", type=float, default=0.0,
-                    help="move-suppression weight, USD/kW² per step (the R1/R4 benchmark problems have none)")
+                    help="move-suppression weight, USD/kW² per step (the R1/R4 reference problems have none)")
     ap.add_argument("--loop", type=int, default=48,
                     help="R1 closed-loop cycles to time after the warm rows (0: none)")
     ap.add_argument("--no-reference", action="store_true", help="skip cvxpy + Clarabel")
