@@ -28,7 +28,8 @@ curve beyond:
 With kappa = 0 the envelope is the chord to full load, E = q / COP_full: "full load for 40 % of the step"
 costs 40 % of a full-load step, where continuous low load would pay P_run all step. E is convex in q at
 fixed temperatures and C¹ where r_t = r* (envelope theorem: dE/d(anything) may treat r_t as fixed). Above
-Q_max the curve is extrapolated (the plant saturates at Q_max; the planner is charged more, never less).
+Q_max (the plant saturates there) it continues with its left slope plus a quadratic penalty: convex, C¹,
+and dearer per W than full load. Planners should still bound the heat by Q_max(T) (controller.mpc.scp).
 
 Everything here is pure array code against `xp`, written so that complex arguments pass through (complex
 step), and every map has an analytic Jacobian (`*_jacobian`) that the tests check against differences.
@@ -117,7 +118,17 @@ def envelope_power(q: Any, q_max: Any, cop: Any, p_run: Any, r_min: Any, kappa: 
     q_t = r_t * q_max
     r = q / q_max
     curve = p_run + alpha * ((1 - kappa) * r + kappa * r * r)
-    return _where(q.real <= q_t.real, q * p_t / q_t, curve, xp)
+    inside = _where(q.real <= q_t.real, q * p_t / q_t, curve, xp)
+    return _where(q.real <= q_max.real, inside, _beyond(q, q_max, cop, p_run, kappa, r_t, xp), xp)
+
+
+def _beyond(q: Any, q_max: Any, cop: Any, p_run: Any, kappa: Any, r_t: Any, xp: Any) -> Any:
+    """Above full load (the planner's bound may exceed Q_max at cold temperatures; the plant saturates):
+    continue with the left slope at Q_max plus a quadratic penalty, so the extension stays convex and C¹
+    and costs more per W than full load, never less."""
+    s_q = _where(xp.real(r_t) >= 1.0, 1.0 / cop, (1 + kappa) / cop - (1 + kappa) * p_run / q_max, xp)
+    dq = q - q_max
+    return q_max / cop + s_q * dq + dq * dq / (cop * q_max)
 
 
 def _best_ratio(p_run: Any, alpha: Any, kappa: Any, r_min: Any, xp: Any) -> Any:
@@ -165,8 +176,22 @@ def envelope_jacobian(q: Any, q_max: Any, cop: Any, p_run: Any, r_min: Any, kapp
     d_qmax_direct = _where(on_chord, c_qmax, k_qmax, xp)
     d_rmin = _where(on_chord, c_rmin, 0.0, xp)
     # alpha = q_max / cop - p_run
-    return {"q": d_q, "q_max": d_qmax_direct + d_alpha / cop, "cop": -d_alpha * q_max / cop**2,
-            "p_run": d_p_direct - d_alpha, "r_min": d_rmin, "kappa": d_kappa}
+    inside = {"q": d_q, "q_max": d_qmax_direct + d_alpha / cop, "cop": -d_alpha * q_max / cop**2,
+              "p_run": d_p_direct - d_alpha, "r_min": d_rmin, "kappa": d_kappa}
+    # above full load (see _beyond): E = Q/cop + s_q dq + dq² / (cop Q), dq = q - Q
+    full = r_t >= 1.0
+    s_q = _where(full, 1.0 / cop, (1 + kappa) / cop - (1 + kappa) * p_run / q_max, xp)
+    ds_dq = _where(full, 0.0, (1 + kappa) * p_run / q_max**2, xp)
+    ds_dcop = _where(full, -1.0 / cop**2, -(1 + kappa) / cop**2, xp)
+    ds_dp = _where(full, 0.0, -(1 + kappa) / q_max, xp)
+    ds_dk = _where(full, 0.0, 1.0 / cop - p_run / q_max, xp)
+    dq = q - q_max
+    beyond = {"q": s_q + 2 * dq / (cop * q_max),
+              "q_max": 1.0 / cop + ds_dq * dq - s_q - 2 * dq / (cop * q_max) - dq * dq / (cop * q_max**2),
+              "cop": -q_max / cop**2 + ds_dcop * dq - dq * dq / (cop**2 * q_max),
+              "p_run": ds_dp * dq, "r_min": 0.0 * dq, "kappa": ds_dk * dq}
+    over = q > q_max
+    return {k: _where(over, beyond[k], inside[k], xp) for k in inside}
 
 
 def operating_point(q: Any, q_max: Any, cop: Any, p_run: Any, r_min: Any, kappa: Any,

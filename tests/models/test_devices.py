@@ -106,10 +106,15 @@ def test_envelope_is_the_lower_convex_hull_of_off_and_the_running_curve(kappa, r
     got = devices.envelope_power(q, np.full_like(q, q_max), np.full_like(q, cop), p_run, r_min, kappa)
     assert np.max(np.abs(got - ref)) / (q_max / cop) < 2e-6
     assert np.all(np.diff(got, 2) > -1e-9 * q_max / cop)   # convex in q
+    over = np.linspace(q_max, 1.5 * q_max, 101)   # beyond full load: convex, dearer per W than full load
+    e_over = devices.envelope_power(over, np.full_like(over, q_max), np.full_like(over, cop), p_run, r_min, kappa)
+    assert np.all(np.diff(e_over, 2) > -1e-9) and np.all(e_over[1:] / over[1:] > (q_max / cop) / q_max)
+    assert e_over[0] == pytest.approx(q_max / cop, rel=1e-12)
 
 
 @pytest.mark.parametrize("kappa,r_min,q", [(0.0, 0.3, 3000.0), (0.6, 0.2, 2000.0), (0.6, 0.2, 7000.0),
-                                           (0.9, 0.5, 1500.0), (0.9, 0.5, 6000.0), (0.2, 0.3, 8500.0)])
+                                           (0.9, 0.5, 1500.0), (0.9, 0.5, 6000.0), (0.2, 0.3, 7500.0),
+                                           (0.0, 0.3, 9000.0), (0.9, 0.2, 9500.0)])
 def test_envelope_jacobian_against_complex_step_and_differences(kappa, r_min, q):
     args = dict(q=q, q_max=8000.0, cop=3.2, p_run=900.0, r_min=r_min, kappa=kappa)
     J = devices.envelope_jacobian(*(np.array(v) for v in args.values()))
@@ -191,7 +196,7 @@ def test_rated_heat_pump_jacobian_against_complex_step_and_differences(kappa):
         tp[idx] += h
         tm[idx] -= h
         fd = (el(tp, u, x, d) - el(tm, u, x, d)) / (2 * h)
-        assert np.allclose(J[key], fd, rtol=1e-4, atol=1e-5 * np.abs(J[key]).max() + 1e-9), key
+        assert np.allclose(J[key], fd, rtol=1e-4, atol=1e-5 * max(1.0, np.abs(J[key]).max())), key
 
 
 def test_chiller_and_condensing_boiler_jacobians():
