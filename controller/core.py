@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from controller import device_signals
 from controller.disturbances import DisturbanceBuilder
 from controller.estimator import KalmanEstimator
 from controller.mpc.lqsolver import LQOptions, LQSolver
@@ -43,6 +44,18 @@ class ActuatorSpec:
     safe_max: float
     rate_limit: float | None = None  # per control step, same unit
     zone: str | None = None
+    # What the device accepts (controller.device_signals): min/max/safe_*/rate_limit are in its unit, the
+    # planner's heat bounds (W) in heat_min/heat_max.
+    signal: str = "power"
+    heat_min: float = math.nan
+    heat_max: float = math.nan
+    emitter_ua: float | None = None
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.heat_min):
+            self.heat_min = self.min
+        if math.isnan(self.heat_max):
+            self.heat_max = self.max
 
 
 @dataclass
@@ -88,9 +101,12 @@ def parse_actuators(cur: Cursor, sim: Any) -> list[ActuatorSpec]:
         unit = sim.input_units[j]
         lo, hi = float(sim.u_min[j]), float(sim.u_max[j])
         safe_lo, safe_hi, rate = lo, hi, None
+        if name in overrides and cur.get(name).has("signal") and cur.get(name).get("signal").value != "power":
+            specs.append(ActuatorSpec(**device_signals.parse_spec(cur.get(name), name, unit, lo, hi, zone_of.get(j))))
+            continue
         if name in overrides:
             o = cur.get(name)
-            o.only_keys({"min", "max", "safe_min", "safe_max", "rate_limit"})
+            o.only_keys({"min", "max", "safe_min", "safe_max", "rate_limit", "signal"})
             lo = o.get("min", lo).as_float(unit=unit, low=sim.u_min[j], high=sim.u_max[j])
             hi = o.get("max", hi).as_float(unit=unit, low=lo, high=sim.u_max[j])
             safe_lo = o.get("safe_min", lo).as_float(unit=unit)
@@ -157,9 +173,10 @@ class SiteController:
         zones = site.comfort.zones
         self.comfort_mask = np.ones(len(self.zone_names), bool) if zones == "all" else np.isin(self.zone_names, zones)
         weights = parse_weights(site.weights)
-        lo = np.array([a.min for a in self.actuators])
-        hi = np.array([a.max for a in self.actuators])
-        rate = np.array([a.rate_limit if a.rate_limit else np.inf for a in self.actuators])
+        lo = np.array([a.heat_min for a in self.actuators])
+        hi = np.array([a.heat_max for a in self.actuators])
+        rate = np.array([device_signals.heat_rate(a.signal, a.rate_limit, max(abs(a.heat_min), abs(a.heat_max)),
+                                                  a.emitter_ua) for a in self.actuators])
         self.problem = MPCProblem(model=sim.linear, horizon=ctl.horizon, dt=ctl.step_s, u_min=lo, u_max=hi,
                                   power=PowerCoeffs.from_dict(sim.power_coeffs, sim.nu), weights=weights,
                                   rate_limit=rate, move_blocking=ctl.move_blocking or None)
@@ -237,18 +254,33 @@ class SiteController:
         ok = usable and not info.diverged and bool(np.all(np.isfinite(x0)))
         reason = None if ok else ("divergence: estimator diverged" if info.diverged else
                                   f"nonfinite: solver status {res.status}")
+        # Device units (controller.device_signals): what each device accepts, from the planned heat and the
+        # predicted temperatures; the plan carries both.
+        signals = self.device_signals(x0, np.asarray(res.u), d) if usable else None
         plan = {
             "start": t, "step": dt, "actuators": [a.name for a in self.actuators], "units": self.units,
-            "setpoints": np.asarray(res.u).round(3).tolist() if usable else None,
+            "signals": {a.name: a.signal for a in self.actuators},
+            "setpoints": signals.round(3).tolist() if usable else None,
+            "heat_w": np.asarray(res.u).round(3).tolist() if usable else None,
             "zones": self.zone_names,
             "predicted_zone_temps": zone_pred.round(3).tolist() if zone_pred is not None else None,
             "comfort_low": low[:, 0].tolist(), "comfort_high": high[:, 0].tolist(),
             "price_el": np.asarray(price_el).tolist(), "objective": float(res.objective),
             "terms": diagnostics["objective_terms"], "status": str(res.status),
         }
-        setpoints = ({a.name: float(v) for a, v in zip(self.actuators, res.u[0], strict=True)} if usable else {})
+        setpoints = ({a.name: float(v) for a, v in zip(self.actuators, signals[0], strict=True)} if usable else {})
         return CycleOutput(setpoints, self.units, plan, str(res.status), ok, reason, diagnostics,
-                           np.array(res.u) if usable else None)
+                           signals if usable else None)
+
+    def device_signals(self, x0: np.ndarray, u: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """The plan u (K, nu) of heat in each device's unit (a copy of u when every device takes watts)."""
+        if all(a.signal == "power" for a in self.actuators):
+            return np.array(u, dtype=float)
+        heat_max = np.array([max(abs(a.heat_min), abs(a.heat_max)) for a in self.actuators])
+        ua = np.array([a.emitter_ua or np.nan for a in self.actuators])
+        ctx = device_signals.context(self.sim, x0, u, d, heat_max, ua)
+        return np.stack([device_signals.to_signal(a.signal, u[:, j], ctx, j)
+                         for j, a in enumerate(self.actuators)], axis=1)
 
     def warm_up(self) -> None:
         """Compile and run one solve so the first real cycle meets its deadline."""

@@ -229,7 +229,7 @@ class RatedHeatPump(Actuator):
 
     sign = 1.0  # +1: heats the node (heat pump); -1: cools it (chiller)
 
-    def _temps(self, theta: Any, x: Any, d: Any) -> tuple[Any, Any]:
+    def temperatures(self, theta: Any, x: Any, d: Any) -> tuple[Any, Any]:
         return d[..., 0], x[..., 0] + self.p(theta, "sink_offset")
 
     def rated(self, theta: Any, t_source: Any, t_sink: Any) -> tuple[Any, Any]:
@@ -240,7 +240,7 @@ class RatedHeatPump(Actuator):
         return self.p(theta, "capacity_scale") * cap, self.p(theta, "cop_scale") * cop
 
     def _args(self, theta: Any, u: Any, x: Any, d: Any) -> tuple:
-        ts, tk = self._temps(theta, x, d)
+        ts, tk = self.temperatures(theta, x, d)
         qmax, cop = self.rated(theta, ts, tk)
         return self.sign * u[..., 0], qmax, cop, self.p(theta, "running_power"), self.p(theta, "min_modulation"), \
             self.p(theta, "part_load_curvature")
@@ -252,7 +252,7 @@ class RatedHeatPump(Actuator):
     def electric_jacobian(self, theta: np.ndarray, u: Any, x: Any, d: Any, xp: Any = np) -> dict[str, Any]:
         """dP_el / d(u, x node, d source, and each named parameter), elementwise over the leading axes."""
         q, qmax, cop, p_run, r_min, kappa = self._args(theta, u, x, d)
-        ts, tk = self._temps(theta, x, d)
+        ts, tk = self.temperatures(theta, x, d)
         J = envelope_jacobian(q, qmax, cop, p_run, r_min, kappa, xp)
         sc, so = self.p(theta, "capacity_scale"), self.p(theta, "cop_scale")
         m = monomials(ts, tk, self.p(theta, "t_source0"), self.p(theta, "t_sink0"))

@@ -12,6 +12,7 @@ import numpy as np
 class Status(StrEnum):
     CONVERGED = "converged"  # certified relative optimality gap below tolerance
     DEADLINE = "deadline"  # time ran out; best feasible plan so far
+    KKT = "kkt"  # a first-order stationary point of a nonconvex problem (no certified global gap)
     STALLED = "stalled"  # no further progress possible (iteration cap, line search failures, infeasible limits)
     NONFINITE = "nonfinite"  # inputs or iterates not finite; fallback plan returned
 
