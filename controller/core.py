@@ -24,6 +24,7 @@ from controller.estimator import KalmanEstimator
 from controller.mpc.lqsolver import LQOptions, LQSolver
 from controller.mpc.problem import MPCProblem, PowerCoeffs, Weights
 from controller.mpc.result import shift_plan
+from controller.mpc.scp import SCPOptions, SCPSolver
 from controller.site_config import SiteConfig
 from models.errors import ConfigError
 from models.network import Network
@@ -142,10 +143,15 @@ class SiteController:
             self._offset_cols.append(j)
         self.sim = self.net.compile(ctl.step_s, backend=ctl.backend, dtype=ctl.dtype)
         sim = self.sim
-        if sim.linear is None or sim.power_coeffs is None:
-            raise ConfigError("this site's model has bilinear or state-dependent actuators; the daemon's MPC "
-                              "needs a linear model with piecewise-linear meters", file=str(site.model_path),
-                              expected="ideal_hvac / boiler actuators", found=[a.kind for a in sim.net.actuators])
+        if sim.linear is None:
+            raise ConfigError("this site's model has bilinear actuators (flow x temperature); the daemon's MPC "
+                              "needs a linear thermal network", file=str(site.model_path),
+                              expected="actuators that deliver heat (ideal_hvac, boiler, heat_pump, chiller)",
+                              found=[a.kind for a in sim.net.actuators])
+        # Meters that depend on temperatures (rated heat pumps, COP against the sink): sequential convex
+        # programming over the same linear network (controller.mpc.scp); otherwise the convex QP directly.
+        self.nonlinear_meters = sim.power_coeffs is None
+        self._zone_rows = np.asarray(sim._zone_rows)
         self.zone_names = sim.zone_names
         self.sensor_ids = sim.sensor_names
         node_zone = {z.node: z.name for z in sim.net.zones}
@@ -178,10 +184,11 @@ class SiteController:
         rate = np.array([device_signals.heat_rate(a.signal, a.rate_limit, max(abs(a.heat_min), abs(a.heat_max)),
                                                   a.emitter_ua) for a in self.actuators])
         self.problem = MPCProblem(model=sim.linear, horizon=ctl.horizon, dt=ctl.step_s, u_min=lo, u_max=hi,
-                                  power=PowerCoeffs.from_dict(sim.power_coeffs, sim.nu), weights=weights,
+                                  power=PowerCoeffs.from_dict(sim.power_coeffs or {}, sim.nu), weights=weights,
                                   rate_limit=rate, move_blocking=ctl.move_blocking or None)
         # A relative gap of 1e-4 is far below what model error and forecast error leave on the table.
-        self.solver = LQSolver(self.problem, LQOptions(tol=1e-4))
+        self.solver = (SCPSolver(self.problem, sim, SCPOptions(tol=1e-4)) if self.nonlinear_meters
+                       else LQSolver(self.problem, LQOptions(tol=1e-4)))
         A, B, E = sim.linear.discrete()
         self._zone_nodes = [z.node for z in sim.net.zones]
         self._known_cols = [j for j in range(sim.nd) if j not in self._offset_cols]
@@ -219,7 +226,8 @@ class SiteController:
         m = min(cs.margin, 0.25 * (cs.occupied.high - cs.occupied.low))
         low, high = low + m, high - m
         low[:, ~self.comfort_mask], high[:, ~self.comfort_mask] = -np.inf, np.inf
-        data = self.problem.data(x0, d, price_el, price_gas, comfort_low=low, comfort_high=high, u_last=self.u_last)
+        data = self.problem.data(x0, d, price_el, price_gas, comfort_low=self._outputs(low, -np.inf),
+                                 comfort_high=self._outputs(high, np.inf), u_last=self.u_last)
         # 3. Solve, warm-started from the previous plan shifted by the steps that passed.
         u0 = active = None
         if self.last_plan is not None and self.t_last is not None:
@@ -235,7 +243,7 @@ class SiteController:
             self.last_plan = np.array(res.u)
             self.u_last = np.array(res.u[0])
         self.d_last, self.t_last = d[0], t
-        zone_pred = np.asarray(res.zone_temps) if res.zone_temps is not None else None
+        zone_pred = np.asarray(res.zone_temps)[:, self._zone_rows] if res.zone_temps is not None else None
         zone_est = x0[self._zone_nodes]
         used = np.isfinite(info.innovation) & ~info.rejected
         diagnostics = {
@@ -271,6 +279,15 @@ class SiteController:
         setpoints = ({a.name: float(v) for a, v in zip(self.actuators, signals[0], strict=True)} if usable else {})
         return CycleOutput(setpoints, self.units, plan, str(res.status), ok, reason, diagnostics,
                            signals if usable else None)
+
+    def _outputs(self, band: np.ndarray, free: float) -> np.ndarray:
+        """A per-zone band (K, nz) on the model's outputs: a sensor that reads no zone (a slab, a tank) is
+        one more output of the linear model, and it gets no comfort band."""
+        if self.problem.nz == band.shape[1]:
+            return band
+        out = np.full((band.shape[0], self.problem.nz), free)
+        out[:, self._zone_rows] = band
+        return out
 
     def device_signals(self, x0: np.ndarray, u: np.ndarray, d: np.ndarray) -> np.ndarray:
         """The plan u (K, nu) of heat in each device's unit (a copy of u when every device takes watts)."""
