@@ -194,6 +194,19 @@ def envelope_jacobian(q: Any, q_max: Any, cop: Any, p_run: Any, r_min: Any, kapp
     return {k: _where(over, beyond[k], inside[k], xp) for k in inside}
 
 
+def modulating_power(q: Any, q_max: Any, cop: Any, p_run: Any, r_min: Any, kappa: Any, xp: Any = np) -> Any:
+    """Electric power (W) of a unit that follows a heat or modulation demand by running continuously at
+    r = q / Q_max (what a modulating unit's own controller does), cycling at r_min only below it. This is
+    what the plant draws when told watts or a modulation: continuous low load pays P_run all step."""
+    q = xp.maximum(q, 0.0)
+    alpha = q_max / cop - p_run
+    r = q / q_max
+    curve = lambda v: p_run + alpha * ((1 - kappa) * v + kappa * v * v)  # noqa: E731
+    low = r / r_min * curve(r_min)
+    return xp.where(q > q_max, envelope_power(q, q_max, cop, p_run, r_min, kappa, xp),
+                    xp.where(r >= r_min, curve(r), low))
+
+
 def operating_point(q: Any, q_max: Any, cop: Any, p_run: Any, r_min: Any, kappa: Any,
                     xp: Any = np) -> tuple[Any, Any]:
     """(duty, part-load ratio while running) that delivers the average heat q on the envelope."""
@@ -272,6 +285,10 @@ class RatedHeatPump(Actuator):
             out[f"capacity_c{i}"] = J["q_max"] * sc * m[i]
             out[f"cop_c{i}"] = J["cop"] * so * m[i]
         return out
+
+    def modulating_power(self, theta: np.ndarray, u: Any, x: Any, d: Any, xp: Any = np) -> Any:
+        """Electric power when the unit follows the heat continuously (see `modulating_power`)."""
+        return modulating_power(*self._args(theta, u, x, d), xp=xp)
 
     def operating_point(self, theta: np.ndarray, u: Any, x: Any, d: Any, xp: Any = np) -> tuple[Any, Any, Any]:
         """(duty, part-load ratio while running, full-load capacity W) for planned heat u."""
