@@ -232,11 +232,11 @@ class VirtualBuilding:
         for name, kind in self.signals.items():
             j = self.input_names.index(name)
             a = self._rated.get(j)
+            sign = -1.0 if self.u_max[j] <= 0 < -self.u_min[j] else 1.0
             if a is not None:
                 q_max, q_best = (float(v) for v in self._rated_args(a, self._x, d[0]))
-            else:
-                q_max = q_best = float(max(abs(self.u_min[j]), abs(self.u_max[j])))
-            sign = -1.0 if self.u_max[j] <= 0 < -self.u_min[j] else 1.0
+            else:  # heating side of the input's range (the cooling side for a cooling-only input)
+                q_max = q_best = float(self.u_max[j] if sign > 0 else -self.u_min[j])
             if kind == "modulation":
                 heat[j] = sign * np.clip(req[j], 0.0, 1.0) * q_max
             elif kind == "duty":

@@ -100,7 +100,7 @@ def test_radiant_site_publishes_duty_and_the_plan_carries_both():
     ctl = build_site_controller(load_site(ROOT / "config/sites/radiant.yaml", environ={}))
     assert [(a.signal, a.unit) for a in ctl.actuators] == [("duty", "duty")]
     t = 1.7e9 + 20 * 86400
-    out = ctl.cycle(CycleInputs(t, {"room_temperature": (19.8, t), "slab_temperature": (22.5, t)}), lambda: 0.0,
+    out = ctl.cycle(CycleInputs(t, {"house_temperature": (19.8, t), "slab_temperature": (22.5, t)}), lambda: 0.0,
                     math.inf)
     assert out.ok and out.status == "kkt" and out.units == {"heat_pump": "duty"}
     duty = np.array(out.plan["setpoints"])[:, 0]

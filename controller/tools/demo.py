@@ -26,11 +26,11 @@ from controller.daemon.forecast_sources import builder_from_site
 from controller.daemon.settings import load_site
 from controller.fallback import SetpointGate
 from controller.tools import paths
-from controller.tools.baseline import Guideline36Thermostat, occupancy_flags
+from controller.tools.baseline import Guideline36Thermostat, HysteresisThermostat, occupancy_flags
 from controller.tools.kpi import compute_kpis, format_comparison
 from drivers.virtual_building import VirtualBuilding
 
-SITES = {name: paths.SITES / f"{name}.yaml" for name in ("office-20", "house-1")}
+SITES = {name: paths.SITES / f"{name}.yaml" for name in ("office-20", "house-1", "radiant")}
 SEASONS = {"winter": (1, 12), "shoulder": (4, 6), "summer": (7, 13)}   # month, day: a Monday-ish start
 PRICES = {"dynamic": "PriceElectricPowerDynamic", "highly-dynamic": "PriceElectricPowerHighlyDynamic",
           "constant": "PriceElectricPowerConstant"}
@@ -77,6 +77,7 @@ def _start_time(season: str, year: int, tz: Any) -> float:
 def run_mpc(site: Any, plant: VirtualBuilding, t0: float, steps: int) -> tuple[np.ndarray, Any]:
     ctrl = build_site_controller(site)
     ctrl.estimator.reset(plant.state)
+    plant.set_signals({a.name: a.signal for a in ctrl.actuators})  # the plant takes what the devices take
     gate = SetpointGate(ctrl.actuators)
     compute = np.zeros(steps)
     prog = Progress(steps, "MPC")
@@ -96,13 +97,21 @@ def run_mpc(site: Any, plant: VirtualBuilding, t0: float, steps: int) -> tuple[n
     return compute, plant.log()
 
 
-def run_thermostat(site: Any, plant: VirtualBuilding, t0: float, steps: int, sim: Any) -> tuple[np.ndarray, Any]:
+def run_thermostat(site: Any, plant: VirtualBuilding, t0: float, steps: int, sim: Any,
+                   hysteresis: bool = False) -> tuple[np.ndarray, Any]:
     caps_heat = np.clip(sim.u_max, 0, None)
     caps_cool = np.clip(-sim.u_min, 0, None)
     cs = site.comfort
-    stat = Guideline36Thermostat(list(sim.zone_names), caps_heat, caps_cool, THERMOSTAT_STEP_S,
-                                 occupied=(cs.occupied.low, cs.occupied.high),
-                                 unoccupied=(cs.unoccupied.low, cs.unoccupied.high))
+    if hysteresis:  # on/off at full output: a duty of 1 for thermal-power inputs (heating only)
+        plant.set_signals(dict.fromkeys([n for n, u in zip(sim.input_names, sim.input_units, strict=True)
+                                         if u == "W"], "duty"))
+        stat = HysteresisThermostat(list(sim.zone_names), THERMOSTAT_STEP_S, occupied=(cs.occupied.low,
+                                    cs.occupied.high), unoccupied=(cs.unoccupied.low, cs.unoccupied.high),
+                                    min_on_s=300.0, min_off_s=300.0)
+    else:
+        stat = Guideline36Thermostat(list(sim.zone_names), caps_heat, caps_cool, THERMOSTAT_STEP_S,
+                                     occupied=(cs.occupied.low, cs.occupied.high),
+                                     unoccupied=(cs.unoccupied.low, cs.unoccupied.high))
     from models.schedules import parse_schedules
 
     schedule = parse_schedules(site.schedules)[cs.schedule]
@@ -188,16 +197,24 @@ def main(argv: list[str] | None = None) -> int:
     plant_ts = VirtualBuilding(net, dt=THERMOSTAT_STEP_S, disturbances=dist, param_scale=scale, noise_k=0.05,
                                quantisation_k=0.1, seed=args.seed, x0=x_init)
     c_ts, log_ts = run_thermostat(site, plant_ts, t0, n_tstat, sim)
+    plant_hy = VirtualBuilding(net, dt=THERMOSTAT_STEP_S, disturbances=dist, param_scale=scale, noise_k=0.05,
+                               quantisation_k=0.1, seed=args.seed, x0=x_init)
+    c_hy, log_hy = run_thermostat(site, plant_hy, t0, n_tstat, sim, hysteresis=True)
     w2 = time.perf_counter()
     series = load_named_series(site.tariff, site.base_dir)
     area = sim.floor_area
     k_mpc = kpis_of(log_mpc, site, c_mpc, step, series["electricity"], series.get("gas"), area)
     k_ts = kpis_of(log_ts, site, c_ts, THERMOSTAT_STEP_S, series["electricity"], series.get("gas"), area)
+    k_hy = kpis_of(log_hy, site, c_hy, THERMOSTAT_STEP_S, series["electricity"], series.get("gas"), area)
     print()
     print(format_comparison(k_mpc, k_ts, ("MPC", "thermostat")))
+    print()
+    print(format_comparison(k_mpc, k_hy, ("MPC", "on/off")))
+    saving_hy = 1 - k_mpc.cost_tot / k_hy.cost_tot if k_hy.cost_tot > 0 else float("nan")
     saving = 1 - k_mpc.cost_tot / k_ts.cost_tot if k_ts.cost_tot > 0 else float("nan")
     print(f"\nMPC saves {saving:.1%} of the energy cost of the thermostat "
-          f"(discomfort {k_mpc.tdis_tot:.2f} vs {k_ts.tdis_tot:.2f} K·h/zone); "
+          f"(discomfort {k_mpc.tdis_tot:.2f} vs {k_ts.tdis_tot:.2f} K·h/zone), {saving_hy:.1%} of the on/off "
+          f"thermostat's (discomfort {k_hy.tdis_tot:.2f} K·h/zone); "
           f"simulated {args.days:g} days in {w2 - w0:.1f} s (MPC {w1 - w0:.1f} s, thermostat {w2 - w1:.1f} s)")
     scenario = {"building": args.building, "days": args.days, "season": args.season, "price": args.price,
                 "start": datetime.fromtimestamp(t0, site.timezone).isoformat(), "backend": args.backend,
@@ -205,7 +222,7 @@ def main(argv: list[str] | None = None) -> int:
                 "mismatch": scale, "control_step_s": step, "thermostat_step_s": THERMOSTAT_STEP_S,
                 "wall_s": w2 - w0}
     report = {"scenario": scenario, "mpc": k_mpc.as_dict(), "baseline": k_ts.as_dict(),
-              "cost_saving": saving}
+              "cost_saving": saving, "hysteresis": k_hy.as_dict(), "cost_saving_vs_hysteresis": saving_hy}
     (out / "report.json").write_text(json.dumps(report, indent=2, default=float))
     print(f"wrote {out / 'report.json'}")
     try:
