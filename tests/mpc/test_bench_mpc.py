@@ -24,3 +24,16 @@ def test_bench_json_rows(capsys) -> None:
     cold = rows[0]  # the cost breakdown: counts of the linear algebra behind the cold row
     assert cold["factorizations"] >= cold["iterations"] and cold["lq_solves"] >= cold["factorizations"]
     assert cold["factor_s"] > 0 and cold["lq_solve_s"] > 0
+
+
+def test_bench_r2_rows_against_ipopt(capsys) -> None:
+    import pytest
+
+    pytest.importorskip("casadi")
+    assert main(["--problems", "R2", "--repeats", "1", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(r["problem"], r["mode"]) for r in rows] == [("R2", "cold"), ("R2", "warm")]
+    for r in rows:
+        assert KEYS <= r.keys()
+        assert r["status"] == "kkt" and r["reference_s"] > 0
+        assert abs(r["gap_rel"]) <= 1e-4   # measured within 1e-7 of IPOPT's best of three starts
