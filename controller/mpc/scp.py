@@ -11,7 +11,8 @@ iteration
    from the current plan and its active set;
 3. globalises with a backtracking line search on the true objective (the merit function: every iterate
    meets the linear constraints, and a convex combination of feasible plans is feasible), Armijo against
-   the QP's predicted decrease.
+   the QP's predicted decrease, and a box trust region around the iterate that shrinks when the line
+   search fails (the QP's energy is linear in u: a curved part-load curve can make a long step overshoot).
 
 It stops when the predicted decrease (zero exactly at a KKT point of the true problem, a stationarity
 residual) and the relative objective change are both <= tol. A nonconvex problem has no certified global
@@ -113,6 +114,11 @@ class SCPSolver:
         best: tuple[np.ndarray, dict[str, float], Any] | None = None
         u = terms = None
         status, pred, qp_iters, iters = Status.STALLED, math.inf, 0, 0
+        # Trust region (W, per step and input) around the iterate: opened when a full step is accepted,
+        # shrunk when the line search fails (the linear energy model carries no curvature of the part-load
+        # curve, so a long step can overshoot; a shorter QP step then goes where the model holds).
+        radius = math.inf
+        span = float(np.max(data.u_max - data.u_min)) or 1.0
         while iters < opts.max_iter:
             if iters and left() <= 0:
                 status = Status.DEADLINE
@@ -120,6 +126,9 @@ class SCPSolver:
             iters += 1
             g = self.gradient(data, u_lin)
             lo, hi = self.capacity(data, u_lin)
+            if u is not None and math.isfinite(radius):
+                lo, hi = np.maximum(lo, u - radius), np.minimum(hi, u + radius)
+                hi = np.maximum(hi, lo)
             qdata = replace(data, energy_cost=(g, -g), u_min=lo, u_max=hi)
             res = self.qp.solve(qdata, u_lin, active=active, timer=timer, deadline_s=max(left(), 0.0))
             qp_iters += res.iterations
@@ -146,16 +155,27 @@ class SCPSolver:
                     break
                 step *= 0.5
             scale = max(abs(terms["total"]), 1e-9)
+            length = float(np.max(np.abs(cand - u)))
+            inside = not math.isfinite(radius) or length < 0.99 * radius
             if accepted is None:
-                status = Status.KKT if abs(pred) <= opts.tol * scale else Status.STALLED
-                break
+                if abs(pred) <= opts.tol * scale and inside:
+                    status = Status.KKT
+                    break
+                radius = 0.25 * length
+                if radius < 1e-9 * span:
+                    break
+                continue
             change = abs(terms["total"] - accepted[1]["total"]) / scale
             u, terms, traj = accepted
             best = accepted
             u_lin = u
-            if change <= opts.tol and abs(pred) <= opts.tol * scale:
+            if change <= opts.tol and abs(pred) <= opts.tol * scale and inside:
                 status = Status.KKT
                 break
+            if step < 1.0:
+                radius = step * length
+            elif math.isfinite(radius) and not inside:
+                radius *= 2.0
         if best is None:
             return self.qp.solve(replace(data, energy_cost=(np.zeros_like(u_lin), np.zeros_like(u_lin))), None,
                                  timer=timer, deadline_s=0.0)

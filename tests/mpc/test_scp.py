@@ -36,19 +36,15 @@ def _ipopt(net, sim, prob, data, starts) -> tuple[float, np.ndarray]:
     return f, u
 
 
-@pytest.mark.parametrize("kappa,seed,bound", [(None, 0, 1e-4), (None, 2, 1e-4), (0.9, 0, 5e-4)])
-def test_scp_matches_ipopt_on_the_radiant_heat_pump(kappa, seed, bound):
-    """Affine part load (the shipped plant, kappa = 0): within 1e-4 of IPOPT (measured -1.2e-5 .. +6.3e-5
-    over four seeds, two QPs each). Curved part load (kappa = 0.9, r* inside): the QPs carry no curvature
-    of the energy in u, so the line search stalls 1.2e-4 .. 2.7e-4 above IPOPT (a known gap: the LQ
-    solver takes no quadratic cost on u yet); bounded here at 5e-4."""
+@pytest.mark.parametrize("kappa,seed", [(None, 0), (None, 2), (0.9, 0), (0.9, 3)])
+def test_scp_matches_ipopt_on_the_radiant_heat_pump(kappa, seed):
+    """Within 1e-4 of IPOPT's best of three starts. Measured: affine part load (the shipped plant, kappa = 0)
+    -1.2e-5 .. +6.3e-5 over four seeds in two QPs; curved part load (kappa = 0.9, r* inside (r_min, 1)),
+    where the trust region does the work, +1e-7 .. +1.2e-5 in 20-30 QPs."""
     net, sim, prob, data = _case(kappa, seed)
     scp = SCPSolver(prob, sim)
     res = scp.solve(data)
-    if kappa is None:
-        assert res.status == Status.KKT and res.success
-    else:
-        assert res.status in (Status.KKT, Status.STALLED) and res.status != "converged"
+    assert res.status == Status.KKT and res.success   # never "converged": no global certificate
     # reported objective is the true nonlinear objective of the plan
     tr = scp.simulate(data, res.u)
     assert res.objective == pytest.approx(scp.terms(data, res.u, tr)["total"], rel=1e-12)
@@ -59,7 +55,7 @@ def test_scp_matches_ipopt_on_the_radiant_heat_pump(kappa, seed, bound):
     j_ref_true = scp.terms(data, u_ref, scp.simulate(data, u_ref))["total"]
     assert j_ref_true == pytest.approx(j_ref, rel=1e-6)
     gap = (res.objective - j_ref) / abs(j_ref)
-    assert gap <= bound, (res.objective, j_ref)
+    assert gap <= 1e-4, (res.objective, j_ref)
     # and not far from IPOPT's plan either (heat delivered over the horizon)
     assert abs(res.u.sum() - u_ref.sum()) / u_ref.sum() < 0.05
 
