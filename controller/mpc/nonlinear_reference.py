@@ -22,15 +22,23 @@ from controller.mpc.problem import MPCData, MPCProblem
 
 def radiant_case(K: int = 96, dt: float = 900.0, seed: int = 0, params: dict[str, float] | None = None
                  ) -> tuple[Any, MPCProblem, MPCData]:
-    """R2: the radiant-floor house with its rated air-to-water heat pump (config/buildings/radiant-hp.yaml),
-    a cold day (-4 +- 6 degC with noise), evening peak prices, occupied 06-22 h, at horizon K and step dt.
-    Returns (simulator, problem with zero power coefficients, data)."""
+    """R2: the radiant-floor house with its rated air-to-water heat pump (config/buildings/radiant-hp.yaml);
+    see `heat_pump_case`. The slab starts at 23 degC."""
     from pathlib import Path
 
-    from controller.mpc.problem import PowerCoeffs, Weights
     from models import load_building
 
     net = load_building(Path(__file__).resolve().parents[2] / "config/buildings/radiant-hp.yaml")
+    return heat_pump_case(net, K, dt, seed, params, {"slab": 23.0})
+
+
+def heat_pump_case(net: Any, K: int = 96, dt: float = 900.0, seed: int = 0, params: dict[str, float] | None = None,
+                   start: dict[str, float] | None = None) -> tuple[Any, MPCProblem, MPCData]:
+    """A cold day (-4 +- 6 degC with noise), evening peak prices, occupied 06-22 h, zones starting at
+    19.5 degC (other nodes at their initial or `start` temperatures), horizon K at step dt.
+    Returns (simulator, problem with zero power coefficients: all energy is metered by the devices, data)."""
+    from controller.mpc.problem import PowerCoeffs, Weights
+
     sim = net.compile(dt)
     if params:
         sim = sim.with_params(params)
@@ -39,18 +47,27 @@ def radiant_case(K: int = 96, dt: float = 900.0, seed: int = 0, params: dict[str
     names = sim.disturbance_names
     d = np.zeros((K, sim.nd))
     d[:, names.index("outdoor_temperature")] = -4 + 6 * np.sin(2 * np.pi * (t - 9) / 24) + rng.normal(0, 0.5, K)
-    d[:, names.index("solar_irradiance")] = np.maximum(0, 350 * np.sin(2 * np.pi * (t - 7) / 24))
-    d[:, names.index("ground_temperature")] = 8.0
-    d[:, names.index("occupancy")] = (t % 24 > 7) & (t % 24 < 22)
+    if "solar_irradiance" in names:
+        d[:, names.index("solar_irradiance")] = np.maximum(0, 350 * np.sin(2 * np.pi * (t - 7) / 24))
+    if "ground_temperature" in names:
+        d[:, names.index("ground_temperature")] = 8.0
+    if "occupancy" in names:
+        d[:, names.index("occupancy")] = (t % 24 > 7) & (t % 24 < 22)
     price = 0.10 + 0.15 * ((t % 24 > 16) & (t % 24 < 21)) + rng.uniform(0, 0.03, K)
     occ = (t % 24 > 6) & (t % 24 < 22)
-    low = np.stack([np.where(occ, 20.3, 17.3), np.full(K, -np.inf)], 1)
-    high = np.stack([np.where(occ, 23.7, 26.7), np.full(K, np.inf)], 1)
-    prob = MPCProblem(model=sim.linear, horizon=K, dt=dt, u_min=np.zeros(sim.nu), u_max=sim.u_max,
+    ny = sim.linear.nz
+    rows = np.asarray(sim._zone_rows)
+    low, high = np.full((K, ny), -np.inf), np.full((K, ny), np.inf)
+    low[:, rows] = np.where(occ, 20.3, 17.3)[:, None]
+    high[:, rows] = np.where(occ, 23.7, 26.7)[:, None]
+    prob = MPCProblem(model=sim.linear, horizon=K, dt=dt, u_min=sim.u_min, u_max=sim.u_max,
                       power=PowerCoeffs.from_dict({}, sim.nu),
                       weights=Weights(energy_cost=1.0, comfort_quadratic=1.0, comfort_linear=0.2))
     x0 = sim.x_initial.copy()
-    x0[net.node("house")], x0[net.node("slab")] = 19.5, 23.0
+    for z in net.zones:
+        x0[z.node] = 19.5
+    for name, v in (start or {}).items():
+        x0[net.node(name)] = v
     return sim, prob, prob.data(x0, d, price, comfort_low=low, comfort_high=high)
 
 

@@ -102,6 +102,62 @@ class SCPSolver:
                 lo[:, j] = np.minimum(np.maximum(lo[:, j], -q_max), hi[:, j])
         return lo, hi
 
+    def capacity_correction(self, data: MPCData, u: np.ndarray, g_energy: np.ndarray, hi: np.ndarray,
+                            lo: np.ndarray) -> np.ndarray:
+        """The Lagrangian term that a bound frozen at the linearisation point misses: where full-load capacity
+        binds, its multiplier lambda_k (from stationarity of the model at u) times -dQ_max,k/du through the
+        sink temperature. Added to the next linear cost, the fixed points of the iteration are the KKT points
+        of the problem with the state-dependent capacity, not of a frozen-bound stand-in."""
+        rated = [a for a in self.sim.net.actuators if hasattr(a, "rated")]
+        if not rated:
+            return np.zeros_like(u)
+        traj = self.simulate(data, u)
+        y = np.asarray(traj.zones)[0]
+        rows = np.asarray(self.sim._zone_rows)
+        w = self.prob.weights
+        nz = len(rows)
+        wq = np.broadcast_to(np.asarray(w.comfort_quadratic, float), (self.prob.nz,))[rows]
+        wl = np.broadcast_to(np.asarray(w.comfort_linear, float), (self.prob.nz,))[rows]
+        below = np.maximum(data.comfort_low[:, rows] - y, 0.0)
+        above = np.maximum(y - data.comfort_high[:, rows], 0.0)
+        g_y = self.prob.dt_h * ((2 * wq * above + wl * (above > 0)) - (2 * wq * below + wl * (below > 0)))
+        grad = g_energy + np.asarray(self.sim.gradient(traj, g_zones=g_y[None].reshape(1, -1, nz)).u)[0]
+        xs = np.asarray(traj.x)[0]
+        th = np.asarray(self.sim.theta, float)
+        span = float(np.max(data.u_max - data.u_min)) or 1.0
+        g_states = np.zeros((1, self.prob.horizon + 1, self.sim.n))
+        any_bind = False
+        for a in rated:
+            j = a.inputs[0]
+            if a.sign > 0:
+                bind = (u[:, j] >= hi[:, j] - 1e-6 * span) & (hi[:, j] < data.u_max[:, j])
+                lam = np.where(bind, np.maximum(-grad[:, j], 0.0), 0.0)
+            else:
+                bind = (u[:, j] <= lo[:, j] + 1e-6 * span) & (lo[:, j] > data.u_min[:, j])
+                lam = np.where(bind, np.maximum(grad[:, j], 0.0), 0.0)
+            if not lam.any():
+                continue
+            any_bind = True
+            ts, tk = a.temperatures(th, xs[:-1, a.reads_x], data.d[:, a.reads_d])
+            h = 1e-20
+            dq_dt = np.imag(np.asarray(a.rated(th, ts, tk + 1j * h)[0])) / h
+            # c_k = sign u_k - Q_max,k(T_k) <= 0: d(lambda c)/dT_k = -lambda_k dQ_max/dT_k on the sink's node
+            g_states[0, :-1, a.reads_x[0]] += -lam * dq_dt
+        if not any_bind:
+            return np.zeros_like(u)
+        return np.asarray(self.sim.gradient(traj, g_states=g_states).u)[0]
+
+    def within_capacity(self, data: MPCData, u: np.ndarray, rounds: int = 4) -> np.ndarray:
+        """u clipped to the capacity at its own temperatures (a few fixed-point rounds: less heat lowers
+        the sink temperature, which raises the capacity, so the clip converges from above)."""
+        for _ in range(rounds):
+            lo, hi = self.capacity(data, u)
+            v = np.clip(u, lo, hi)
+            if np.array_equal(v, u):
+                break
+            u = v
+        return u
+
     # -- the iteration ------------------------------------------------------------------------------
     def solve(self, data: MPCData, u0: np.ndarray | None = None, *, active: Any = None,
               timer: Callable[[], float] | None = None, deadline_s: float = math.inf) -> MPCResult:
@@ -126,6 +182,8 @@ class SCPSolver:
             iters += 1
             g = self.gradient(data, u_lin)
             lo, hi = self.capacity(data, u_lin)
+            if u is not None:
+                g = g + self.capacity_correction(data, u_lin, g, hi, lo)
             if u is not None and math.isfinite(radius):
                 lo, hi = np.maximum(lo, u - radius), np.minimum(hi, u + radius)
                 hi = np.maximum(hi, lo)
@@ -137,6 +195,7 @@ class SCPSolver:
             active = res.active
             cand = np.asarray(res.u, float)
             if u is None:  # first QP: its solution is the first feasible iterate
+                cand = self.within_capacity(data, cand)
                 u, traj = cand, self.simulate(data, cand)
                 terms = self.terms(data, u, traj)
                 best = (u, terms, traj)
@@ -147,7 +206,7 @@ class SCPSolver:
                     - float(objective_terms(self.prob, qdata, u, np.asarray(traj.zones)[0])["total"]))
             step, accepted = 1.0, None
             while step >= opts.min_step:
-                trial = u + step * (cand - u)
+                trial = self.within_capacity(data, u + step * (cand - u))
                 tr = self.simulate(data, trial)
                 tt = self.terms(data, trial, tr)
                 if tt["total"] <= terms["total"] + opts.armijo * step * min(pred, 0.0):

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.mpc.nonlinear_reference import ipopt_solve, radiant_case
+from controller.mpc.nonlinear_reference import heat_pump_case, ipopt_solve, radiant_case
 from controller.mpc.result import Status, shift_plan
 from controller.mpc.scp import SCPSolver
 
@@ -40,11 +40,13 @@ def _ipopt(net, sim, prob, data, starts) -> tuple[float, np.ndarray]:
 def test_scp_matches_ipopt_on_the_radiant_heat_pump(kappa, seed):
     """Within 1e-4 of IPOPT's best of three starts. Measured: affine part load (the shipped plant, kappa = 0)
     -1.2e-5 .. +6.3e-5 over four seeds in two QPs; curved part load (kappa = 0.9, r* inside (r_min, 1)),
-    where the trust region does the work, +1e-7 .. +1.2e-5 in 20-30 QPs."""
+    where the trust region does the work, +1e-7 .. +2.3e-5 in 20-30 QPs (two of four seeds end "stalled":
+    the region shrank below 1e-9 of the input range before the stopping test held)."""
     net, sim, prob, data = _case(kappa, seed)
     scp = SCPSolver(prob, sim)
     res = scp.solve(data)
-    assert res.status == Status.KKT and res.success   # never "converged": no global certificate
+    # never "converged" (no global certificate); "stalled" when the trust region shrank to nothing first
+    assert res.status == Status.KKT if kappa is None else res.status in (Status.KKT, Status.STALLED)
     # reported objective is the true nonlinear objective of the plan
     tr = scp.simulate(data, res.u)
     assert res.objective == pytest.approx(scp.terms(data, res.u, tr)["total"], rel=1e-12)
@@ -80,3 +82,46 @@ def test_scp_is_anytime_at_the_deadline():
     assert res.status in (Status.DEADLINE, Status.KKT)
     assert res.u is not None and np.all(np.isfinite(res.u))
     assert np.all(res.u >= data.u_min - 1e-9) and np.all(res.u <= data.u_max + 1e-9)
+
+
+HOUSE_HP = """
+actuators:
+  heat_pump:
+    type: heat_pump
+    node: living
+    source: outdoor_temperature
+    sink_offset: 15 K            # radiator supply above the room
+    running_power: 600 W
+    min_modulation: 0.3
+    part_load_curvature: 0.5
+    capacity: 7 kW
+    rating:
+      - {source: -15 degC, sink: 35 degC, capacity: 4.5 kW, cop: 2.2}
+      - {source: -7 degC, sink: 35 degC, capacity: 5.5 kW, cop: 2.8}
+      - {source: 7 degC, sink: 35 degC, capacity: 7.5 kW, cop: 4.4}
+      - {source: -7 degC, sink: 55 degC, capacity: 4.8 kW, cop: 1.9}
+      - {source: 7 degC, sink: 55 degC, capacity: 6.6 kW, cop: 2.8}
+      - {source: 2 degC, sink: 45 degC, capacity: 5.9 kW, cop: 2.8}
+"""
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_scp_matches_ipopt_on_a_heat_pump_house(seed):
+    """house-1 with its ideal heater replaced by a rated air-to-water heat pump on the room node (radiators:
+    supply 15 K above the room), curved part load; here full-load capacity binds in the morning, and the
+    multiplier correction (SCPSolver.capacity_correction) matters: without it the iteration settled
+    3-4e-4 above IPOPT, with it +7e-6 (seed 0, kkt) and +1.2e-5 (seed 1, stalled)."""
+    from models.building import building_from_text
+
+    text = (ROOT / "config/buildings/house-1.yaml").read_text()
+    text = text[:text.index("actuators:")] + HOUSE_HP.lstrip() + text[text.index("sensors:"):]
+    net = building_from_text(text, "house-hp.yaml", ROOT / "config/buildings")
+    sim, prob, data = heat_pump_case(net, K, DT, seed)
+    scp = SCPSolver(prob, sim)
+    res = scp.solve(data)
+    assert res.status in (Status.KKT, Status.STALLED)
+    _, hi_cap = scp.capacity(data, res.u)
+    assert np.all(res.u <= hi_cap + 1e-6)   # within full-load capacity at the plan's own temperatures
+    hi = data.u_max
+    j_ref, _ = _ipopt(net, sim, prob, data, [np.zeros_like(hi), 0.3 * hi, res.u])
+    assert (res.objective - j_ref) / abs(j_ref) <= 1e-4, (res.objective, j_ref)
