@@ -89,3 +89,13 @@ def test_radiant_site_model_loads_as_a_linear_network_with_a_nonlinear_meter():
     net = load_building(ROOT / "config/buildings/radiant-hp.yaml")
     sim = net.compile(DT)
     assert sim.linear is not None and sim.power_coeffs is None
+
+
+@pytest.mark.parametrize("building,says", [("radiant", "not supported yet: the thermal network is bilinear"),
+                                           ("radiant-hp", "supported: meters depend on temperatures"),
+                                           ("house-1", "supported: linear network and meters")])
+def test_check_says_whether_the_daemon_takes_the_model(building, says, capsys):
+    from controller.tools.cli import main
+
+    assert main(["check", str(ROOT / f"config/buildings/{building}.yaml")]) == 0
+    assert f"edge-mpc run: {says}" in capsys.readouterr().out
