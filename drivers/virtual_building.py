@@ -37,6 +37,8 @@ from models import load_building
 from models.network import Network
 
 DisturbanceSource = Callable[[np.ndarray], np.ndarray]
+# What a device may be told (the names of controller.device_signals.SIGNALS; drivers do not import the core).
+DEVICE_SIGNALS = ("power", "modulation", "duty", "supply_temperature", "zone_temperature")
 
 
 @dataclass(frozen=True)
@@ -141,13 +143,11 @@ class VirtualBuilding:
 
     def set_signals(self, signals: Mapping[str, str]) -> None:
         """What each input's command means (default power, W); see the module docstring."""
-        from controller.device_signals import SIGNALS
-
         for name, kind in signals.items():
             if name not in self.input_names:
                 raise ValueError(f"signals: unknown input {name!r} (inputs: {', '.join(self.input_names)})")
-            if kind not in SIGNALS:
-                raise ValueError(f"signals[{name!r}] = {kind!r}; expected one of {', '.join(SIGNALS)}")
+            if kind not in DEVICE_SIGNALS:
+                raise ValueError(f"signals[{name!r}] = {kind!r}; expected one of {', '.join(DEVICE_SIGNALS)}")
             if kind != "power" and self.sim.input_units[self.input_names.index(name)] != "W":
                 raise ValueError(f"signals[{name!r}]: only thermal power inputs take device signals")
             if kind == "supply_temperature":

@@ -99,3 +99,10 @@ def test_check_says_whether_the_daemon_takes_the_model(building, says, capsys):
 
     assert main(["check", str(ROOT / f"config/buildings/{building}.yaml")]) == 0
     assert f"edge-mpc run: {says}" in capsys.readouterr().out
+
+
+def test_the_plant_knows_the_same_device_signals_as_the_core():
+    from controller.device_signals import SIGNALS
+    from drivers.virtual_building import DEVICE_SIGNALS
+
+    assert DEVICE_SIGNALS == SIGNALS

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.mpc.nonlinear_reference import heat_pump_case, ipopt_solve, radiant_case
 from controller.mpc.result import Status, shift_plan
 from controller.mpc.scp import SCPSolver
+from controller.tools.bench.ipopt_reference import heat_pump_case, ipopt_solve, radiant_case
 
 pytest.importorskip("casadi")
 

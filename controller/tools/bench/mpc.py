@@ -282,11 +282,11 @@ def _nonlinear_rows(report: Report, args: argparse.Namespace) -> None:
 
 
 def _r2_rows(report: Report, args: argparse.Namespace, reference: bool) -> None:
-    """R2: the radiant heat pump (controller.mpc.nonlinear_reference.radiant_case), horizon 96 x 15 min, solved
+    """R2: the radiant heat pump (controller.tools.bench.ipopt_reference.radiant_case), horizon 96 x 15 min, solved
     by sequential convex programming; IPOPT (casadi) on the same discrete-time problem from three starts
     (zero, 30 % load, our plan) gives gap_rel, and its run from zero gives reference_s."""
-    from controller.mpc.nonlinear_reference import ipopt_solve, radiant_case
     from controller.mpc.scp import SCPOptions, SCPSolver
+    from controller.tools.bench.ipopt_reference import ipopt_solve, radiant_case
 
     sim, prob, data = radiant_case(96, 900.0)
     solver = SCPSolver(prob, sim, SCPOptions(tol=args.gap))

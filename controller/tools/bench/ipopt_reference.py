@@ -24,11 +24,10 @@ def radiant_case(K: int = 96, dt: float = 900.0, seed: int = 0, params: dict[str
                  ) -> tuple[Any, MPCProblem, MPCData]:
     """R2: the radiant-floor house with its rated air-to-water heat pump (config/buildings/radiant-hp.yaml);
     see `heat_pump_case`. The slab starts at 23 degC."""
-    from pathlib import Path
-
+    from controller.tools.paths import ROOT
     from models import load_building
 
-    net = load_building(Path(__file__).resolve().parents[2] / "config/buildings/radiant-hp.yaml")
+    net = load_building(ROOT / "config/buildings/radiant-hp.yaml")
     return heat_pump_case(net, K, dt, seed, params, {"slab": 23.0})
 
 
