@@ -163,6 +163,12 @@ class SiteController:
         self.sensor_zones = {sid: zone_by_node.get(int(np.argmax(np.abs(row))))
                              for sid, row in zip(self.sensor_ids, np.asarray(sim.Cs), strict=True)}
         self.actuators = parse_actuators(site.actuators, sim)
+        # A rated unit plans on its duty-cycled envelope only when it is told a duty; told watts or a
+        # modulation it follows the demand continuously and pays its running power all step (models.devices).
+        modulating = {f"{a.name}.duty_cycling": 0.0 for a in self.actuators
+                      if a.signal != "duty" and f"{a.name}.duty_cycling" in sim.net.params.index}
+        if modulating:
+            self.sim = sim = sim.with_params(modulating)
         self.units = {a.name: a.unit for a in self.actuators}
         self.tz = site.timezone
         self.price_el = tariff.get("electricity")

@@ -153,6 +153,12 @@ class VirtualBuilding:
             if kind == "supply_temperature":
                 raise ValueError("signals: supply_temperature needs the emitter conductance; not simulated yet")
         self.signals = dict(signals)
+        # A rated unit told a duty runs on its envelope; told anything else it follows the demand (models.devices).
+        cycling = {f"{a.name}.duty_cycling": 1.0 if signals.get(self.input_names[j]) == "duty" else 0.0
+                   for j, a in self._rated.items() if f"{a.name}.duty_cycling" in self.net.params.index}
+        if cycling:
+            self.sim = self.sim.with_params(cycling)
+            self._theta = np.asarray(self.sim.theta, dtype=float)
 
     # -- Plant protocol -----------------------------------------------------------------------------------
     def step(self, u: Mapping[str, float] | np.ndarray, t: float) -> dict[str, float | None]:
@@ -173,8 +179,6 @@ class VirtualBuilding:
         traj = self.sim.simulate(self._x[None], np.broadcast_to(applied, (1, S, applied.size)), d[None])
         x_end = np.asarray(traj.x[0, -1], dtype=float)
         powers = [np.asarray(p[0], dtype=float).mean(axis=0) for p in (traj.p_el, traj.p_gas, traj.q_th)]
-        if self._rated:
-            powers[0] = self._electric(powers[0], applied, np.asarray(traj.x[0, :-1], dtype=float), d)
         self._x = x_end
         self._t = t + self.dt
         self._readings = self._read(x_end)
@@ -265,17 +269,6 @@ class VirtualBuilding:
             q_max, _ = self._rated_args(a, x, d0)
             out[j] = np.clip(out[j], -float(q_max), 0.0) if a.sign < 0 else np.clip(out[j], 0.0, float(q_max))
         return out
-
-    def _electric(self, p_el: np.ndarray, applied: np.ndarray, xs: np.ndarray, d: np.ndarray) -> np.ndarray:
-        """Rated units not told a duty follow the demand continuously (see the module docstring)."""
-        p_el = p_el.copy()
-        for j, a in self._rated.items():
-            if self.signals.get(self.input_names[j], "power") == "duty":
-                continue
-            k = self.actuator_names.index(a.name)
-            u = np.full((xs.shape[0], 1), applied[j])
-            p_el[k] = float(np.mean(a.modulating_power(self._theta, u, xs[:, a.reads_x], d[:, a.reads_d])))
-        return p_el
 
     def _inputs(self, u: Mapping[str, float] | np.ndarray) -> np.ndarray:
         if isinstance(u, Mapping):

@@ -616,7 +616,7 @@ class _Builder:
         self.num(cur, "min_modulation", name, None, default=0.3, nonnegative=True, high=1.0)
         self.num(cur, "part_load_curvature", name, None, default=0.0, nonnegative=True, high=0.95)
         self.num(cur, "sink_offset", name, "K", default=0.0, low=-30, high=30)
-        for key in ("capacity_scale", "cop_scale"):
+        for key in ("capacity_scale", "cop_scale", "duty_cycling"):
             self.reg(f"{name}.{key}", 1.0, lower=0.0, cur=cur)
         # The fitted surfaces live in theta (see models.devices.RatedHeatPump): same centres for both.
         self.reg(f"{name}.t_source0", cap_s.s0, lower=-math.inf, cur=rows)
@@ -631,8 +631,8 @@ class _Builder:
         cls = devices.RatedHeatPump if sign > 0 else devices.RatedChiller
         return cls(name, kind, [j], "W", reads_x=[node], reads_d=[src],
                    params=self._pidx(name, "running_power", "min_modulation", "part_load_curvature",
-                                     "capacity_scale", "cop_scale", "sink_offset", "t_source0", "t_sink0",
-                                     *devices.SURFACE_KEYS))
+                                     "capacity_scale", "cop_scale", "sink_offset", "duty_cycling", "t_source0",
+                                     "t_sink0", *devices.SURFACE_KEYS))
 
     def _condensing_boiler(self, name: str, cur: Cursor) -> comp.Actuator:
         """Gas boiler whose efficiency falls with the return (node) temperature (models.devices)."""

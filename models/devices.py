@@ -207,6 +207,28 @@ def modulating_power(q: Any, q_max: Any, cop: Any, p_run: Any, r_min: Any, kappa
                     xp.where(r >= r_min, curve(r), low))
 
 
+def modulating_jacobian(q: Any, q_max: Any, cop: Any, p_run: Any, r_min: Any, kappa: Any,
+                        xp: Any = np) -> dict[str, Any]:
+    """Partial derivatives of `modulating_power` wrt q, q_max, cop, p_run, r_min, kappa (real arrays)."""
+    q = xp.maximum(q, 0.0)
+    alpha = q_max / cop - p_run
+    r = q / q_max
+    # r >= r_min: E = P_run + alpha ((1 - kappa) r + kappa r²)
+    slope = alpha * ((1 - kappa) + 2 * kappa * r)
+    k_alpha = (1 - kappa) * r + kappa * r * r
+    curve = {"q": slope / q_max, "q_max": -slope * r / q_max + k_alpha / cop, "cop": -k_alpha * q_max / cop**2,
+             "p_run": 1.0 - k_alpha, "r_min": 0.0 * r, "kappa": alpha * (r * r - r)}
+    # r < r_min: E = q g(r_min), g(r) = (P_run / r + alpha (1 - kappa) + alpha kappa r) / Q_max
+    g = (p_run / r_min + alpha * (1 - kappa) + alpha * kappa * r_min) / q_max
+    c_alpha = q * (1 - kappa + kappa * r_min) / q_max
+    low = {"q": g + 0.0 * q, "q_max": -q * g / q_max + c_alpha / cop, "cop": -c_alpha * q_max / cop**2,
+           "p_run": q / (r_min * q_max) - c_alpha, "r_min": q * (-p_run / r_min**2 + alpha * kappa) / q_max,
+           "kappa": q * alpha * (r_min - 1) / q_max}
+    above = envelope_jacobian(q, q_max, cop, p_run, r_min, kappa, xp)
+    over, below = q > q_max, r < r_min
+    return {k: _where(over, above[k], _where(below, low[k], curve[k], xp), xp) for k in curve}
+
+
 def operating_point(q: Any, q_max: Any, cop: Any, p_run: Any, r_min: Any, kappa: Any,
                     xp: Any = np) -> tuple[Any, Any]:
     """(duty, part-load ratio while running) that delivers the average heat q on the envelope."""
@@ -235,7 +257,9 @@ class RatedHeatPump(Actuator):
 
     Input u: thermal power into the node (W, u >= 0). Reads x: the node (sink = node + sink_offset, e.g.
     the supply water above the slab); reads d: the source temperature (outdoor air). Parameters (theta):
-    running_power, min_modulation, part_load_curvature, capacity_scale, cop_scale, sink_offset, the two
+    running_power, min_modulation, part_load_curvature, capacity_scale, cop_scale, sink_offset,
+    duty_cycling (1: the unit is told a duty and runs on the envelope; 0: it follows a heat or modulation
+    demand continuously, `modulating_power`; the site's device signal sets it), the two
     surfaces' coefficients capacity_c0..5 / cop_c0..5 and their centres t_source0, t_sink0. The surfaces
     live in theta so that actuators with different tables evaluate together, and calibration can fit them.
     """
@@ -259,14 +283,19 @@ class RatedHeatPump(Actuator):
             self.p(theta, "part_load_curvature")
 
     def power(self, theta, u, x, d, xp=np):
-        el = envelope_power(*self._args(theta, u, x, d), xp=xp)
+        args = self._args(theta, u, x, d)
+        c = self.p(theta, "duty_cycling")
+        el = c * envelope_power(*args, xp=xp) + (1 - c) * modulating_power(*args, xp=xp)
         return el, 0 * el, u[..., 0]
 
     def electric_jacobian(self, theta: np.ndarray, u: Any, x: Any, d: Any, xp: Any = np) -> dict[str, Any]:
         """dP_el / d(u, x node, d source, and each named parameter), elementwise over the leading axes."""
         q, qmax, cop, p_run, r_min, kappa = self._args(theta, u, x, d)
         ts, tk = self.temperatures(theta, x, d)
-        J = envelope_jacobian(q, qmax, cop, p_run, r_min, kappa, xp)
+        c = self.p(theta, "duty_cycling")
+        Je = envelope_jacobian(q, qmax, cop, p_run, r_min, kappa, xp)
+        Jm = modulating_jacobian(q, qmax, cop, p_run, r_min, kappa, xp)
+        J = {k: c * Je[k] + (1 - c) * Jm[k] for k in Je}
         sc, so = self.p(theta, "capacity_scale"), self.p(theta, "cop_scale")
         m = monomials(ts, tk, self.p(theta, "t_source0"), self.p(theta, "t_sink0"))
         c = [self.p(theta, f"capacity_c{i}") for i in range(6)]
@@ -281,6 +310,8 @@ class RatedHeatPump(Actuator):
                "running_power": J["p_run"], "min_modulation": J["r_min"], "part_load_curvature": J["kappa"],
                "capacity_scale": J["q_max"] * qmax / sc, "cop_scale": J["cop"] * cop / so,
                "sink_offset": d_k / SCALE_K, "t_source0": -d_s / SCALE_K, "t_sink0": -d_k / SCALE_K}
+        out["duty_cycling"] = (envelope_power(q, qmax, cop, p_run, r_min, kappa, xp)
+                               - modulating_power(q, qmax, cop, p_run, r_min, kappa, xp))
         for i in range(6):
             out[f"capacity_c{i}"] = J["q_max"] * sc * m[i]
             out[f"cop_c{i}"] = J["cop"] * so * m[i]

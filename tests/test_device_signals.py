@@ -118,3 +118,24 @@ def test_radiant_site_publishes_duty_and_the_plan_carries_both():
     assert np.all(ctx.q_best[:, 0] > 3000) and np.all(ctx.q_best[:, 0] < 12000)
     inside = heat <= ctx.q_best[:, 0]
     assert np.allclose(ds.to_heat("duty", sig[:, 0], ctx, 0)[inside], heat[inside], rtol=1e-12, atol=1e-9)
+
+
+def test_a_heat_pump_told_watts_plans_with_continuous_part_load():
+    """Told a duty the unit runs on its envelope; told watts it follows the demand and pays its running power
+    all step, and the planner must know (the issue's gateway that made edge-mpc lose to on/off)."""
+    from controller.daemon.assemble import build_site_controller
+    from controller.daemon.settings import load_site
+
+    path = ROOT / "config/sites/radiant.yaml"
+    duty = build_site_controller(load_site(path, environ={}))
+    watts = build_site_controller(load_site(path, ["actuators.heat_pump.signal=power",
+                                                   "actuators.heat_pump.rate_limit=9200"], environ={}))
+    assert [a.unit for a in watts.actuators] == ["W"]
+    idx = duty.sim.net.params.index["heat_pump.duty_cycling"]
+    assert duty.sim.theta[idx] == 1.0 and watts.sim.theta[idx] == 0.0
+    u = np.full((1, 8, 1), 2500.0)
+    d = np.zeros((1, 8, duty.sim.nd))
+    x0 = duty.sim.initial_state(1)
+    p_duty = duty.sim.simulate(x0, u, d).p_el.sum()
+    p_watts = watts.sim.simulate(x0, u, d).p_el.sum()
+    assert p_watts > 1.2 * p_duty

@@ -164,10 +164,35 @@ def _points(batch: int, rng: np.random.Generator, lo: float, hi: float):
     return u, x, d
 
 
-@pytest.mark.parametrize("kappa", [0.0, 0.7])
-def test_rated_heat_pump_jacobian_against_complex_step_and_differences(kappa):
+@pytest.mark.parametrize("kappa,r_min,q", [(0.0, 0.3, 1000.0), (0.0, 0.3, 3000.0), (0.6, 0.2, 2000.0),
+                                           (0.9, 0.5, 3000.0), (0.9, 0.5, 7000.0), (0.3, 0.3, 9000.0)])
+def test_modulating_power_jacobian_against_complex_step(kappa, r_min, q):
+    args = dict(q=q, q_max=8000.0, cop=3.2, p_run=900.0, r_min=r_min, kappa=kappa)
+    J = devices.modulating_jacobian(*(np.array(v) for v in args.values()))
+    for key in args:
+        pert = {k: np.array(v, dtype=complex) for k, v in args.items()}
+        pert[key] = pert[key] + 1j * H
+        cs = float(np.imag(devices.modulating_power(*pert.values())) / H)
+        assert float(J[key]) == pytest.approx(cs, rel=1e-9, abs=1e-12), key
+
+
+def test_continuous_low_load_pays_the_running_power_and_duty_cycling_does_not():
+    q = np.linspace(0.0, 8000.0, 81)
+    full = np.full_like(q, 8000.0)
+    cop = np.full_like(q, 3.0)
+    env = devices.envelope_power(q, full, cop, 1300.0, 0.3, 0.0)
+    mod = devices.modulating_power(q, full, cop, 1300.0, 0.3, 0.0)
+    assert np.all(mod >= env - 1e-9) and mod[-1] == pytest.approx(env[-1])
+    alpha = 8000.0 / 3.0 - 1300.0
+    assert mod[40] == pytest.approx(1300.0 + alpha * 0.5)              # 50 % load: running all step
+    assert mod[20] == pytest.approx(0.25 / 0.3 * (1300.0 + alpha * 0.3))  # below r_min: cycles at r_min
+    assert env[40] == pytest.approx(0.5 * 8000.0 / 3.0)                # the chord to full load
+
+
+@pytest.mark.parametrize("kappa,duty_cycling", [(0.0, 1.0), (0.7, 1.0), (0.7, 0.0), (0.0, 0.4)])
+def test_rated_heat_pump_jacobian_against_complex_step_and_differences(kappa, duty_cycling):
     net = net_for(kappa=kappa, r_min=0.25)
-    sim = net.compile(900.0)
+    sim = net.compile(900.0).with_params({"hp.duty_cycling": duty_cycling})
     act = net.actuators[0]
     th = np.asarray(sim.theta, float)
     u, x, d = _points(40, np.random.default_rng(2), 200.0, 8000.0)
