@@ -19,7 +19,8 @@ see controller.device_signals): the plant takes what the device takes and turns 
 temperatures, saturating at a rated unit's full-load capacity there. What a rated heat pump draws depends
 on how it is told: a duty runs it at its best-efficiency point for that fraction of the step (the
 duty-cycled envelope of models.devices); watts, a modulation or a supply temperature make it follow the
-demand continuously, paying the running power all step (``models.devices.modulating_power``). A zone
+demand continuously, paying the running power all step (``models.devices.modulating_power``). A supply
+temperature T_s delivers emitter_ua (T_s - T_node) at the start-of-step node temperature. A zone
 setpoint is tracked by an ideal local loop: the heat that brings the zone there at the step's end
 (clipped to the unit's range).
 """
@@ -89,7 +90,8 @@ class VirtualBuilding:
                  param_scale: Mapping[str, float] | None = None, noise_k: float = 0.1,
                  quantisation_k: float = 0.1, dropout_prob: float = 0.0, seed: int | None = 0,
                  substeps: int = 1, x0: np.ndarray | None = None, backend: str = "numpy",
-                 dtype: str = "float64", signals: Mapping[str, str] | None = None) -> None:
+                 dtype: str = "float64", signals: Mapping[str, str] | None = None,
+                 emitter_ua: Mapping[str, float | None] | None = None) -> None:
         if not dt > 0:
             raise ValueError(f"dt must be > 0 s, got {dt}")
         if substeps < 1 or int(substeps) != substeps:
@@ -139,10 +141,12 @@ class VirtualBuilding:
         self._node_of = {j: i for i, j, _ in self.net.input_heat}
         self._B = None
         self.signals: dict[str, str] = {}
-        self.set_signals(signals or {})
+        self.set_signals(signals or {}, emitter_ua)
 
-    def set_signals(self, signals: Mapping[str, str]) -> None:
-        """What each input's command means (default power, W); see the module docstring."""
+    def set_signals(self, signals: Mapping[str, str], emitter_ua: Mapping[str, float | None] | None = None) -> None:
+        """What each input's command means (default power, W); see the module docstring. A supply-water
+        temperature needs the emitter's conductance to the node the input heats (`emitter_ua`, W/K)."""
+        ua = {k: float(v) for k, v in (emitter_ua or {}).items() if v is not None}
         for name, kind in signals.items():
             if name not in self.input_names:
                 raise ValueError(f"signals: unknown input {name!r} (inputs: {', '.join(self.input_names)})")
@@ -150,9 +154,10 @@ class VirtualBuilding:
                 raise ValueError(f"signals[{name!r}] = {kind!r}; expected one of {', '.join(DEVICE_SIGNALS)}")
             if kind != "power" and self.sim.input_units[self.input_names.index(name)] != "W":
                 raise ValueError(f"signals[{name!r}]: only thermal power inputs take device signals")
-            if kind == "supply_temperature":
-                raise ValueError("signals: supply_temperature needs the emitter conductance; not simulated yet")
+            if kind == "supply_temperature" and not (ua.get(name, 0.0) > 0 and np.isfinite(ua[name])):
+                raise ValueError(f"signals[{name!r}] = supply_temperature needs emitter_ua[{name!r}] > 0 W/K")
         self.signals = dict(signals)
+        self.emitter_ua = ua
         # A rated unit told a duty runs on its envelope; told anything else it follows the demand (models.devices).
         cycling = {f"{a.name}.duty_cycling": 1.0 if signals.get(self.input_names[j]) == "duty" else 0.0
                    for j, a in self._rated.items() if f"{a.name}.duty_cycling" in self.net.params.index}
@@ -245,6 +250,9 @@ class VirtualBuilding:
                 heat[j] = sign * np.clip(req[j], 0.0, 1.0) * q_max
             elif kind == "duty":
                 heat[j] = sign * np.clip(req[j], 0.0, 1.0) * q_best
+            elif kind == "supply_temperature":
+                i = self._node_of[j]
+                heat[j] = sign * self.emitter_ua[name] * max(sign * (req[j] - self._x[i]), 0.0)
             elif kind == "zone_temperature":
                 heat[j] = self._zone_loop(j, req[j], d)
         return heat

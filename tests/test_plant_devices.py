@@ -23,9 +23,9 @@ def _dist(t_out: float):
     return f
 
 
-def _plant(signals=None, t_out=-5.0, model="config/buildings/radiant-hp.yaml"):
+def _plant(signals=None, t_out=-5.0, model="config/buildings/radiant-hp.yaml", emitter_ua=None):
     return VirtualBuilding(ROOT / model, dt=DT, disturbances=_dist(t_out), noise_k=0.0, quantisation_k=0.0,
-                           substeps=3, signals=signals)
+                           substeps=3, signals=signals, emitter_ua=emitter_ua)
 
 
 def test_duty_bursts_cost_less_than_continuous_low_load_for_the_same_heat():
@@ -106,3 +106,13 @@ def test_the_plant_knows_the_same_device_signals_as_the_core():
     from drivers.virtual_building import DEVICE_SIGNALS
 
     assert DEVICE_SIGNALS == SIGNALS
+
+
+def test_supply_temperature_delivers_emitter_ua_times_the_lift_over_the_node():
+    plant = _plant({"heat_pump": "supply_temperature"}, emitter_ua={"heat_pump": 1.0})
+    with pytest.raises(ValueError, match="emitter_ua"):
+        plant.set_signals({"heat_pump": "supply_temperature"})
+    plant.set_signals({"heat_pump": "supply_temperature"}, {"heat_pump": 800.0})
+    slab = plant.state[plant.net.node("slab")]
+    plant.step({"heat_pump": slab + 4.0}, 0.0)
+    assert plant.log().u[0, 0] == pytest.approx(3200.0)

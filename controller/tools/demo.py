@@ -77,7 +77,8 @@ def _start_time(season: str, year: int, tz: Any) -> float:
 def run_mpc(site: Any, plant: VirtualBuilding, t0: float, steps: int) -> tuple[np.ndarray, Any]:
     ctrl = build_site_controller(site)
     ctrl.estimator.reset(plant.state)
-    plant.set_signals({a.name: a.signal for a in ctrl.actuators})  # the plant takes what the devices take
+    plant.set_signals({a.name: a.signal for a in ctrl.actuators},  # the plant takes what the devices take
+                      {a.name: a.emitter_ua for a in ctrl.actuators})
     gate = SetpointGate(ctrl.actuators)
     compute = np.zeros(steps)
     prog = Progress(steps, "MPC")
