@@ -125,3 +125,14 @@ def test_scp_matches_ipopt_on_a_heat_pump_house(seed):
     hi = data.u_max
     j_ref, _ = _ipopt(net, sim, prob, data, [np.zeros_like(hi), 0.3 * hi, res.u])
     assert (res.objective - j_ref) / abs(j_ref) <= 1e-4, (res.objective, j_ref)
+
+
+def test_scp_matches_ipopt_when_the_unit_follows_demand_continuously():
+    """duty_cycling = 0 (a unit told watts or a modulation): the meter is the nonconvex continuous part-load
+    curve (cycling only below r_min). Measured +6e-8 at horizon 96."""
+    sim, prob, data = radiant_case(K, DT, 1, {"heat_pump.duty_cycling": 0.0})
+    scp = SCPSolver(prob, sim)
+    res = scp.solve(data)
+    assert res.status in (Status.KKT, Status.STALLED)
+    j_ref, _ = _ipopt(sim.net, sim, prob, data, [np.zeros_like(res.u), 0.3 * data.u_max, res.u])
+    assert (res.objective - j_ref) / abs(j_ref) <= 1e-4, (res.objective, j_ref)

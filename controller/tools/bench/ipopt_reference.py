@@ -80,6 +80,15 @@ def _envelope(ca: Any, q: Any, q_max: Any, cop: Any, p_run: float, r_min: float,
     return ca.if_else(q <= r_t * q_max, q * p_t / (r_t * q_max), curve)
 
 
+def _modulating(ca: Any, q: Any, q_max: Any, cop: Any, p_run: float, r_min: float, kappa: float) -> Any:
+    """models.devices.modulating_power below full load (the capacity constraint keeps q <= Q_max)."""
+    alpha = q_max / cop - p_run
+    r = q / q_max
+    curve = p_run + alpha * ((1 - kappa) * r + kappa * r * r)
+    at_min = p_run + alpha * ((1 - kappa) * r_min + kappa * r_min * r_min)
+    return ca.if_else(r >= r_min, curve, r / r_min * at_min)
+
+
 def ipopt_solve(sim: Any, prob: MPCProblem, data: MPCData, starts: list[np.ndarray], *,
                 tol: float = 1e-10) -> tuple[float, np.ndarray | None, float]:
     """(best objective, its plan (K, nu), seconds of the first start) over IPOPT runs from `starts`."""
@@ -108,8 +117,10 @@ def ipopt_solve(sim: Any, prob: MPCProblem, data: MPCData, starts: list[np.ndarr
             tk = x[a.reads_x[0]] + p["sink_offset"]
             q_max, cop = a.rated(th, float(data.d[k, a.reads_d[0]]), tk)
             q = a.sign * u[k, j]
-            cost = cost + usd * data.price_el[k] * _envelope(ca, q, q_max, cop, p["running_power"],
-                                                             p["min_modulation"], p["part_load_curvature"])
+            args = (ca, q, q_max, cop, p["running_power"], p["min_modulation"], p["part_load_curvature"])
+            c = p.get("duty_cycling", 1.0)
+            el = _envelope(*args) if c == 1.0 else c * _envelope(*args) + (1 - c) * _modulating(*args)
+            cost = cost + usd * data.price_el[k] * el
             opti.subject_to(q <= q_max)
         for j in range(nu):
             if j not in rated and linear:
