@@ -20,11 +20,13 @@ from typing import Any
 
 import numpy as np
 
+from controller import device_signals
 from controller.disturbances import PRICE_FORECASTS, DisturbanceBuilder, prices_over
 from controller.estimator import KalmanEstimator, pack_array, unpack_array
 from controller.mpc.lqsolver import LQOptions, LQSolver
 from controller.mpc.problem import MPCProblem, PowerCoeffs, Weights
 from controller.mpc.result import shift_plan
+from controller.mpc.scp import SCPOptions, SCPSolver
 from controller.site_config import SiteConfig
 from models.errors import ConfigError
 from models.network import Network
@@ -45,6 +47,18 @@ class ActuatorSpec:
     safe_max: float
     rate_limit: float | None = None  # per control step, same unit
     zone: str | None = None
+    # What the device accepts (controller.device_signals): min/max/safe_*/rate_limit are in its unit, the
+    # planner's heat bounds (W) in heat_min/heat_max.
+    signal: str = "power"
+    heat_min: float = math.nan
+    heat_max: float = math.nan
+    emitter_ua: float | None = None
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.heat_min):
+            self.heat_min = self.min
+        if math.isnan(self.heat_max):
+            self.heat_max = self.max
 
 
 @dataclass
@@ -102,9 +116,12 @@ def parse_actuators(cur: Cursor, sim: Any) -> list[ActuatorSpec]:
         unit = sim.input_units[j]
         lo, hi = float(sim.u_min[j]), float(sim.u_max[j])
         safe_lo, safe_hi, rate = lo, hi, None
+        if name in overrides and cur.get(name).has("signal") and cur.get(name).get("signal").value != "power":
+            specs.append(ActuatorSpec(**device_signals.parse_spec(cur.get(name), name, unit, lo, hi, zone_of.get(j))))
+            continue
         if name in overrides:
             o = cur.get(name)
-            o.only_keys({"min", "max", "safe_min", "safe_max", "rate_limit"})
+            o.only_keys({"min", "max", "safe_min", "safe_max", "rate_limit", "signal"})
             lo = o.get("min", lo).as_float(unit=unit, low=sim.u_min[j], high=sim.u_max[j])
             hi = o.get("max", hi).as_float(unit=unit, low=lo, high=sim.u_max[j])
             safe_lo = o.get("safe_min", lo).as_float(unit=unit)
@@ -140,10 +157,15 @@ class SiteController:
             self._offset_cols.append(j)
         self.sim = self.net.compile(ctl.step_s, backend=ctl.backend, dtype=ctl.dtype)
         sim = self.sim
-        if sim.linear is None or sim.power_coeffs is None:
-            raise ConfigError("this site's model has bilinear or state-dependent actuators; the daemon's MPC "
-                              "needs a linear model with piecewise-linear meters", file=str(site.model_path),
-                              expected="ideal_hvac / boiler actuators", found=[a.kind for a in sim.net.actuators])
+        if sim.linear is None:
+            raise ConfigError("this site's model has bilinear actuators (flow x temperature); the daemon's MPC "
+                              "needs a linear thermal network", file=str(site.model_path),
+                              expected="actuators that deliver heat (ideal_hvac, boiler, heat_pump, chiller)",
+                              found=[a.kind for a in sim.net.actuators])
+        # Meters that depend on temperatures (rated heat pumps, COP against the sink): sequential convex
+        # programming over the same linear network (controller.mpc.scp); otherwise the convex QP directly.
+        self.nonlinear_meters = sim.power_coeffs is None
+        self._zone_rows = np.asarray(sim._zone_rows)
         self.zone_names = sim.zone_names
         self.sensor_ids = sim.sensor_names
         node_zone = {z.node: z.name for z in sim.net.zones}
@@ -155,6 +177,12 @@ class SiteController:
         self.sensor_zones = {sid: zone_by_node.get(int(np.argmax(np.abs(row))))
                              for sid, row in zip(self.sensor_ids, np.asarray(sim.Cs), strict=True)}
         self.actuators = parse_actuators(site.actuators, sim)
+        # A rated unit plans on its duty-cycled envelope only when it is told a duty; told watts or a
+        # modulation it follows the demand continuously and pays its running power all step (models.devices).
+        modulating = {f"{a.name}.duty_cycling": 0.0 for a in self.actuators
+                      if a.signal != "duty" and f"{a.name}.duty_cycling" in sim.net.params.index}
+        if modulating:
+            self.sim = sim = sim.with_params(modulating)
         self.units = {a.name: a.unit for a in self.actuators}
         self.tz = site.timezone
         self.price_el = tariff.get("electricity")
@@ -177,14 +205,16 @@ class SiteController:
         zones = site.comfort.zones
         self.comfort_mask = np.ones(len(self.zone_names), bool) if zones == "all" else np.isin(self.zone_names, zones)
         weights = parse_weights(site.weights)
-        lo = np.array([a.min for a in self.actuators])
-        hi = np.array([a.max for a in self.actuators])
-        rate = np.array([a.rate_limit if a.rate_limit else np.inf for a in self.actuators])
+        lo = np.array([a.heat_min for a in self.actuators])
+        hi = np.array([a.heat_max for a in self.actuators])
+        rate = np.array([device_signals.heat_rate(a.signal, a.rate_limit, max(abs(a.heat_min), abs(a.heat_max)),
+                                                  a.emitter_ua) for a in self.actuators])
         self.problem = MPCProblem(model=sim.linear, horizon=ctl.horizon, dt=ctl.step_s, u_min=lo, u_max=hi,
-                                  power=PowerCoeffs.from_dict(sim.power_coeffs, sim.nu), weights=weights,
+                                  power=PowerCoeffs.from_dict(sim.power_coeffs or {}, sim.nu), weights=weights,
                                   rate_limit=rate, move_blocking=ctl.move_blocking or None)
         # A relative gap of 1e-4 is far below what model error and forecast error leave on the table.
-        self.solver = LQSolver(self.problem, LQOptions(tol=1e-4))
+        self.solver = (SCPSolver(self.problem, sim, SCPOptions(tol=1e-4)) if self.nonlinear_meters
+                       else LQSolver(self.problem, LQOptions(tol=1e-4)))
         A, B, E = sim.linear.discrete()
         self._zone_nodes = [z.node for z in sim.net.zones]
         self._known_cols = [j for j in range(sim.nd) if j not in self._offset_cols]
@@ -236,7 +266,8 @@ class SiteController:
         m = min(cs.margin, 0.25 * (cs.occupied.high - cs.occupied.low))
         low, high = low + m, high - m
         low[:, ~self.comfort_mask], high[:, ~self.comfort_mask] = -np.inf, np.inf
-        data = self.problem.data(x0, d, price_el, price_gas, comfort_low=low, comfort_high=high, u_last=self.u_last)
+        data = self.problem.data(x0, d, price_el, price_gas, comfort_low=self._outputs(low, -np.inf),
+                                 comfort_high=self._outputs(high, np.inf), u_last=self.u_last)
         # 3. Solve, warm-started from the previous plan shifted by the steps that passed.
         u0 = active = None
         if self.last_plan is not None and self.t_last is not None:
@@ -253,7 +284,7 @@ class SiteController:
             if not self._reports_applied:  # nobody says what was applied: assume the plan's first step
                 self._remember(AppliedInputs(t, np.array(res.u[0], dtype=float), np.ones(self.sim.nu, bool)))
         self.d_prev, self.t_last = np.array(d[:, self._known_cols]), t
-        zone_pred = np.asarray(res.zone_temps) if res.zone_temps is not None else None
+        zone_pred = np.asarray(res.zone_temps)[:, self._zone_rows] if res.zone_temps is not None else None
         zone_est = x0[self._zone_nodes]
         price_sources = {PRICE_FORECASTS[c]: "mqtt" if cover > 0.5 else "tariff"
                          for c, cover in (("electricity", el_cover), ("gas", gas_cover))
@@ -284,18 +315,42 @@ class SiteController:
         else:
             reason = f"{res.status}: the solver did not certify the plan" + (f" ({res.message})" if res.message
                                                                           else "")
+        # Device units (controller.device_signals): what each device accepts, from the planned heat and the
+        # predicted temperatures; the plan carries both.
+        signals = self.device_signals(x0, np.asarray(res.u), d) if usable else None
         plan = {
             "start": t, "step": dt, "actuators": [a.name for a in self.actuators], "units": self.units,
-            "setpoints": np.asarray(res.u).round(3).tolist() if usable else None,
+            "signals": {a.name: a.signal for a in self.actuators},
+            "setpoints": signals.round(3).tolist() if usable else None,
+            "heat_w": np.asarray(res.u).round(3).tolist() if usable else None,
             "zones": self.zone_names,
             "predicted_zone_temps": zone_pred.round(3).tolist() if zone_pred is not None else None,
             "comfort_low": low[:, 0].tolist(), "comfort_high": high[:, 0].tolist(),
             "price_el": np.asarray(price_el).tolist(), "currency": self.currency, "objective": float(res.objective),
             "terms": diagnostics["objective_terms"], "status": str(res.status),
         }
-        setpoints = ({a.name: float(v) for a, v in zip(self.actuators, res.u[0], strict=True)} if usable else {})
+        setpoints = ({a.name: float(v) for a, v in zip(self.actuators, signals[0], strict=True)} if usable else {})
         return CycleOutput(setpoints, self.units, plan, str(res.status), ok, reason, diagnostics,
-                           np.array(res.u) if usable else None)
+                           signals if usable else None)
+
+    def _outputs(self, band: np.ndarray, free: float) -> np.ndarray:
+        """A per-zone band (K, nz) on the model's outputs: a sensor that reads no zone (a slab, a tank) is
+        one more output of the linear model, and it gets no comfort band."""
+        if self.problem.nz == band.shape[1]:
+            return band
+        out = np.full((band.shape[0], self.problem.nz), free)
+        out[:, self._zone_rows] = band
+        return out
+
+    def device_signals(self, x0: np.ndarray, u: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """The plan u (K, nu) of heat in each device's unit (a copy of u when every device takes watts)."""
+        if all(a.signal == "power" for a in self.actuators):
+            return np.array(u, dtype=float)
+        heat_max = np.array([max(abs(a.heat_min), abs(a.heat_max)) for a in self.actuators])
+        ua = np.array([a.emitter_ua or np.nan for a in self.actuators])
+        ctx = device_signals.context(self.sim, x0, u, d, heat_max, ua)
+        return np.stack([device_signals.to_signal(a.signal, u[:, j], ctx, j)
+                         for j, a in enumerate(self.actuators)], axis=1)
 
     # -- what reached the plant ------------------------------------------------------------------------
     def record_applied(self, t: float, values: Mapping[str, float | None], valid_until: float = math.inf) -> None:

@@ -19,6 +19,8 @@ import numpy as np
 from controller.site_config import ComfortSettings, FallbackSettings
 
 POWER_UNITS = frozenset({"W", "kW"})
+# Device fractions (controller.device_signals): 0 is off, like 0 W.
+FRACTION_UNITS = frozenset({"duty", "modulation"})
 TEMPERATURE_UNITS = frozenset({"°C", "degC", "C", "K"})
 
 
@@ -51,7 +53,7 @@ def safe_default(spec: Actuator) -> float:
     explicit = getattr(spec, "safe_default", None)
     if explicit is not None and math.isfinite(explicit):
         return min(max(float(explicit), lo), hi)
-    if spec.unit in POWER_UNITS:
+    if spec.unit in POWER_UNITS or spec.unit in FRACTION_UNITS:
         return min(max(0.0, lo), hi)
     return 0.5 * (lo + hi)
 
@@ -253,11 +255,15 @@ class FallbackPolicy:
         values: dict[str, float | None] = {}
         sources: dict[str, str] = {}
         for a in self.actuators:
+            if getattr(a, "signal", None) == "supply_temperature":
+                # A zone setpoint is no supply-water setpoint: the device's own heating curve takes over.
+                values[a.name], sources[a.name] = None, "relinquish"
+                continue
             if a.unit in TEMPERATURE_UNITS:
                 values[a.name], sources[a.name] = heat_sp, "schedule"
                 continue
             temp = temps.get(self.zone_of[a.name] or "")
-            if a.unit not in POWER_UNITS or temp is None or not math.isfinite(temp):
+            if (a.unit not in POWER_UNITS and a.unit not in FRACTION_UNITS) or temp is None or not math.isfinite(temp):
                 values[a.name], sources[a.name] = None, "relinquish"
                 continue
             # Proportional rule: full heat proportional_band below the heating setpoint, full cooling the

@@ -17,6 +17,16 @@ at different steps can be scored on the same time grid.
 
 ``PLANT_MISMATCH`` is the one table of how the demo's and the lockstep bench's plant deliberately differs
 from the model it is built from; ``mismatch_scale`` turns it into a ``param_scale``.
+
+Device signals (``signals``: actuator -> power | modulation | duty | supply_temperature | zone_temperature,
+see controller.device_signals): the plant takes what the device takes and turns it into heat at its *true*
+temperatures, saturating at a rated unit's full-load capacity there. What a rated heat pump draws depends
+on how it is told: a duty runs it at its best-efficiency point for that fraction of the step (the
+duty-cycled envelope of models.devices); watts, a modulation or a supply temperature make it follow the
+demand continuously, paying the running power all step (``models.devices.modulating_power``). A supply
+temperature T_s delivers emitter_ua (T_s - T_node) at the start-of-step node temperature. A zone
+setpoint is tracked by an ideal local loop: the heat that brings the zone there at the step's end
+(clipped to the unit's range).
 """
 
 from __future__ import annotations
@@ -32,6 +42,8 @@ from models import load_building
 from models.network import Network
 
 DisturbanceSource = Callable[[np.ndarray], np.ndarray]
+# What a device may be told (the names of controller.device_signals.SIGNALS; drivers do not import the core).
+DEVICE_SIGNALS = ("power", "modulation", "duty", "supply_temperature", "zone_temperature")
 
 # The plant is the model with its physics off by realistic amounts (what calibration never fully removes):
 # parameter-name suffix -> factor on the model's value. Used by `edge-mpc demo`, `bench lockstep` and the
@@ -93,7 +105,8 @@ class VirtualBuilding:
                  param_scale: Mapping[str, float] | None = None, noise_k: float = 0.1,
                  quantisation_k: float = 0.1, dropout_prob: float = 0.0, seed: int | None = 0,
                  substeps: int = 1, x0: np.ndarray | None = None, backend: str = "numpy",
-                 dtype: str = "float64") -> None:
+                 dtype: str = "float64", signals: Mapping[str, str] | None = None,
+                 emitter_ua: Mapping[str, float | None] | None = None) -> None:
         if not dt > 0:
             raise ValueError(f"dt must be > 0 s, got {dt}")
         if substeps < 1 or int(substeps) != substeps:
@@ -139,6 +152,34 @@ class VirtualBuilding:
         self._last_powers = {k: dict.fromkeys(self.actuator_names, 0.0) for k in ("electric", "gas", "thermal")}
         self._rows: list[tuple] = []
         self._fine: list[tuple] = []
+        self._theta = np.asarray(sim.theta, dtype=float)
+        self._rated = {a.inputs[0]: a for a in self.net.actuators if hasattr(a, "modulating_power")}
+        self._node_of = {j: i for i, j, _ in self.net.input_heat}
+        self._B = None
+        self.signals: dict[str, str] = {}
+        self.set_signals(signals or {}, emitter_ua)
+
+    def set_signals(self, signals: Mapping[str, str], emitter_ua: Mapping[str, float | None] | None = None) -> None:
+        """What each input's command means (default power, W); see the module docstring. A supply-water
+        temperature needs the emitter's conductance to the node the input heats (`emitter_ua`, W/K)."""
+        ua = {k: float(v) for k, v in (emitter_ua or {}).items() if v is not None}
+        for name, kind in signals.items():
+            if name not in self.input_names:
+                raise ValueError(f"signals: unknown input {name!r} (inputs: {', '.join(self.input_names)})")
+            if kind not in DEVICE_SIGNALS:
+                raise ValueError(f"signals[{name!r}] = {kind!r}; expected one of {', '.join(DEVICE_SIGNALS)}")
+            if kind != "power" and self.sim.input_units[self.input_names.index(name)] != "W":
+                raise ValueError(f"signals[{name!r}]: only thermal power inputs take device signals")
+            if kind == "supply_temperature" and not (ua.get(name, 0.0) > 0 and np.isfinite(ua[name])):
+                raise ValueError(f"signals[{name!r}] = supply_temperature needs emitter_ua[{name!r}] > 0 W/K")
+        self.signals = dict(signals)
+        self.emitter_ua = ua
+        # A rated unit told a duty runs on its envelope; told anything else it follows the demand (models.devices).
+        cycling = {f"{a.name}.duty_cycling": 1.0 if signals.get(self.input_names[j]) == "duty" else 0.0
+                   for j, a in self._rated.items() if f"{a.name}.duty_cycling" in self.net.params.index}
+        if cycling:
+            self.sim = self.sim.with_params(cycling)
+            self._theta = np.asarray(self.sim.theta, dtype=float)
 
     # -- Plant protocol -----------------------------------------------------------------------------------
     def step(self, u: Mapping[str, float] | np.ndarray, t: float) -> dict[str, float | None]:
@@ -147,13 +188,14 @@ class VirtualBuilding:
         if self._t is not None and abs(t - self._t) > 1e-6 * max(1.0, self.dt):
             raise ValueError(f"the plant is at t={self._t}, asked to step from t={t} (steps must be consecutive)")
         req = self._inputs(u)
-        applied = np.clip(req, self.u_min, self.u_max)
         S = self.substeps
         h = self.dt / S
         times = t + h * np.arange(S)
         d = np.asarray(self._disturbances(times), dtype=float)
         if d.shape != (S, self.sim.nd) or not np.all(np.isfinite(d)):
             raise ValueError(f"disturbances returned {d.shape} (finite values needed), expected ({S}, {self.sim.nd})")
+        applied = np.clip(self._heat(req, d) if self.signals else req, self.u_min, self.u_max)
+        applied = self._saturate(applied, self._x, d[0])
         zones_start = self.sim.Cz @ self._x
         traj = self.sim.simulate(self._x[None], np.broadcast_to(applied, (1, S, applied.size)), d[None])
         x_end = np.asarray(traj.x[0, -1], dtype=float)
@@ -225,6 +267,55 @@ class VirtualBuilding:
                         actuator_names=self.actuator_names, disturbance_names=tuple(self.sim.disturbance_names))
 
     # -- internals ----------------------------------------------------------------------------------------
+    def _rated_args(self, a: Any, x: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(full-load capacity, heat at the best-efficiency point) of rated device a at state x, inputs d."""
+        u1 = np.full((*np.shape(x)[:-1], 1), 1e-9 * a.sign)
+        _, ratio, q_max = a.operating_point(self._theta, u1, x[..., a.reads_x], d[..., a.reads_d])
+        return np.asarray(q_max, float), np.asarray(ratio, float) * np.asarray(q_max, float)
+
+    def _heat(self, req: np.ndarray, d: np.ndarray) -> np.ndarray:
+        """Device signals -> heat (W) at the true state at the step's start."""
+        heat = req.copy()
+        for name, kind in self.signals.items():
+            j = self.input_names.index(name)
+            a = self._rated.get(j)
+            sign = -1.0 if self.u_max[j] <= 0 < -self.u_min[j] else 1.0
+            if a is not None:
+                q_max, q_best = (float(v) for v in self._rated_args(a, self._x, d[0]))
+            else:  # heating side of the input's range (the cooling side for a cooling-only input)
+                q_max = q_best = float(self.u_max[j] if sign > 0 else -self.u_min[j])
+            if kind == "modulation":
+                heat[j] = sign * np.clip(req[j], 0.0, 1.0) * q_max
+            elif kind == "duty":
+                heat[j] = sign * np.clip(req[j], 0.0, 1.0) * q_best
+            elif kind == "supply_temperature":
+                i = self._node_of[j]
+                heat[j] = sign * self.emitter_ua[name] * max(sign * (req[j] - self._x[i]), 0.0)
+            elif kind == "zone_temperature":
+                heat[j] = self._zone_loop(j, req[j], d)
+        return heat
+
+    def _zone_loop(self, j: int, setpoint: float, d: np.ndarray) -> float:
+        """An ideal local loop: the heat that brings the served zone to `setpoint` at the step's end."""
+        S = self.substeps
+        zone_nodes = [z.node for z in self.net.zones]
+        i = self._node_of.get(j)
+        zi = zone_nodes.index(i) if i in zone_nodes else 0
+        zeros = np.zeros((1, S, self.sim.nu))
+        free = float(np.asarray(self.sim.simulate(self._x[None], zeros, d[None]).x)[0, -1, zone_nodes[zi]])
+        one = zeros.copy()
+        one[..., j] = 1000.0
+        gain = (float(np.asarray(self.sim.simulate(self._x[None], one, d[None]).x)[0, -1, zone_nodes[zi]]) - free) / 1e3
+        return (setpoint - free) / gain if gain != 0 else 0.0
+
+    def _saturate(self, applied: np.ndarray, x: np.ndarray, d0: np.ndarray) -> np.ndarray:
+        """A rated unit delivers at most its full-load capacity at the true temperatures."""
+        out = applied.copy()
+        for j, a in self._rated.items():
+            q_max, _ = self._rated_args(a, x, d0)
+            out[j] = np.clip(out[j], -float(q_max), 0.0) if a.sign < 0 else np.clip(out[j], 0.0, float(q_max))
+        return out
+
     def _inputs(self, u: Mapping[str, float] | np.ndarray) -> np.ndarray:
         if isinstance(u, Mapping):
             unknown = sorted(set(u) - set(self.input_names))

@@ -11,7 +11,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from models import components as comp
+from models import devices
 from models.network import FlowTerm, InputSpec, Network, Zone
 from models.yamlio import Cursor, _closest, load_yaml
 
@@ -526,6 +529,10 @@ class _Builder:
             act = comp.IdealHVAC(name, kind, [j], "W",
                                  params=self._pidx(name, "cop_heating", "cop_cooling", "efficiency"),
                                  heating_fuel=fuel)
+        elif kind in ("heat_pump", "chiller") and (kind == "chiller" or cur.has("rating")):
+            act = self._rated_machine(name, cur, kind)
+        elif kind == "condensing_boiler":
+            act = self._condensing_boiler(name, cur)
         elif kind in ("heat_pump", "boiler"):
             keys = {"type", "node", "capacity", "efficiency"} if kind == "boiler" else {
                 "type", "node", "capacity", "carnot_efficiency", "supply_offset", "source", "max_cop"}
@@ -576,10 +583,78 @@ class _Builder:
             self._pump(name, cur, sup, loop)
             return
         else:
-            kinds = ("ideal_hvac", "heat_pump", "boiler", "vav", "hydronic_loop")
+            kinds = ("ideal_hvac", "heat_pump", "chiller", "boiler", "condensing_boiler", "vav", "hydronic_loop")
             raise cur.get("type").error(f"unknown actuator type '{kind}'{_hint(kind, kinds)}",
-                                        expected="ideal_hvac, heat_pump, boiler, vav or hydronic_loop")
+                                        expected=", ".join(kinds[:-1]) + " or " + kinds[-1])
         net.actuators.append(act)
+
+    def _rated_machine(self, name: str, cur: Cursor, kind: str) -> comp.Actuator:
+        """A heat pump or chiller from a rating table, duty-cycled within the step (models.devices)."""
+        perf = "eer" if kind == "chiller" else "cop"
+        cur.only_keys({"type", "node", "source", "capacity", "rating", "running_power", "min_modulation",
+                       "part_load_curvature", "sink_offset"})
+        node = self.ref_node(cur.get("node"))
+        src = self.ref_temperature(cur.get("source"), f"a {kind.replace('_', ' ')}'s source")
+        rows = cur.get("rating")
+        if len(rows) == 0:
+            raise rows.error("a rating table needs at least one point", expected="a non-empty list of "
+                             f"{{source, sink, capacity, {perf}}}")
+        pts = []
+        for row in rows:
+            row.only_keys({"source", "sink", "capacity", perf})
+            pts.append((row.get("source").as_float(unit="degC", low=-40, high=60),
+                        row.get("sink").as_float(unit="degC", low=-10, high=90),
+                        row.get("capacity").as_float(unit="W", positive=True),
+                        row.get(perf).as_float(positive=True, high=20)))
+        ts, tk, capv, perfv = (np.array(c) for c in zip(*pts, strict=True))
+        cap_s, perf_s = devices.fit_surface(ts, tk, capv), devices.fit_surface(ts, tk, perfv)
+        for surf, what in ((cap_s, "capacity"), (perf_s, perf.upper())):
+            bad = devices.check_surface(surf, ts, tk, what)
+            if bad:
+                raise rows.error(bad, expected="rating points whose fit stays positive (add points or check units)")
+        _, p_run = self.num(cur, "running_power", name, "W", default=0.0, nonnegative=True)
+        p_full = capv / perfv
+        if np.any(p_run >= p_full):
+            raise cur.get("running_power").error(
+                "the running power is not below the full-load electric power at every rating point",
+                expected=f"less than {float(np.min(p_full)):.0f} W (capacity / {perf.upper()})", found=p_run)
+        self.num(cur, "min_modulation", name, None, default=0.3, nonnegative=True, high=1.0)
+        self.num(cur, "part_load_curvature", name, None, default=0.0, nonnegative=True, high=0.95)
+        self.num(cur, "sink_offset", name, "K", default=0.0, low=-30, high=30)
+        for key in ("capacity_scale", "cop_scale", "duty_cycling"):
+            self.reg(f"{name}.{key}", 1.0, lower=0.0, cur=cur)
+        # The fitted surfaces live in theta (see models.devices.RatedHeatPump): same centres for both.
+        self.reg(f"{name}.t_source0", cap_s.s0, lower=-math.inf, cur=rows)
+        self.reg(f"{name}.t_sink0", cap_s.k0, lower=-math.inf, cur=rows)
+        for i in range(6):
+            self.reg(f"{name}.capacity_c{i}", float(cap_s.coef[i]), lower=-math.inf, cur=rows)
+            self.reg(f"{name}.cop_c{i}", float(perf_s.coef[i]), lower=-math.inf, cur=rows)
+        _, cap = self.num(cur, "capacity", name, "W", default=float(np.max(capv)), positive=True)
+        sign = 1.0 if kind == "heat_pump" else -1.0
+        j = self._input(name, "W", 0.0, cap) if sign > 0 else self._input(name, "W", -cap, 0.0)
+        self.net.input_heat.append((node, j, lambda th: 1.0))
+        cls = devices.RatedHeatPump if sign > 0 else devices.RatedChiller
+        return cls(name, kind, [j], "W", reads_x=[node], reads_d=[src],
+                   params=self._pidx(name, "running_power", "min_modulation", "part_load_curvature",
+                                     "capacity_scale", "cop_scale", "sink_offset", "duty_cycling", "t_source0",
+                                     "t_sink0", *devices.SURFACE_KEYS))
+
+    def _condensing_boiler(self, name: str, cur: Cursor) -> comp.Actuator:
+        """Gas boiler whose efficiency falls with the return (node) temperature (models.devices)."""
+        cur.only_keys({"type", "node", "capacity", "eta_condensing", "eta_noncondensing", "dew_point", "width",
+                       "fan_power"})
+        node = self.ref_node(cur.get("node"))
+        _, cap = self.num(cur, "capacity", name, "W", positive=True)
+        _, hi = self.num(cur, "eta_condensing", name, None, default=0.97, positive=True, high=1.1)
+        self.num(cur, "eta_noncondensing", name, None, default=0.87, positive=True, high=hi)
+        self.num(cur, "dew_point", name, "degC", default=55.0, low=20, high=80)
+        self.num(cur, "width", name, "K", default=4.0, positive=True, high=30)
+        self.num(cur, "fan_power", name, "W", default=0.0, nonnegative=True)
+        j = self._input(name, "W", 0.0, cap)
+        self.net.input_heat.append((node, j, lambda th: 1.0))
+        return devices.CondensingBoiler(name, "condensing_boiler", [j], "W", reads_x=[node],
+                                        params=self._pidx(name, "eta_condensing", "eta_noncondensing", "dew_point",
+                                                          "width", "fan_power"), capacity=cap)
 
     def _input(self, name: str, unit: str, lo: float, hi: float, owner: str | None = None) -> int:
         self.net.inputs.append(InputSpec(name, unit, lo, hi, owner or name))

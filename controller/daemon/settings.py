@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 ENV_PREFIX = "EDGE_MPC__"
 
 # Known keys per section. `None` = an open mapping whose keys are names chosen by the user.
-_ACTUATOR_KEYS = frozenset({"min", "max", "rate_limit", "safe_min", "safe_max"})
+_ACTUATOR_KEYS = frozenset({"min", "max", "rate_limit", "safe_min", "safe_max", "signal", "emitter_ua"})
 _SCHEMA: dict[str, frozenset[str] | None] = {
     "site": frozenset(),
     "timezone": frozenset(),

@@ -39,7 +39,11 @@ def objective_terms(prob: MPCProblem, data: MPCData, u: Any, y: Any, xp: Any = n
     w, dt_h = prob.weights, prob.dt_h
     p_el = electric_power(prob, data, u, xp)
     p_gas = gas_power(prob, data, u, xp)
-    energy = w.energy_cost * dt_h / 1000.0 * ((p_el - data.base_el) @ data.price_el + p_gas @ data.price_gas)
+    if data.energy_cost is not None:  # linearised meters (controller.mpc.scp): already weighted USD per W
+        cp, cm = data.energy_cost
+        energy = (xp.maximum(u, 0.0) * cp + xp.maximum(-u, 0.0) * cm).sum(axis=(-2, -1))
+    else:
+        energy = w.energy_cost * dt_h / 1000.0 * ((p_el - data.base_el) @ data.price_el + p_gas @ data.price_gas)
     v = comfort_violation(data, y, xp)
     wq = np.broadcast_to(np.asarray(w.comfort_quadratic, dtype=float), (prob.nz,))
     wl = np.broadcast_to(np.asarray(w.comfort_linear, dtype=float), (prob.nz,))
@@ -112,9 +116,12 @@ def concave_entries(prob: MPCProblem, data: MPCData) -> np.ndarray:
 def true_energy_slopes(prob: MPCProblem, data: MPCData) -> tuple[np.ndarray, np.ndarray]:
     """(c_pos, c_neg) (K, nu) of the true energy cost, convex or not."""
     c, dt_h, w = prob.power, prob.dt_h, prob.weights.energy_cost
-    pe, pg = data.price_el[:, None], data.price_gas[:, None]
-    cp = w * dt_h / 1000.0 * (pe * c.el_pos + pg * c.gas_pos)
-    cm = w * dt_h / 1000.0 * (pe * c.el_neg + pg * c.gas_neg)
+    if data.energy_cost is not None:  # linearised meters (controller.mpc.scp): per-step slopes given
+        cp, cm = (np.asarray(v, dtype=float) for v in data.energy_cost)
+    else:
+        pe, pg = data.price_el[:, None], data.price_gas[:, None]
+        cp = w * dt_h / 1000.0 * (pe * c.el_pos + pg * c.gas_pos)
+        cm = w * dt_h / 1000.0 * (pe * c.el_neg + pg * c.gas_neg)
     return cp, cm
 
 

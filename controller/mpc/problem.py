@@ -148,6 +148,10 @@ class MPCData:
     u_min: np.ndarray  # (K, nu)
     u_max: np.ndarray  # (K, nu)
     base_el: np.ndarray  # (K,) W of uncontrolled electric load (counts for peak demand)
+    # (c_pos, c_neg), each (K, nu): USD per W held one step for u > 0 / per W of |u| for u < 0. When set it
+    # replaces prices x power coefficients: the linearised nonlinear meters of sequential convex
+    # programming (controller.mpc.scp). None for linear meters.
+    energy_cost: tuple[np.ndarray, np.ndarray] | None = None
 
     def is_finite(self) -> bool:
         vals = (self.x0, self.d, self.price_el, self.price_gas, self.u_last, self.base_el)
@@ -161,4 +165,5 @@ class MPCData:
 
         return MPCData(self.x0.copy(), sh(self.d), sh(self.price_el), sh(self.price_gas), sh(self.comfort_low),
                        sh(self.comfort_high), sh(self.hard_low), sh(self.hard_high), self.u_last.copy(),
-                       sh(self.u_min), sh(self.u_max), sh(self.base_el))
+                       sh(self.u_min), sh(self.u_max), sh(self.base_el),
+                       None if self.energy_cost is None else (sh(self.energy_cost[0]), sh(self.energy_cost[1])))

@@ -12,6 +12,7 @@ import numpy as np
 class Status(StrEnum):
     CONVERGED = "converged"  # certified relative optimality gap below tolerance
     DEADLINE = "deadline"  # time ran out; best feasible plan so far
+    KKT = "kkt"  # a first-order stationary point of a nonconvex problem (no certified global gap)
     # No certificate to tol (iteration cap, line search failures, a convex relaxation solved that is not tight,
     # a plan that breaks a hard constraint); gap_bound holds whatever was certified. Never success.
     STALLED = "stalled"

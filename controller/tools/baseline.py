@@ -171,3 +171,59 @@ class Guideline36Thermostat:
         """``step`` with the modes taken from the comfort ``schedule`` at unix time ``t_unix`` (s)."""
         now, soon = occupancy_flags(schedule, np.array([t_unix]), tz, self.warmup_s)
         return self.step(zone_temps_c, bool(now[0]), bool(soon[0]))
+
+
+class HysteresisThermostat:
+    """On/off thermostat with a switching differential: the strong baseline for heat pumps.
+
+    Per zone, the unit runs at full output (command 1.0: a duty of the whole step, or ``on_value``) when the
+    zone falls to ``setpoint - differential/2`` and stops when it reaches ``setpoint + differential/2``;
+    between the two it keeps its state. A unit that runs only at full load never pays the running power
+    at low load, which is exactly what makes on/off hard to beat on heat pumps. Setpoints follow the same
+    modes as `Guideline36Thermostat` (occupied or warm-up -> occupied band's low edge + margin, else the
+    setback), heating only. ``min_on_s`` / ``min_off_s`` hold each state at least that long (compressor
+    protection; 0 disables).
+    """
+
+    def __init__(self, zones: list[str], dt: float, *, occupied: tuple[float, float] = (21.0, 24.0),
+                 unoccupied: tuple[float, float] = (16.0, 28.0), differential_k: float = 1.0,
+                 margin_k: float = 0.5, warmup_s: float = 7200.0, on_value: float | np.ndarray = 1.0,
+                 min_on_s: float = 0.0, min_off_s: float = 0.0) -> None:
+        self.zones = list(zones)
+        if not self.zones:
+            raise ValueError("at least one zone is needed")
+        if not dt > 0 or not differential_k > 0:
+            raise ValueError("dt and differential_k must be > 0")
+        if min_on_s < 0 or min_off_s < 0 or warmup_s < 0:
+            raise ValueError("min_on_s, min_off_s and warmup_s must be >= 0")
+        self.dt, self.differential = float(dt), float(differential_k)
+        self.warmup_s = float(warmup_s)
+        self.occupied_sp = float(occupied[0]) + margin_k
+        self.unoccupied_sp = float(unoccupied[0]) + margin_k
+        self.on_value = np.broadcast_to(np.asarray(on_value, dtype=float), (len(self.zones),)).copy()
+        self.min_on_s, self.min_off_s = float(min_on_s), float(min_off_s)
+        self.on = np.zeros(len(self.zones), dtype=bool)
+        self._held = np.full(len(self.zones), np.inf)  # seconds in the current state
+
+    def setpoint(self, occupied_now: bool, occupied_soon: bool) -> float:
+        return self.occupied_sp if (occupied_now or occupied_soon) else self.unoccupied_sp
+
+    def step(self, zone_temps_c: np.ndarray, occupied_now: bool, occupied_soon: bool) -> np.ndarray:
+        """Zone temperatures (Z,) -> command per zone: on_value when running, 0 when off."""
+        T = np.asarray(zone_temps_c, dtype=float)
+        if T.shape != self.on.shape or not np.all(np.isfinite(T)):
+            raise ValueError(f"zone_temps_c must be {len(self.zones)} finite temperatures")
+        sp = self.setpoint(occupied_now, occupied_soon)
+        want_on = T <= sp - self.differential / 2
+        want_off = T >= sp + self.differential / 2
+        may_switch_off = self._held >= self.min_on_s
+        may_switch_on = self._held >= self.min_off_s
+        new = np.where(self.on, ~(want_off & may_switch_off), want_on & may_switch_on)
+        self._held = np.where(new == self.on, self._held + self.dt, self.dt)
+        self.on = new
+        return np.where(self.on, self.on_value, 0.0)
+
+    def step_schedule(self, zone_temps_c: np.ndarray, schedule: WeeklySchedule, t_unix: float,
+                      tz: ZoneInfo) -> np.ndarray:
+        now, soon = occupancy_flags(schedule, np.array([t_unix]), tz, self.warmup_s)
+        return self.step(zone_temps_c, bool(now[0]), bool(soon[0]))

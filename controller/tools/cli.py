@@ -25,11 +25,24 @@ def _check(args: argparse.Namespace) -> int:
     net = load_building(args.file)
     print(f"{args.file}: OK — model '{net.name}': {len(net.zones)} zones, {net.n} states, "
           f"{len(net.inputs)} inputs, {len(net.disturbances)} disturbances, {len(net.params.names)} parameters")
+    print(f"edge-mpc run: {_controllable(net)}")
     if args.params:  # the names that gradients and `calibrate --params` refer to
         p, w = net.params, max((len(n) for n in net.params.names), default=0)
         for name, value, unit in zip(p.names, p.values, p.units, strict=True):
             print(f"{name:<{w}}  {value:>12.6g}  {unit}")
     return 0
+
+
+def _controllable(net: object) -> str:
+    """Whether the daemon's MPC takes this model, and how (controller.core decides the same way)."""
+    bilinear = sorted({f.input for f in net.flows})
+    if bilinear or net.custom:
+        names = [net.inputs[j].name for j in bilinear] + [type(c).__name__ for c in net.custom]
+        return ("not supported yet: the thermal network is bilinear (flow x temperature inputs or custom "
+                f"components: {', '.join(names)}); simulate and calibrate work, the daemon refuses it")
+    if any(len(a.inputs) != 1 or a.reads_x or a.reads_d for a in net.actuators):
+        return "supported: meters depend on temperatures, solved by sequential convex programming"
+    return "supported: linear network and meters, solved as one convex QP per cycle"
 
 
 def _simulate(args: argparse.Namespace) -> int:

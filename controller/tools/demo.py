@@ -43,7 +43,7 @@ from controller.daemon.settings import load_site
 from controller.disturbances import DisturbanceBuilder, Source
 from controller.fallback import FallbackPolicy, HeldPlan, SetpointGate, classify
 from controller.tools import paths
-from controller.tools.baseline import Guideline36Thermostat, occupancy_flags
+from controller.tools.baseline import Guideline36Thermostat, HysteresisThermostat, occupancy_flags
 from controller.tools.emulator import LocalThermostat
 from controller.tools.forecast_error import NoisyForecaster
 from controller.tools.kpi import compute_kpis, format_comparison
@@ -52,7 +52,7 @@ from drivers.payloads import Forecast
 from drivers.virtual_building import VirtualBuilding, mismatch_scale
 from models.series import currency_of
 
-SITES = {name: paths.SITES / f"{name}.yaml" for name in ("office-20", "house-1")}
+SITES = {name: paths.SITES / f"{name}.yaml" for name in ("office-20", "house-1", "radiant")}
 SEASONS = {"winter": (1, 12), "shoulder": (4, 6), "summer": (7, 13)}   # month, day: a Monday-ish start
 PRICES = {"dynamic": "PriceElectricPowerDynamic", "highly-dynamic": "PriceElectricPowerHighlyDynamic",
           "constant": "PriceElectricPowerConstant"}
@@ -121,6 +121,8 @@ def run_mpc(site: Any, plant: VirtualBuilding, t0: float, steps: int, forecasts_
     from models.schedules import parse_schedules
 
     ctrl = build_site_controller(site) if ctrl is None else ctrl
+    plant.set_signals({a.name: a.signal for a in ctrl.actuators},  # the plant takes what the devices take
+                      {a.name: a.emitter_ua for a in ctrl.actuators})
     names = [a.name for a in ctrl.actuators]
     policy = FallbackPolicy(ctrl.actuators, site.fallback, site.comfort, list(ctrl.zone_names))
     gate = SetpointGate(ctrl.actuators)
@@ -173,14 +175,22 @@ def run_mpc(site: Any, plant: VirtualBuilding, t0: float, steps: int, forecasts_
 
 
 def run_thermostat(site: Any, plant: VirtualBuilding, t0: float, steps: int, sim: Any,
-                   margin_k: float = G36_MARGIN_K) -> np.ndarray:
-    """The G36 thermostat on ``plant`` every minute, setpoints ``margin_k`` inside the band; compute times."""
+                   margin_k: float = G36_MARGIN_K, hysteresis: bool = False) -> np.ndarray:
+    """The G36 thermostat on ``plant`` every minute, setpoints ``margin_k`` inside the band, or with
+    ``hysteresis`` an on/off thermostat at full output (the strong baseline for heat pumps); compute times."""
     caps_heat = np.clip(sim.u_max, 0, None)
     caps_cool = np.clip(-sim.u_min, 0, None)
     cs = site.comfort
-    stat = Guideline36Thermostat(list(sim.zone_names), caps_heat, caps_cool, THERMOSTAT_STEP_S,
-                                 occupied=(cs.occupied.low, cs.occupied.high),
-                                 unoccupied=(cs.unoccupied.low, cs.unoccupied.high), margin_k=margin_k)
+    if hysteresis:  # on/off at full output: a duty of 1 for thermal-power inputs (heating only)
+        plant.set_signals(dict.fromkeys([n for n, u in zip(sim.input_names, sim.input_units, strict=True)
+                                         if u == "W"], "duty"))
+        stat = HysteresisThermostat(list(sim.zone_names), THERMOSTAT_STEP_S, occupied=(cs.occupied.low,
+                                    cs.occupied.high), unoccupied=(cs.unoccupied.low, cs.unoccupied.high),
+                                    min_on_s=300.0, min_off_s=300.0)
+    else:
+        stat = Guideline36Thermostat(list(sim.zone_names), caps_heat, caps_cool, THERMOSTAT_STEP_S,
+                                     occupied=(cs.occupied.low, cs.occupied.high),
+                                     unoccupied=(cs.unoccupied.low, cs.unoccupied.high), margin_k=margin_k)
     from models.schedules import parse_schedules
 
     schedule = parse_schedules(site.schedules)[cs.schedule]
@@ -281,6 +291,9 @@ def knowledge(perfect: bool, margin: float, price: str, forecaster: NoisyForecas
         "thermostat": {"weather": "none (feedback only)", "occupancy": "the comfort schedule (modes, 2 h warm-up)",
                        "initial_state": "none needed: reads its zone sensors every minute",
                        "prices": "none", "comfort_margin_k": margin},
+        "on_off": {"weather": "none (feedback only)", "occupancy": "the comfort schedule (modes)",
+                   "initial_state": "none needed: reads its zone sensors every minute",
+                   "prices": "none", "control": "hysteresis on/off at full output, 5 min minimum on and off"},
     }
 
 
@@ -352,6 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     w1 = time.perf_counter()
     plant_ts = plant(THERMOSTAT_STEP_S, 1)
     c_ts = run_thermostat(site, plant_ts, t0, n_tstat, sim, margin)
+    plant_hy = plant(THERMOSTAT_STEP_S, 1)
+    c_hy = run_thermostat(site, plant_hy, t0, n_tstat, sim, hysteresis=True)
     w2 = time.perf_counter()
     plant_g36, c_g36 = None, np.zeros(0)
     if abs(margin - G36_MARGIN_K) > 1e-9:
@@ -365,20 +380,25 @@ def main(argv: list[str] | None = None) -> int:
 
     k_mpc = score(plant_mpc, mpc.compute, step)
     k_ts = score(plant_ts, c_ts, THERMOSTAT_STEP_S)
+    k_hy = score(plant_hy, c_hy, THERMOSTAT_STEP_S)
     k_g36 = score(plant_g36, c_g36, THERMOSTAT_STEP_S) if plant_g36 is not None else None
     print()
     print(f"Both scored on the plant's {THERMOSTAT_STEP_S:g} s trajectory, both {margin:g} K inside the band:")
     print(format_comparison(k_mpc, k_ts, ("MPC", "thermostat")))
+    print()
+    print(format_comparison(k_mpc, k_hy, ("MPC", "on/off")))
     print(mpc.summary())
     saving = 1 - k_mpc.cost_tot / k_ts.cost_tot if k_ts.cost_tot > 0 else float("nan")
+    saving_hy = 1 - k_mpc.cost_tot / k_hy.cost_tot if k_hy.cost_tot > 0 else float("nan")
     print(f"\nMPC saves {saving:.1%} of the energy cost of the thermostat "
-          f"(discomfort {k_mpc.tdis_tot:.3f} vs {k_ts.tdis_tot:.3f} K·h/zone); "
+          f"(discomfort {k_mpc.tdis_tot:.3f} vs {k_ts.tdis_tot:.3f} K·h/zone), {saving_hy:.1%} of the on/off "
+          f"thermostat's (discomfort {k_hy.tdis_tot:.3f} K·h/zone); "
           f"simulated {args.days:g} days in {w2 - w0:.1f} s (MPC {w1 - w0:.1f} s, thermostat {w2 - w1:.1f} s)")
     saving_g36 = None
     if k_g36 is not None:
         saving_g36 = 1 - k_mpc.cost_tot / k_g36.cost_tot if k_g36.cost_tot > 0 else float("nan")
-        print(f"Thermostat at G36's usual {G36_MARGIN_K:g} K margin: cost {k_g36.cost_tot:.4g} USD/m², discomfort "
-              f"{k_g36.tdis_tot:.3f} K·h/zone; against it MPC saves {saving_g36:.1%}")
+        print(f"Thermostat at G36's usual {G36_MARGIN_K:g} K margin: cost {k_g36.cost_tot:.4g} {currency}/m², "
+              f"discomfort {k_g36.tdis_tot:.3f} K·h/zone; against it MPC saves {saving_g36:.1%}")
     scenario = {"building": args.building, "days": args.days, "season": args.season, "price": args.price,
                 "start": datetime.fromtimestamp(t0, site.timezone).isoformat(), "backend": args.backend,
                 "seed": args.seed, "perfect_forecasts": args.perfect_forecasts,
@@ -388,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     report = {"scenario": scenario, "knowledge": knowledge(args.perfect_forecasts, margin, args.price, forecaster,
                                                            occupancy),
               "mpc": k_mpc.as_dict(), "baseline": k_ts.as_dict(), "cost_saving": saving,
-              "mpc_outcomes": mpc.outcomes, "mpc_fallback_reasons": mpc.reasons}
+              "mpc_outcomes": mpc.outcomes, "mpc_fallback_reasons": mpc.reasons,
+              "hysteresis": k_hy.as_dict(), "cost_saving_vs_hysteresis": saving_hy}
     if k_g36 is not None:
         report["baseline_g36_margin"] = {"comfort_margin_k": G36_MARGIN_K, **k_g36.as_dict()}
         report["cost_saving_vs_g36_margin"] = saving_g36

@@ -235,6 +235,7 @@ class LockstepEmulator:
             resend()  # outside the lock: the bus thread needs it to deliver the ack
 
     def _commands(self, t: float) -> tuple[np.ndarray, list[str], int]:
+        from controller.device_signals import UNITS as DEVICE_UNITS
         from models.units import convert
 
         names = self.plant.input_names
@@ -254,8 +255,11 @@ class LockstepEmulator:
                 elif sp.value is None:
                     src[i] = "relinquish"
                 else:
+                    # A plant input told a device signal (VirtualBuilding.signals) takes that signal's unit.
+                    kind = getattr(self.plant, "signals", {}).get(name, "power")
+                    want = units[i] if kind == "power" else DEVICE_UNITS[kind]
                     try:
-                        u[i] = sp.value if sp.unit == units[i] else convert(f"{sp.value!r} {sp.unit}", units[i])
+                        u[i] = sp.value if sp.unit == want else convert(f"{sp.value!r} {sp.unit}", want)
                         src[i] = "mpc"
                     except ValueError:
                         src[i] = "bad_unit"

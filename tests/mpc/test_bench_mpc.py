@@ -83,3 +83,13 @@ def test_warm_baseline_starts_from_the_given_plan() -> None:
     assert bl.solve(target, u0=u) == (pytest.approx(f, rel=1e-6), 0)  # already there: no iteration
     _, it_cold = bl.solve(target, max_iter=5)
     assert it_cold > 0
+
+
+def test_bench_r2_rows_against_ipopt(capsys) -> None:
+    assert main(["--problems", "R2", "--repeats", "1", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [(r["problem"], r["mode"]) for r in rows] == [("R2", "cold"), ("R2", "warm")]
+    for r in rows:
+        assert KEYS <= r.keys()
+        assert r["status"] == "kkt" and r["reference_s"] > 0
+        assert abs(r["gap_rel"]) <= 1e-4   # measured within 1e-7 of IPOPT's best of three starts

@@ -17,6 +17,8 @@ Rows (median of repeats, same process, same machine):
   loop, run until it is within --gap of the optimum (or gives up); warm rows start it from the same
   shifted plan as ours.
 - R4 campus-500 (25 buildings, 1500 states): the same solver batched over buildings, synthetic day.
+- R2 radiant heat pump (horizon 96 x 15 min): sequential convex programming (controller.mpc.scp), cold and
+  warm (shifted plan, revised forecasts), against IPOPT through casadi on the same discrete-time problem.
 - NL: the generic projected L-BFGS on a nonlinear heat-pump/tank/radiator model (synthetic day).
 
 --backend and --dtype select how the building model is compiled (cupy falls back to numpy, with a line,
@@ -338,10 +340,43 @@ def _nonlinear_rows(report: Report, args: argparse.Namespace) -> None:
                ref_ratio=t_ref / t, rss_bytes=rss_bytes())
 
 
+def _r2_rows(report: Report, args: argparse.Namespace, reference: bool) -> None:
+    """R2: the radiant heat pump (controller.tools.bench.ipopt_reference.radiant_case), horizon 96 x 15 min, solved
+    by sequential convex programming; IPOPT (casadi) on the same discrete-time problem from three starts
+    (zero, 30 % load, our plan) gives gap_rel, and its run from zero gives reference_s."""
+    from controller.mpc.scp import SCPOptions, SCPSolver
+    from controller.tools.bench.ipopt_reference import ipopt_solve, radiant_case
+
+    sim, prob, data = radiant_case(96, 900.0)
+    solver = SCPSolver(prob, sim, SCPOptions(tol=args.gap))
+    cold = solver.solve(data, timer=time.perf_counter)
+    nd = next_cycle(prob, data, cold.u)
+    u0 = shift_plan(cold.u)
+    act = cold.active.shifted() if cold.active is not None else None
+    t_cold = median_time(lambda: solver.solve(data), repeats=args.repeats, warmup=0)
+    warm = solver.solve(nd, u0, active=act, timer=time.perf_counter)
+    t_warm = median_time(lambda: solver.solve(nd, u0, active=act), repeats=args.repeats, warmup=0)
+    for mode, res, t, d in (("cold", cold, t_cold, data), ("warm", warm, t_warm, nd)):
+        f_ref, t_ref = None, math.nan
+        if reference:
+            try:
+                f_ref, _, t_ref = ipopt_solve(sim, prob, d, [np.zeros_like(res.u), 0.3 * d.u_max, res.u])
+            except ImportError:
+                if not args.json:
+                    print("# R2: casadi is not installed, no IPOPT reference (pip install 'edge-mpc[test]')")
+        gap = (res.objective - f_ref) / abs(f_ref) if f_ref is not None and math.isfinite(f_ref) else math.nan
+        report.row(suite="mpc", problem="R2", backend="numpy", dtype="float64", batch=1, horizon=prob.horizon,
+                   mode=mode, solve_s=t, reference_s=t_ref, reference_tight_s=math.nan, gap_rel=gap,
+                   iterations=res.iterations,
+                   status=str(res.status), scp_iterations=res.info.get("scp_iterations"), baseline_s=math.nan,
+                   baseline_gap=math.nan, speedup=math.nan, ref_ratio=t_ref / t if math.isfinite(t_ref) else math.nan,
+                   rss_bytes=rss_bytes())
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="edge-mpc bench mpc", description=__doc__.split("\n")[0])
     ap.add_argument("--json", action="store_true", help="one JSON object per row")
-    ap.add_argument("--problems", default="R1,R1-real,R4,NL", help="comma-separated subset of R1,R1-real,R4,NL")
+    ap.add_argument("--problems", default="R1,R1-real,R4,NL", help="comma-separated subset of R1,R1-real,R2,R4,NL")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--gap", type=float, default=1e-4, help="relative optimality gap each solve must reach")
     ap.add_argument("--move", type=float, default=0.0,
@@ -403,6 +438,8 @@ def main(argv: list[str] | None = None) -> int:
             if not args.json:
                 print(f"R4: {src}; {prob.model.n} states, {prob.nu} inputs, {prob.horizon} steps")
             _lq_rows(report, "R4", prob, data, args, args.r4_reference and not args.no_reference, False)
+    if "R2" in problems:
+        _r2_rows(report, args, not args.no_reference)
     if "NL" in problems:
         _nonlinear_rows(report, args)
     return 0
