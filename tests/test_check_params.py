@@ -21,8 +21,9 @@ def test_check_params_lists_every_name_value_and_unit(capsys: pytest.CaptureFixt
     assert main(["check", "--params", str(HOUSE)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"{HOUSE}: OK")
+    assert lines[1].startswith("edge-mpc run: supported")
     net = load_building(HOUSE)
-    rows = [line.split() for line in lines[1:]]
+    rows = [line.split() for line in lines[2:]]
     assert [r[0] for r in rows] == net.params.names
     for (name, value, _unit), v in zip(rows, net.params.values, strict=True):
         assert float(value) == pytest.approx(v, rel=1e-5), name
@@ -31,9 +32,9 @@ def test_check_params_lists_every_name_value_and_unit(capsys: pytest.CaptureFixt
     assert shown["living.walls.layers[1].heat_capacity"] == "J/(m3.K)" and shown["living.infiltration.ach"] == "1/h"
     assert shown["living.glazing.u_value"] == "W/(m2.K)" and shown["heater.heating_capacity"] == "W"
     assert shown["living.glazing.shgc"] == "-"
-    # Without --params: the one-line summary only.
+    # Without --params: the summary and whether the daemon takes the model, only.
     assert main(["check", str(HOUSE)]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 1
+    assert len(capsys.readouterr().out.splitlines()) == 2
 
 
 def _gradient_models(monkeypatch: pytest.MonkeyPatch) -> dict[str, object]:

@@ -121,8 +121,8 @@ def test_partition_detected_fallback_then_mpc_resumes(broker, daemons, tmp_path)
     assert t_client is not None, "the daemon's client never noticed the dead connection"
     # Order on the daemon's own health stream (its publish order, stamped with its clock): within the
     # partition the chain holds the last plan before it relinquishes, never the other way round.
-    during_outcomes = [h["outcome"] for h in sorted(health_since(0), key=lambda h: h["t"])
-                       if wall0 + t_b <= h["t"] <= wall0 + t_h and h["outcome"] != "mpc"]
+    during_outcomes = [h["outcome"] for h in sorted(health_since(0), key=lambda h: h["ts"])
+                       if wall0 + t_b <= h["ts"] <= wall0 + t_h and h["outcome"] != "mpc"]
     if "relinquish" in during_outcomes and "hold" in during_outcomes:
         first_relinquish = during_outcomes.index("relinquish")
         assert during_outcomes.index("hold") < first_relinquish, during_outcomes
