@@ -251,3 +251,16 @@ def simulator_problem(sim: object, K: int = 96, *, start_hour: float = 0.0, move
     high = np.where(occ > 0, 24.0, 28.0)[:, None] * np.ones(nz)
     x0 = np.asarray(getattr(sim, "x_initial", np.full(sim.linear.n, 19.0)), float) - 1.5
     return prob, prob.data(x0, d, price, price_gas, comfort_low=low, comfort_high=high, u_last=np.zeros(nu))
+
+
+def next_cycle(prob: MPCProblem, data: MPCData, u: np.ndarray, seed: int = 7) -> MPCData:
+    """The next cycle's data: the plant advanced under u[0] (0.05 K state noise), the horizon shifted by one
+    step, the first disturbance (outdoor temperature) revised by 0.5 K noise; seeded, so reproducible."""
+    A, B, E = prob.model.discrete()
+    nd = data.shifted(1)
+    rng = np.random.default_rng(seed)
+    nd.x0 = A @ data.x0 + B @ u[0] + E @ data.d[0] + rng.normal(0.0, 0.05, data.x0.shape)
+    nd.d = nd.d.copy()
+    nd.d[:, 0] += rng.normal(0.0, 0.5, prob.horizon)
+    nd.u_last = u[0].copy()
+    return nd

@@ -10,7 +10,7 @@ import pytest
 from controller.mpc import LQSolver, MPCData, Status, shift_plan
 from controller.mpc.convex_reference import solve_reference
 from controller.mpc.objective import constraint_violation, objective_terms
-from controller.mpc.reference import office_problem, small_problem
+from controller.mpc.reference import next_cycle, office_problem, small_problem
 from tests.mpc.conftest import active_sets, assert_active_match
 
 GAP = 1e-4
@@ -167,18 +167,6 @@ def test_independent_buildings_batch() -> None:
     assert solver.resp.nb == 3  # three subsystems, factorised as one batch
     u_ref, f_ref = solve_reference(prob, data)
     check_optimal(prob, data, solver.solve(data), u_ref, f_ref)
-
-
-def next_cycle(prob, data, u):
-    """The data one step later: plant moved under u[0], forecasts shifted and revised."""
-    A, B, E = prob.model.discrete()
-    nd = data.shifted(1)
-    rng = np.random.default_rng(7)
-    nd.x0 = A @ data.x0 + B @ u[0] + E @ data.d[0] + rng.normal(0.0, 0.05, data.x0.shape)
-    nd.d = nd.d.copy()
-    nd.d[:, 0] += rng.normal(0.0, 0.5, prob.horizon)
-    nd.u_last = u[0].copy()
-    return nd
 
 
 def test_warm_start_after_shift() -> None:

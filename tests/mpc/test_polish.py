@@ -9,8 +9,8 @@ from controller.mpc import LQOptions, LQSolver, Status, shift_plan
 from controller.mpc.convex_reference import solve_reference
 from controller.mpc.dual_bound import box_linear_min, comfort_conjugate_min, move_conjugate_min
 from controller.mpc.polish import PIN_HI, PIN_LO, clip_multipliers, eqp_step, supported
-from controller.mpc.reference import small_problem
-from tests.mpc.test_lqsolver import CASES, check_optimal, next_cycle
+from controller.mpc.reference import next_cycle, small_problem
+from tests.mpc.test_lqsolver import CASES, check_optimal
 
 
 @pytest.fixture(scope="module")

@@ -42,6 +42,7 @@ import numpy as np
 from controller.mpc.lqsolver import LQOptions, LQSolver
 from controller.mpc.objective import energy_slopes
 from controller.mpc.problem import MPCData, MPCProblem
+from controller.mpc.reference import next_cycle
 from controller.mpc.result import shift_plan
 from controller.tools.bench.measure import Report, machine_line, median_time, rss_bytes
 from controller.tools.paths import DATA, ROOT
@@ -88,18 +89,6 @@ def _load(name: str, synthetic: Any, move: float = 0.0, backend: str = "numpy", 
     except Exception as exc:  # the synthetic stand-in keeps the benchmark usable without the model file
         prob, data = synthetic()
         return prob, data, f"synthetic floor and day ({type(exc).__name__}: {exc})"[:100]
-
-
-def next_cycle(prob: MPCProblem, data: MPCData, u: np.ndarray, seed: int = 7) -> MPCData:
-    """The next cycle's data: plant advanced under u[0], horizon shifted, forecasts revised."""
-    A, B, E = prob.model.discrete()
-    nd = data.shifted(1)
-    rng = np.random.default_rng(seed)
-    nd.x0 = A @ data.x0 + B @ u[0] + E @ data.d[0] + rng.normal(0.0, 0.05, data.x0.shape)
-    nd.d = nd.d.copy()
-    nd.d[:, 0] += rng.normal(0.0, 0.5, prob.horizon)
-    nd.u_last = u[0].copy()
-    return nd
 
 
 class LoopBaseline:
