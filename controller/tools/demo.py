@@ -46,7 +46,7 @@ from controller.tools import paths
 from controller.tools.baseline import Guideline36Thermostat, HysteresisThermostat, occupancy_flags
 from controller.tools.emulator import LocalThermostat
 from controller.tools.forecast_error import NoisyForecaster
-from controller.tools.kpi import compute_kpis, format_comparison
+from controller.tools.kpi import comfort_band, compute_kpis, format_comparison
 from controller.tools.real_occupancy import RealOccupancy
 from drivers.payloads import Forecast
 from drivers.virtual_building import VirtualBuilding, mismatch_scale
@@ -222,14 +222,8 @@ def kpis_of(plant: VirtualBuilding, site: Any, compute: np.ndarray, control_step
             price_gas: Any, area: float) -> Any:
     """BOPTEST KPIs of a run, scored on the plant's sub-step trajectory (1 min for both controllers), the
     comfort band from the schedule."""
-    from models.schedules import parse_schedules
-
     log = plant.fine_log()
-    schedule = parse_schedules(site.schedules)[site.comfort.schedule]
-    occ = schedule.values(log.t, site.timezone) > 0.5
-    cs = site.comfort
-    low = np.where(occ, cs.occupied.low, cs.unoccupied.low)
-    high = np.where(occ, cs.occupied.high, cs.unoccupied.high)
+    low, high = comfort_band(site, log.t)
     tm = log.t + log.dt / 2
     return compute_kpis(log.dt, log.zones_start, low, high, np.clip(log.p_el, 0, None), np.clip(log.p_gas, 0, None),
                         price_el.sample(tm, site.timezone),

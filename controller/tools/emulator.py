@@ -417,22 +417,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         bus.close()
     if args.out:
         result.write_csv(args.out)
-    print(_summary(result, site, plant, schedules))
+    print(_summary(result, site, plant))
     return 0
 
 
-def _summary(result: EmulatorResult, cfg: Any, plant: VirtualBuilding, schedules: dict) -> str:
+def _summary(result: EmulatorResult, cfg: Any, plant: VirtualBuilding) -> str:
     """Counts and BOPTEST KPIs of a run, scored on the plant's sub-steps (what happens inside a control step
     counts); ``cfg`` is the ``controller.daemon.settings.SiteConfig``."""
-    from controller.tools.kpi import compute_kpis
+    from controller.tools.kpi import comfort_band, compute_kpis
     from drivers.virtual_building import kpi_inputs
     from models.series import DEFAULT_CURRENCY, load_tariff
 
     lg = plant.fine_log()
-    sched = schedules.get(cfg.comfort.schedule)
-    occ = sched.values(lg.t, cfg.timezone) > 0 if sched is not None else np.ones(lg.t.size, bool)
-    low = np.where(occ, cfg.comfort.occupied.low, cfg.comfort.unoccupied.low)
-    high = np.where(occ, cfg.comfort.occupied.high, cfg.comfort.unoccupied.high)
+    low, high = comfort_band(cfg, lg.t)
     currency, tariff = load_tariff(cfg.tariff, cfg.base_dir) if cfg.tariff.value else (DEFAULT_CURRENCY, {})
     price_el = tariff["electricity"].sample(lg.t, cfg.timezone) if "electricity" in tariff else 0.0
     price_gas = tariff["gas"].sample(lg.t, cfg.timezone) if "gas" in tariff else 0.0

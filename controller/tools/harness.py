@@ -156,23 +156,21 @@ class Broker:
         self.kill()
 
 
-class DaemonProcess:
-    """`python -m controller.tools.cli run CONFIG --set ...` as a child process, its log lines timestamped."""
+class CliProcess:
+    """`python -m controller.tools.cli ARGS` as a child process, its output lines kept with their arrival
+    time (time.monotonic()) for assertions and benchmarks."""
 
-    def __init__(self, config: str | Path, overrides: Sequence[str] = (), *, log_level: str = "INFO",
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(self, args: Sequence[str], env: dict[str, str] | None = None) -> None:
         e = dict(os.environ if env is None else env)
         for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "STATE_DIRECTORY"):
             e.pop(var, None)
         e["PYTHONPATH"] = str(ROOT) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
-        args = [sys.executable, "-m", "controller.tools.cli", "run", str(config), "--log-level", log_level]
-        for item in overrides:
-            args += ["--set", item]
         self.lines: list[tuple[float, str]] = []  # (time.monotonic(), line)
         self._lock = threading.Lock()
-        self.proc = subprocess.Popen(args, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, text=True, bufsize=1)
-        self._reader = threading.Thread(target=self._read, name="daemon-log", daemon=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "controller.tools.cli", *args], cwd=ROOT, env=e,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     text=True, bufsize=1)
+        self._reader = threading.Thread(target=self._read, name="cli-log", daemon=True)
         self._reader.start()
 
     def _read(self) -> None:
@@ -193,7 +191,13 @@ class DaemonProcess:
         with self._lock:
             return [(t, s) for t, s in self.lines if t >= since and rx.search(s)]
 
+    def matches(self, pattern: str) -> list[re.Match]:
+        rx = re.compile(pattern)
+        with self._lock:
+            return [m for m in (rx.search(s) for _, s in self.lines) if m]
+
     def wait_line(self, pattern: str, timeout: float, since: float = 0.0) -> tuple[float, str] | None:
+        """The first matching line (and when it came), or None at the timeout or once the process is gone."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             got = self.grep(pattern, since)
@@ -203,6 +207,16 @@ class DaemonProcess:
                 return None
             time.sleep(0.02)
         return None
+
+    def wait_match(self, pattern: str, timeout: float, count: int = 1) -> re.Match:
+        """The `count`-th match of `pattern`; AssertionError with the recent output if it does not come."""
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            got = self.matches(pattern)
+            if len(got) >= count:
+                return got[count - 1]
+            time.sleep(0.05)
+        raise AssertionError(f"no line /{pattern}/ (x{count}) within {timeout} s:\n{self.output()}")
 
     def output(self, last: int = 60) -> str:
         with self._lock:
@@ -224,3 +238,14 @@ class DaemonProcess:
             self.proc.kill()
             self.proc.wait(5)
         self._reader.join(2)
+
+
+class DaemonProcess(CliProcess):
+    """`edge-mpc run CONFIG --log-level L --set ...` as a child process."""
+
+    def __init__(self, config: str | Path, overrides: Sequence[str] = (), *, log_level: str = "INFO",
+                 env: dict[str, str] | None = None) -> None:
+        args = ["run", str(config), "--log-level", log_level]
+        for item in overrides:
+            args += ["--set", item]
+        super().__init__(args, env)

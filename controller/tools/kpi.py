@@ -22,6 +22,7 @@ Absolute figures (K·h summed over zones, kWh, currency, kW) are reported alongs
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -94,6 +95,16 @@ def peak_window_mean(dt: float, power_w: np.ndarray, window_s: float = PEAK_WIND
     edges = np.append(edges, duration)
     e = np.interp(edges, t_steps, energy)
     return float(np.max(np.diff(e) / np.diff(edges)))
+
+
+def comfort_band(site: Any, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(low, high) degC of a site's comfort band at times `t` (unix s), occupied or not by its comfort
+    schedule: what the KPIs score zone temperatures against (the full band, without the plan's margin)."""
+    from models.schedules import parse_schedules
+
+    cs = site.comfort
+    occ = parse_schedules(site.schedules)[cs.schedule].values(np.asarray(t, dtype=float), site.timezone) > 0.5
+    return np.where(occ, cs.occupied.low, cs.unoccupied.low), np.where(occ, cs.occupied.high, cs.unoccupied.high)
 
 
 def compute_kpis(

@@ -25,12 +25,11 @@ from controller.daemon.settings import load_site
 from controller.tools.bench.lockstep import SITES, START, lockstep_overrides, make_plant, wait_online
 from controller.tools.emulator import LockstepEmulator
 from controller.tools.harness import DaemonProcess
-from controller.tools.kpi import compute_kpis
+from controller.tools.kpi import comfort_band, compute_kpis
 from drivers.mqtt import MqttBus
 from drivers.mqtt_settings import MqttSettings
 from drivers.payloads import parse_setpoint
 from drivers.virtual_building import kpi_inputs
-from models.schedules import parse_schedules
 from models.series import load_tariff
 
 # Near what the daemon achieves over each run (three days; two for radiant), scored on the plant's 5-minute
@@ -85,11 +84,7 @@ def run_lockstep(site_name: str, days: float, port: int, tmp_path: Path, signals
 
 def kpis(site, plant) -> Any:
     lg = plant.fine_log()
-    sched = parse_schedules(site.schedules)[site.comfort.schedule]
-    occ = sched.values(lg.t, site.timezone) > 0.5
-    c = site.comfort
-    low = np.where(occ, c.occupied.low, c.unoccupied.low)
-    high = np.where(occ, c.occupied.high, c.unoccupied.high)
+    low, high = comfort_band(site, lg.t)
     currency, tariff = load_tariff(site.tariff, site.base_dir)
     price = tariff["electricity"].sample(lg.t, site.timezone)
     k = compute_kpis(band_low=low, band_high=high, price_el=price, price_gas=0.0, currency=currency,

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -36,58 +31,6 @@ def house_site(directory: Path, name: str, mqtt_port: int, *, step_s: int = 2,
     path = directory / f"{name}.yaml"
     path.write_text(text)
     return path
-
-
-class Process:
-    """A child process (`python -m controller.tools.cli ...`) whose output lines are kept for assertions."""
-
-    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
-        e = dict(os.environ if env is None else env)
-        for var in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "STATE_DIRECTORY"):
-            e.pop(var, None)
-        e["PYTHONPATH"] = str(ROOT) + (os.pathsep + e["PYTHONPATH"] if e.get("PYTHONPATH") else "")
-        self.lines: list[str] = []
-        self._lock = threading.Lock()
-        self.proc = subprocess.Popen([sys.executable, "-m", "controller.tools.cli", *args], cwd=ROOT, env=e,
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                     text=True, bufsize=1)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._lock:
-                self.lines.append(line.rstrip("\n"))
-
-    def grep(self, pattern: str) -> list[re.Match]:
-        rx = re.compile(pattern)
-        with self._lock:
-            return [m for m in map(rx.search, self.lines) if m]
-
-    def wait_line(self, pattern: str, timeout: float, count: int = 1) -> re.Match:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            got = self.grep(pattern)
-            if len(got) >= count:
-                return got[count - 1]
-            time.sleep(0.05)
-        raise AssertionError(f"no line /{pattern}/ (x{count}) within {timeout} s:\n{self.output()}")
-
-    def output(self, last: int = 80) -> str:
-        with self._lock:
-            return "\n".join(self.lines[-last:])
-
-    def stop(self, timeout: float = 30.0) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        self._reader.join(2)
-        return int(self.proc.returncode)
 
 
 class Recorder:

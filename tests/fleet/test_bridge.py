@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from controller.tools.harness import CliProcess
 from tests.integration.conftest import HOST, MOSQUITTO, OPENSSL, Broker, make_password_file, make_tls
 
-from .conftest import Process, Recorder, health_of, house_site, seq
+from .conftest import Recorder, health_of, house_site, seq
 
 REPO = Path(__file__).resolve().parents[2]
 SITES = ("alpha", "bravo")
@@ -71,7 +72,7 @@ def test_two_sites_bridged_to_a_central_broker(tmp_path):
     central = central_broker(tmp_path / "central")
     central.start()
     locals_: dict[str, Broker] = {}
-    daemons: dict[str, Process] = {}
+    daemons: dict[str, CliProcess] = {}
     recorders: list[Recorder] = []
     try:
         for site in SITES:
@@ -79,7 +80,7 @@ def test_two_sites_bridged_to_a_central_broker(tmp_path):
             locals_[site].start()
         for site in SITES:
             cfg = house_site(tmp_path / "sites", site, locals_[site].port)
-            daemons[site] = Process(["run", str(cfg), "--log-level", "WARNING"])
+            daemons[site] = CliProcess(["run", str(cfg), "--log-level", "WARNING"])
         assert central.tls is not None
         centre = Recorder(central.port, client_id="dashboard", username="dashboard",
                           password=PASSWORDS["dashboard"], ca=central.tls.ca)

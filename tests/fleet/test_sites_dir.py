@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
+from controller.tools.harness import CliProcess
 from tests.daemon.conftest import broker  # noqa: F401  (the fixture: a real mosquitto on a free port)
 
-from .conftest import Process, Recorder, health_of, house_site, seq
+from .conftest import Recorder, health_of, house_site, seq
 
 INJECT = Path(__file__).parent / "inject"
 
@@ -42,10 +43,10 @@ def test_broken_site_beside_healthy_ones(tmp_path, broker):  # noqa: F811
     hang_flag = tmp_path / "hang-now"
     env = dict(os.environ, EDGE_MPC_TEST_HANG_FLAG=str(hang_flag), EDGE_MPC_TEST_HANG_SITE="alpha")
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(INJECT), env.get("PYTHONPATH")) if p)
-    fleet = Process(["run", "--sites", str(sites), "--site-watchdog", "8"], env=env)
+    fleet = CliProcess(["run", "--sites", str(sites), "--site-watchdog", "8"], env=env)
     try:
         # The bad file is named with its field; the two good ones start and cycle.
-        bad = fleet.wait_line(r"site file not started: .*broken\.yaml.*horizon", 30)
+        bad = fleet.wait_match(r"site file not started: .*broken\.yaml.*horizon", 30)
         assert "Traceback" not in fleet.output()
         rec.wait(health_of("alpha"), 2, timeout=60)
         rec.wait(health_of("bravo"), 2, timeout=60)
@@ -53,22 +54,22 @@ def test_broken_site_beside_healthy_ones(tmp_path, broker):  # noqa: F811
         assert bad
 
         # A crash: SIGKILL bravo's process. alpha carries on; bravo comes back on a new pid.
-        bravo_pid = int(fleet.wait_line(r"site bravo \(bravo\.yaml\) started as pid (\d+)", 5).group(1))
-        alpha_pid = int(fleet.wait_line(r"site alpha \(alpha\.yaml\) started as pid (\d+)", 5).group(1))
+        bravo_pid = int(fleet.wait_match(r"site bravo \(bravo\.yaml\) started as pid (\d+)", 5).group(1))
+        alpha_pid = int(fleet.wait_match(r"site alpha \(alpha\.yaml\) started as pid (\d+)", 5).group(1))
         alpha_seq = _last_seq(rec, "alpha")
         os.kill(bravo_pid, signal.SIGKILL)
-        fleet.wait_line(rf"site bravo \(pid {bravo_pid}\) exited with signal SIGKILL.*restarting", 20)
+        fleet.wait_match(rf"site bravo \(pid {bravo_pid}\) exited with signal SIGKILL.*restarting", 20)
         time.sleep(0.5)  # let anything the old process had in flight arrive
         bravo_seq = _last_seq(rec, "bravo")
         mark = rec.mark()
-        new_bravo = int(fleet.wait_line(r"site bravo \(bravo\.yaml\) started as pid (\d+)", 30,
+        new_bravo = int(fleet.wait_match(r"site bravo \(bravo\.yaml\) started as pid (\d+)", 30,
                                         count=2).group(1))
         assert new_bravo != bravo_pid
         # The new process cycles, and its sequence numbers go on from the old one's (state file).
         rec.wait(lambda t, p: health_of("bravo")(t, p) and seq(p) > bravo_seq, 2, since=mark, timeout=60)
         # alpha went on cycling in the same process all along.
         rec.wait(lambda t, p: health_of("alpha")(t, p) and seq(p) > alpha_seq, 2, timeout=30)
-        assert _alive(alpha_pid) and len(fleet.grep(r"site alpha \(alpha\.yaml\) started")) == 1
+        assert _alive(alpha_pid) and len(fleet.matches(r"site alpha \(alpha\.yaml\) started")) == 1
 
         # A hung solver: alpha's next solve never returns (tests/fleet/inject/sitecustomize.py). That cycle
         # publishes the fallback; the site stops beating, so its process stops the watchdog pings, and the
@@ -77,29 +78,29 @@ def test_broken_site_beside_healthy_ones(tmp_path, broker):  # noqa: F811
         bravo_seq = _last_seq(rec, "bravo")
         mark = rec.mark()
         hang_flag.touch()
-        fleet.wait_line(r"HANG-INJECTED in alpha", 30)
+        fleet.wait_match(r"HANG-INJECTED in alpha", 30)
         rec.wait(lambda t, p: health_of("alpha")(t, p) and json.loads(p)["reason"] == "solver_hung", since=mark,
                  timeout=30)
-        fleet.wait_line(rf"site alpha \(pid {alpha_pid}\): no watchdog ping", 60)
-        fleet.wait_line(r"site alpha \(alpha\.yaml\) started as pid (\d+)", 40, count=2)
+        fleet.wait_match(rf"site alpha \(pid {alpha_pid}\): no watchdog ping", 60)
+        fleet.wait_match(r"site alpha \(alpha\.yaml\) started as pid (\d+)", 40, count=2)
         rec.wait(lambda t, p: health_of("alpha")(t, p) and json.loads(p)["reason"] != "solver_hung"
                  and seq(p) > alpha_seq, 1, since=mark, timeout=60)
         assert not _alive(alpha_pid) or open(f"/proc/{alpha_pid}/stat").read().split()[2] == "Z"
         rec.wait(lambda t, p: health_of("bravo")(t, p) and seq(p) > bravo_seq, 2, since=mark, timeout=30)
-        assert len(fleet.grep(r"site bravo \(bravo\.yaml\) started")) == 2  # not restarted again
+        assert len(fleet.matches(r"site bravo \(bravo\.yaml\) started")) == 2  # not restarted again
         assert fleet.proc.poll() is None
 
         # The broken file is fixed: it is picked up without a restart. Then bravo's file is removed and
         # SIGHUP rescans the folder: bravo stops (its retained status goes offline), the others go on.
         house_site(sites, "broken", broker)
-        fleet.wait_line(r"site broken \(broken\.yaml\) started as pid", 30)
+        fleet.wait_match(r"site broken \(broken\.yaml\) started as pid", 30)
         rec.wait(health_of("broken"), 1, timeout=60)
         (sites / "bravo.yaml").unlink()
         mark = rec.mark()
         fleet.proc.send_signal(signal.SIGHUP)
-        fleet.wait_line(r"bravo\.yaml removed .*; stopping site bravo", 20)
+        fleet.wait_match(r"bravo\.yaml removed .*; stopping site bravo", 20)
         rec.wait(lambda t, p: t == "edge-mpc/v1/bravo/status" and p == b"offline", since=mark, timeout=30)
-        fleet.wait_line(r"site bravo \(pid \d+\) exited with 0", 30)
+        fleet.wait_match(r"site bravo \(pid \d+\) exited with 0", 30)
         alpha_now, broken_now = _last_seq(rec, "alpha"), _last_seq(rec, "broken")
         rec.wait(lambda t, p: health_of("alpha")(t, p) and seq(p) > alpha_now, 1, timeout=30)
         rec.wait(lambda t, p: health_of("broken")(t, p) and seq(p) > broken_now, 1, timeout=30)
@@ -108,7 +109,7 @@ def test_broken_site_beside_healthy_ones(tmp_path, broker):  # noqa: F811
         rec.close()
     assert rc == 0, fleet.output()
     # Every child was stopped with the supervisor.
-    for m in fleet.grep(r"started as pid (\d+)"):
+    for m in fleet.matches(r"started as pid (\d+)"):
         pid = int(m.group(1))
         assert not _alive(pid), f"child {pid} outlived the supervisor"
 
@@ -116,11 +117,11 @@ def test_broken_site_beside_healthy_ones(tmp_path, broker):  # noqa: F811
 def test_sites_dir_errors_are_one_line(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
-    p = Process(["run", "--sites", str(empty)])
+    p = CliProcess(["run", "--sites", str(empty)])
     assert p.proc.wait(60) == 2
     p.stop()
     assert "no site files" in p.output() and "Traceback" not in p.output()
-    both = Process(["run", "x.yaml", "--sites", str(empty)])
+    both = CliProcess(["run", "x.yaml", "--sites", str(empty)])
     assert both.proc.wait(60) == 2
     both.stop()
     assert "not both" in both.output()

@@ -162,14 +162,13 @@ def test_summary_scores_the_plants_substeps() -> None:
     from controller.tools.emulator import _summary
     from controller.tools.kpi import compute_kpis
     from drivers.virtual_building import kpi_inputs
-    from models.schedules import parse_schedules
 
     site = load_site(paths.SITES / "house-1.yaml", environ={})
     bus = MemoryBus()
     plant = house(substeps=15, x0=np.full(5, 16.0))  # below the 17 degC night band
     Responder(bus, plant.input_names, value=float(plant.u_max[0]))
     result = LockstepEmulator(bus, TOPICS, plant, ack_timeout_s=0.2).run(steps=4, start=T0)
-    text = _summary(result, site, plant, parse_schedules(site.schedules))
+    text = _summary(result, site, plant)
 
     def tdis(lg) -> float:
         return compute_kpis(band_low=np.full(lg.t.size, 17.0), band_high=np.full(lg.t.size, 27.0), price_el=0.0,
