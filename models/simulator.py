@@ -23,6 +23,7 @@ from models.backend import get_xp
 from models.expm import expm, expm_frechet_adjoint
 from models.linear import LinearModel
 from models.network import Network
+from models.stepmap import StepPath
 
 _H = 1e-30  # complex-step size: no subtractive cancellation, so it can be tiny
 _KEEP_EXP_ELEMENTS = 64 * 2**20  # keep the forward pass's step exponentials up to 512 MB (float64)
@@ -100,7 +101,13 @@ class Simulator:
         xp = self.xp
         mats = self.net.assemble(self.theta)
         self.mats = mats
-        self.bilinear = bool(mats["flows"]) or bool(self.net.custom)
+        step_comps = [c for c in self.net.custom if getattr(c, "kind", "heat") == "step"]
+        heat_comps = [c for c in self.net.custom if getattr(c, "kind", "heat") != "step"]
+        if step_comps and (mats["flows"] or heat_comps):
+            raise ValueError("step components cannot yet be combined with bilinear flows or heat components "
+                             "in one model")
+        self.step_path: StepPath | None = None
+        self.bilinear = bool(mats["flows"]) or bool(heat_comps)
         # Sensors that read a zone node exactly are not computed twice.
         rows: list[np.ndarray] = []
         def row_index(r: np.ndarray) -> int:
@@ -114,7 +121,10 @@ class Simulator:
         Cy = np.array(rows) if rows else np.zeros((0, self.n))
         self.ny = Cy.shape[0]
         self.linear: LinearModel | None = None
-        if not self.bilinear:
+        if step_comps:
+            self.step_path = StepPath(mats, step_comps, self.theta, self.dt, xp, self.dtype)
+            self._Cy = xp.asarray(Cy.astype(self.dtype))
+        elif not self.bilinear:
             self.linear = LinearModel(mats["Ac"], mats["Bc"], mats["Ec"], Cy, self.dt, caps=mats["caps"],
                                       xp=xp, dtype=self.dtype)
         else:
@@ -162,6 +172,11 @@ class Simulator:
             z, y = self.linear.forward(x0, u, d, keep_z=self._reads_states)
             traj = Trajectory(x0, u, d, self._take(y, self._zone_rows), self._take(y, self._sensor_rows),
                               None, None, None, self, _z=z)
+        elif self.step_path is not None:
+            x = self.step_path.forward(x0, u, d)
+            y = x[:, 1:] @ self._Cy.T if self.ny else None
+            traj = Trajectory(x0, u, d, self._take(y, self._zone_rows) if self.nz else None,
+                              self._take(y, self._sensor_rows) if self.ns else None, None, None, None, self, _x=x)
         else:
             x, exps = self._bilinear_forward(x0, u, d)
             y = x[:, 1:] @ self._Cy.T
@@ -288,6 +303,16 @@ class Simulator:
             g_u, g_x0, g_d, lam = lin.backward(g_y, g_x_direct, want_lam=bool(params), want_d=wrt_disturbances,
                                                g_u_direct=g_u_direct)
             cont = lin.continuous_gradients(traj.x0, traj.z, traj.u, traj.d, lam) if params else None
+        elif self.step_path is not None:
+            cx = g_y @ self._Cy
+            cx = xp.concat([xp.zeros((B, 1, self.n), dtype=self.dtype), cx], axis=1) if hasattr(xp, "concat") \
+                else xp.concatenate([xp.zeros((B, 1, self.n), dtype=self.dtype), cx], axis=1)
+            if g_x_direct is not None:
+                cx = cx + g_x_direct
+            g_u, g_x0, g_d, cont, self._comp_gp = self.step_path.backward(traj.x, traj.u, traj.d, cx,
+                                                                          want_params=bool(params))
+            if g_u_direct is not None:
+                g_u = g_u + g_u_direct
         else:
             g_u, g_x0, g_d, cont = self._bilinear_adjoint(traj, g_y, g_x_direct, bool(params))
             if g_u_direct is not None:
@@ -437,12 +462,22 @@ class Simulator:
         xp = self.xp
         to_host = (lambda a: a.get()) if xp is not np else np.asarray
         out = {}
+        comp_params = {i for c in self.net.custom for i in getattr(c, "param_index", [])}
         for name, idx in zip(names, self.net.params.lookup(names), strict=True):
+            if idx in comp_params:
+                # A component's own parameter: nothing in the network or the meters depends on it.
+                out[name] = float(self._comp_gp.get(idx, 0.0)) if self.step_path is not None else 0.0
+                continue
             th = self.theta.astype(complex)
             th[idx] += 1j * _H
             m = self.net.assemble(th)
             dm = {k: (np.asarray(v).imag / _H) for k, v in m.items() if k != "flows"}
-            if self.linear is not None:
+            if self.step_path is not None:
+                val = self._comp_gp.get(idx, 0.0)
+                if cont is not None:
+                    gAc, gBc, gEc = cont
+                    val += float(np.sum(gAc * dm["Ac"]) + np.sum(gBc * dm["Bc"]) + np.sum(gEc * dm["Ec"]))
+            elif self.linear is not None:
                 gAc, gBc, gEc = cont
                 val = float(np.sum(gAc * dm["Ac"]) + np.sum(gBc * dm["Bc"]) + np.sum(gEc * dm["Ec"]))
             else:
