@@ -14,7 +14,8 @@ Step components (`StepComponent`) are discrete-time step maps with named paramet
   The simulator adds delta to the exact zero-order-hold step of the linear network (a Lie splitting:
   the linear part is exact, the component's effect is its own discrete map).
 - `step_vjp(x, u, d, p, dt, g, xp) -> (g_x, g_u, g_d, g_p)`: the vector-Jacobian product of `step`
-  with the cotangent g (B, len(nodes)). g_p is (B, len(p)), one row per scenario; the simulator sums it.
+  with the cotangent g (B, len(nodes)). g_p is (len(p),), summed over the B rows (the simulator needs
+  only the sum; summing before the parameter chain is usually much cheaper). Return None for absent parts.
 - `step_jvp(x, u, d, p, dt, t_x, t_u, t_d, t_p, xp) -> t_delta` (optional): the Jacobian-vector product.
   Nonlinear MPC uses it for the per-step Jacobians (`Simulator.step_jacobians`).
 - `affine_in_state = True` declares that delta = J(u, d, p, dt) x + c(u, d, p, dt). With no reads_u

@@ -23,7 +23,7 @@ from models.backend import get_xp
 from models.expm import expm, expm_frechet_adjoint
 from models.linear import LinearModel
 from models.network import Network
-from models.stepmap import StepPath
+from models.stepmap import StepPath, _mm, _transpose
 
 _H = 1e-30  # complex-step size: no subtractive cancellation, so it can be tiny
 _KEEP_EXP_ELEMENTS = 64 * 2**20  # keep the forward pass's step exponentials up to 512 MB (float64)
@@ -174,7 +174,7 @@ class Simulator:
                               None, None, None, self, _z=z)
         elif self.step_path is not None:
             x = self.step_path.forward(x0, u, d)
-            y = x[:, 1:] @ self._Cy.T if self.ny else None
+            y = _mm(x[:, 1:, :], _transpose(self._Cy, self.xp), self.xp) if self.ny else None
             traj = Trajectory(x0, u, d, self._take(y, self._zone_rows) if self.nz else None,
                               self._take(y, self._sensor_rows) if self.ns else None, None, None, None, self, _x=x)
         else:
@@ -194,6 +194,9 @@ class Simulator:
 
     def _powers(self, traj: Trajectory, theta: Any) -> tuple[Any, Any, Any]:
         xp = self.xp
+        if not self.net.actuators:  # a plant without actuators (the PL loop): no meters
+            none = xp.zeros((traj.u.shape[0], traj.u.shape[1], 0), dtype=self.dtype)
+            return none, none, none
         if self._pc is not None and theta is self.theta:
             # Piecewise-linear meters, one actuator per input in order: power = u * slope(sign of u).
             el_pos, el_neg, gas_pos, gas_neg = self._pc
@@ -304,7 +307,7 @@ class Simulator:
                                                g_u_direct=g_u_direct)
             cont = lin.continuous_gradients(traj.x0, traj.z, traj.u, traj.d, lam) if params else None
         elif self.step_path is not None:
-            cx = g_y @ self._Cy
+            cx = _mm(g_y, self._Cy, xp)
             cx = xp.concat([xp.zeros((B, 1, self.n), dtype=self.dtype), cx], axis=1) if hasattr(xp, "concat") \
                 else xp.concatenate([xp.zeros((B, 1, self.n), dtype=self.dtype), cx], axis=1)
             if g_x_direct is not None:

@@ -98,14 +98,16 @@ class TankPipeSlab(StepComponent):
         # Parameters: through mc = flow rho_w cp_w, a_q = 1 / mc, g = area_t / (res thk geo), a_t, a_sl.
         sp, diam, thk, res, geo, a_s, cp_s, rho_s, th_s, flow, rho_w, cp_w, v_t, rho_t, cp_t = (
             p[i] for i in range(15))
-        g_lnmc = g_mc * mc - g_aq * a_q          # d/d(log mc): mc and a_q = 1/mc
-        g_lng = g_g * g                           # d/d(log g)
-        g_lnat = g_at * a_t
-        g_lnasl = g_asl * a_sl
+        # Every parameter enters through four products, so the batch sums come first and the parameter
+        # gradient is a handful of scalar operations (the simulator only needs the sum over rows).
+        g_lnmc = xp.sum(g_mc) * mc - xp.sum(g_aq) * a_q   # d/d(log mc): mc and a_q = 1/mc
+        g_lng = xp.sum(g_g) * g                            # d/d(log g)
+        g_lnat = xp.sum(g_at) * a_t
+        g_lnasl = xp.sum(g_asl) * a_sl
         g_p = xp.stack([
             -g_lng / sp, g_lng / diam, -g_lng / thk, -g_lng / res, -g_lng / geo,
             (g_lng - g_lnasl) / a_s, -g_lnasl / cp_s, -g_lnasl / rho_s, -g_lnasl / th_s,
             g_lnmc / flow, g_lnmc / rho_w, g_lnmc / cp_w,
             -g_lnat / v_t, -g_lnat / rho_t, -g_lnat / cp_t,
-        ], axis=1)
+        ])
         return g_x, None, None, g_p

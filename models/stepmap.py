@@ -15,8 +15,12 @@ array namespace (NumPy, CuPy, array-api-strict).
 Adjoint: lam[k] = F^T lam[k+1] + (sum of the per-step components' state VJPs) + dJ/dx[k].
 Inputs, disturbances, the linear network's parameters (through the adjoint Fréchet derivative of the
 augmented exponential) and the folded components' parameters come from the stored states and
-adjoints in a few batched calls after the sweep. The folded components' parameters take one
-`step_vjp` call on all B*K (state, adjoint) pairs, which is exact because their map is affine in the state.
+adjoints in a few batched calls after the sweep. A folded component's parameter gradient needs only
+gF = sum_k lam[k+1] x[k]^T and gc = sum_k lam[k+1], because its map is affine in the state. That is one
+`step_vjp` call on len(reads_x) + 1 rows, whatever the batch and horizon.
+
+Short horizons of a time-invariant step (only folded components) need no loop at all. The states are
+x0 P + s, and the adjoints are one product with the block-Toeplitz matrix of F's powers.
 
 Accuracy: the linear part is exact. A component's delta is its own discrete map, so the path adds no
 error beyond the splitting of a component from the stiff network it touches. With the nodes owned by
@@ -49,6 +53,7 @@ class _Comp:
         self.Ru = _select(comp.reads_u, nu) if comp.reads_u else None
         self.Rd = _select(comp.reads_d, nd) if comp.reads_d else None
         self.folded = bool(comp.affine_in_state) and not comp.reads_u and not comp.reads_d
+        self.Tp: np.ndarray | None = None  # folded components: d(parameter gradient)/d(gs), see _affine_param_vjp
         as_xp = lambda m: None if m is None else xp.asarray(m.astype(dtype))  # noqa: E731
         self.S_t, self.Rx_t = as_xp(self.S.T), as_xp(self.Rx.T)
         self.Ru_t = as_xp(None if self.Ru is None else self.Ru.T)
@@ -94,34 +99,72 @@ class StepPath:
         self.Bd_t, self.Ed_t = (as_xp(Bd.T) if np.any(Bd) else None), (as_xp(Ed.T) if np.any(Ed) else None)
         self.Bd, self.Ed = as_xp(Bd), as_xp(Ed)
         self.loop_comps = [c for c in self.comps if not c.folded]
+        self._horizons: dict[int, tuple] = {}
+
+    # -- whole-horizon maps of a time-invariant step (no per-step components) --------------------------
+    def _horizon(self, B: int, K: int) -> tuple[Any, Any, Any] | None:
+        """(Pt, Ht, Gt) for x[1..K] = x0 Pt + w Ht and lam[0..K] = cx Gt in flattened (B, K*n) rows, or None
+        when the horizon is too long for whole-horizon products (the per-step loop is then cheaper)."""
+        n = self.n
+        if self.loop_comps or B * ((K + 1) * n) ** 2 > _HORIZON_WORK:
+            return None
+        if K not in self._horizons:
+            pw = [np.eye(n)]
+            for _ in range(K):
+                pw.append(pw[-1] @ self.F_host)           # F^0 .. F^K
+            Pt = np.concatenate([pw[k].T for k in range(1, K + 1)], axis=1)            # (n, K n)
+            Ht = np.zeros((K * n, K * n))                 # block (j, k): (F^(k-1-j))^T, j <= k-1
+            Gt = np.zeros(((K + 1) * n, (K + 1) * n))     # block (j, k): F^(j-k), j >= k
+            for j in range(K + 1):
+                for k in range(j + 1):
+                    Gt[j * n:(j + 1) * n, k * n:(k + 1) * n] = pw[j - k]
+            for j in range(K):
+                for k in range(j + 1, K + 1):
+                    Ht[j * n:(j + 1) * n, (k - 1) * n:k * n] = pw[k - 1 - j].T
+            as_xp = lambda m: self.xp.asarray(m.astype(self.dtype))  # noqa: E731
+            s = None if self.c0 is None else as_xp(np.tile(_host(self.c0).astype(float), K) @ Ht)
+            self._horizons[K] = (as_xp(Pt), as_xp(Ht), as_xp(Gt), s)
+        return self._horizons[K]
 
     # -- forward ------------------------------------------------------------------------------------
     def forward(self, x0: Any, u: Any, d: Any) -> Any:
         """States (B, K+1, n)."""
         xp = self.xp
-        K = u.shape[1]
-        w = self._drive(u, d)
-        xs = [x0]
-        x = x0
-        for k in range(K):
-            nxt = x @ self.F_t
+        B, K, n = u.shape[0], u.shape[1], self.n
+        hz = self._horizon(B, K)
+        if hz is not None:
+            Pt, Ht, _, s = hz
+            X = x0 @ Pt
+            w = self._drive(u, d, with_constant=False)
             if w is not None:
-                nxt = nxt + (w if w.ndim == 1 else w[:, k])
+                X = X + xp.reshape(w, (B, K * n)) @ Ht
+            if s is not None:
+                X = X + s
+            return xp.concat([xp.reshape(x0, (B, 1, n)), xp.reshape(X, (B, K, n))], axis=1) \
+                if hasattr(xp, "concat") else np.concatenate([x0[:, None], X.reshape(B, K, n)], axis=1)
+        w = self._drive(u, d)
+        x = xp.zeros((B, K + 1, n), dtype=self.dtype)
+        x[:, 0, :] = x0
+        xk = x0
+        for k in range(K):
+            nxt = xk @ self.F_t
+            if w is not None:
+                nxt = nxt + (w if w.ndim == 1 else w[:, k, :])
             for c in self.loop_comps:
-                xa, ua, da = c.args(x, u[:, k], d[:, k], xp)
+                xa, ua, da = c.args(xk, u[:, k, :], d[:, k, :], xp)
                 nxt = nxt + c.comp.step(xa, ua, da, c.p, self.dt, xp) @ c.S_t
-            xs.append(nxt)
-            x = nxt
-        return xp.stack(xs, axis=1)
+            x[:, k + 1, :] = nxt
+            xk = nxt
+        return x
 
-    def _drive(self, u: Any, d: Any) -> Any:
+    def _drive(self, u: Any, d: Any, with_constant: bool = True) -> Any:
         """Bd u + Ed d + c: (B, K, n), or the constant c (n,), or None."""
         w = None
         if self.Bd_t is not None:
-            w = u @ self.Bd_t
+            w = _mm(u, self.Bd_t, self.xp)
         if self.Ed_t is not None:
-            w = d @ self.Ed_t if w is None else w + d @ self.Ed_t
-        if self.c0 is not None:
+            w = _mm(d, self.Ed_t, self.xp) if w is None else w + _mm(d, self.Ed_t, self.xp)
+        if self.c0 is not None and with_constant:
             w = self.c0 if w is None else w + self.c0
         return w
 
@@ -131,12 +174,16 @@ class StepPath:
         """From the cotangent cx (B, K+1, n) on the states: (g_u, g_x0, g_d, network gradients or None,
         {theta index: dJ/dtheta} of the components' parameters)."""
         xp = self.xp
-        B, K = u.shape[0], u.shape[1]
+        B, K, n = u.shape[0], u.shape[1], self.n
+        hz = self._horizon(B, K)
+        comp_gp: dict[int, Any] = {}
+        if hz is not None:
+            Lam = xp.reshape(xp.reshape(cx, (B, (K + 1) * n)) @ hz[2], (B, K + 1, n))
+            return self._finish(x, u, d, Lam[:, 1:, :], Lam[:, 0, :], None, None, comp_gp, want_params)
         lam = cx[:, K]
         lams = [lam]
         g_u_loop = [None] * K
         g_d_loop = [None] * K
-        comp_gp: dict[int, Any] = {}
         for k in range(K - 1, -1, -1):
             new = lam @ self.F + cx[:, k]
             if self.loop_comps:
@@ -152,50 +199,56 @@ class StepPath:
                     if gd is not None and c.Rd_x is not None:
                         gd_k = gd @ c.Rd_x if gd_k is None else gd_k + gd @ c.Rd_x
                     if want_params and gp is not None:
-                        comp_gp[id(c)] = xp.sum(gp, axis=0) + comp_gp.get(id(c), 0)
+                        comp_gp[id(c)] = gp + comp_gp.get(id(c), 0)
                 g_u_loop[k], g_d_loop[k] = gu_k, gd_k
             lam = new
             lams.append(lam)
         lams.reverse()
         L = xp.stack(lams[1:], axis=1)   # lam[1..K]: dJ/d(x[k+1]) for step k
-        g_u = L @ self.Bd
-        g_d = L @ self.Ed
-        if any(g is not None for g in g_u_loop):
+        return self._finish(x, u, d, L, lams[0], g_u_loop, g_d_loop, comp_gp, want_params)
+
+    def _finish(self, x: Any, u: Any, d: Any, L: Any, lam0: Any, g_u_loop: list | None, g_d_loop: list | None,
+                comp_gp: dict[int, Any], want_params: bool) -> tuple[Any, Any, Any, Any, dict[int, float]]:
+        """Input, disturbance and parameter gradients from the adjoints L = lam[1..K] (B, K, n)."""
+        xp = self.xp
+        B, K = u.shape[0], u.shape[1]
+        g_u = _mm(L, self.Bd, xp)
+        g_d = _mm(L, self.Ed, xp)
+        if g_u_loop is not None and any(g is not None for g in g_u_loop):
             g_u = g_u + xp.stack([g if g is not None else xp.zeros((B, self.nu), dtype=self.dtype)
                                   for g in g_u_loop], axis=1)
-        if any(g is not None for g in g_d_loop):
+        if g_d_loop is not None and any(g is not None for g in g_d_loop):
             g_d = g_d + xp.stack([g if g is not None else xp.zeros((B, self.nd), dtype=self.dtype)
                                   for g in g_d_loop], axis=1)
         net = None
         params: dict[int, float] = {}
         if want_params:
-            xk = x[:, :K]
+            xk = x[:, :K, :]
+            n = self.n
+            L2 = xp.reshape(L, (B * K, n))
+            # gF = sum_k lam[k+1] x[k]^T and gc = sum_k lam[k+1]: all that a step affine in the state needs.
+            gF = _host(_transpose(L2, xp) @ xp.reshape(xk, (B * K, n)))
+            # A product with a ones vector: a column sum over B*K narrow rows is several times slower in NumPy.
+            gc = _host(xp.ones((1, B * K), dtype=self.dtype) @ L2)[0]
             for c in self.comps:
                 if c.folded and c.comp.param_index:
-                    # Affine in the state: the parameter VJP of all steps is one call on B*K rows.
-                    m = len(c.comp.nodes)
-                    gout = xp.reshape(L @ c.S_x, (B * K, m))
-                    xa = xp.reshape(xk @ c.Rx_t, (B * K, len(c.comp.reads_x)))
-                    gp = c.comp.step_vjp(xa, None, None, c.p, self.dt, gout, xp)[3]
-                    comp_gp[id(c)] = xp.sum(gp, axis=0)
+                    comp_gp[id(c)] = _affine_param_vjp(c, gF, gc, self.dt)
             for c in self.comps:
                 if id(c) in comp_gp:
                     vals = _host(comp_gp[id(c)])
                     for i, v in zip(c.comp.param_index, vals, strict=True):
                         params[i] = params.get(i, 0.0) + float(v)
             if self.has_network:
-                net = self._network_gradients(L, xk, u, d)
-        return g_u, lams[0], g_d, net, params
+                net = self._network_gradients(L2, gF, u, d)
+        return g_u, lam0, g_d, net, params
 
-    def _network_gradients(self, L: Any, xk: Any, u: Any, d: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def _network_gradients(self, L2: Any, gA: np.ndarray, u: Any, d: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """dJ/d(Ac, Bc, Ec) of the linear network, through the exact ZOH (adjoint Fréchet derivative)."""
         xp = self.xp
-        B, K, n = L.shape[0], L.shape[1], self.n
-        L2 = xp.reshape(L, (B * K, n))
-        Lt = xp.matrix_transpose(L2) if hasattr(xp, "matrix_transpose") else L2.T
-        gA = _host(Lt @ xp.reshape(xk, (B * K, n)))
-        gB = _host(Lt @ xp.reshape(u, (B * K, self.nu)))
-        gE = _host(Lt @ xp.reshape(d, (B * K, self.nd)))
+        BK, n = L2.shape[0], self.n
+        Lt = _transpose(L2, xp)
+        gB = _host(Lt @ xp.reshape(u, (BK, self.nu)))
+        gE = _host(Lt @ xp.reshape(d, (BK, self.nd)))
         # The folded components' Jacobians are part of F but not of Ad: dJ/dAd is the same matrix.
         N = self.Mc.shape[0]
         G = np.zeros((N, N))
@@ -226,6 +279,45 @@ class StepPath:
                 if gu is not None and c.Ru is not None:
                     Bu[:, :, row, :] += (gu @ c.Ru).reshape(B, K, self.nu)
         return Ax, Bu
+
+
+# A time-invariant horizon is one product with a block-Toeplitz matrix while that costs at most this many
+# multiply-adds (B ((K+1) n)^2); longer horizons and larger batches run the per-step loop, whose work is linear in K.
+_HORIZON_WORK = 2**16
+
+
+def _mm(a: Any, m: Any, xp: Any, flat: bool = False) -> Any:
+    """a (B, K, i) @ m (i, j) as one 2-D product (a stacked 3-D @ 2-D product loops over B in NumPy)."""
+    B, K, i = a.shape
+    out = xp.reshape(a, (B * K, i)) @ m
+    return out if flat else xp.reshape(out, (B, K, m.shape[1]))
+
+
+def _transpose(a: Any, xp: Any) -> Any:
+    return xp.matrix_transpose(a) if hasattr(xp, "matrix_transpose") else a.T
+
+
+def _affine_param_vjp(c: _Comp, gF: np.ndarray, gc: np.ndarray, dt: float) -> np.ndarray:
+    """sum_k dJ/dp through delta_k = J(p) x_k + c(p), from gF = sum_k lam[k+1] x[k]^T and gc = sum_k lam[k+1].
+
+    The parameter VJP of an affine map is affine in x and linear in the cotangent g, so
+    sum_k vjp_p(x_k, g_k) = sum_j vjp_p(e_j, G[:, j]) + vjp_p(0, g_c - sum_j G[:, j]) with G = S^T gF R^T
+    and g_c = S^T gc: one call on len(reads_x) + 1 rows instead of one on B*K rows.
+    """
+    G = c.S.T @ gF @ c.Rx.T                    # (m, mx)
+    g_off = c.S.T @ gc - G.sum(axis=1)
+    gs = np.vstack([G.T, g_off[None, :]])      # (mx + 1, m)
+    if c.Tp is None:
+        # That map is linear in gs: its matrix, from one VJP per entry of gs, makes every later call one product.
+        mx = gs.shape[0] - 1
+        xs = np.vstack([np.eye(mx), np.zeros((1, mx))])
+        rows = []
+        for i in range(gs.size):
+            e = np.zeros(gs.size)
+            e[i] = 1.0
+            rows.append(np.asarray(c.comp.step_vjp(xs, None, None, c.p_host, dt, e.reshape(gs.shape), np)[3], float))
+        c.Tp = np.array(rows)
+    return gs.reshape(-1) @ c.Tp
 
 
 def _affine_parts(c: _Comp, dt: float) -> tuple[np.ndarray, np.ndarray]:
