@@ -307,11 +307,13 @@ class Simulator:
                                                g_u_direct=g_u_direct)
             cont = lin.continuous_gradients(traj.x0, traj.z, traj.u, traj.d, lam) if params else None
         elif self.step_path is not None:
-            cx = _mm(g_y, self._Cy, xp)
-            cx = xp.concat([xp.zeros((B, 1, self.n), dtype=self.dtype), cx], axis=1) if hasattr(xp, "concat") \
-                else xp.concatenate([xp.zeros((B, 1, self.n), dtype=self.dtype), cx], axis=1)
-            if g_x_direct is not None:
-                cx = cx + g_x_direct
+            if g_zones is None and g_sensors is None and g_x_direct is not None:
+                cx = g_x_direct  # a loss on the states only (the PL benchmark): nothing to map
+            else:
+                cx = _mm(g_y, self._Cy, xp)
+                cx = xp.concat([xp.zeros((B, 1, self.n), dtype=self.dtype), cx], axis=1)
+                if g_x_direct is not None:
+                    cx = cx + g_x_direct
             g_u, g_x0, g_d, cont, self._comp_gp = self.step_path.backward(traj.x, traj.u, traj.d, cx,
                                                                           want_params=bool(params))
             if g_u_direct is not None:

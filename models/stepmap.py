@@ -180,12 +180,15 @@ class StepPath:
         if hz is not None:
             Lam = xp.reshape(xp.reshape(cx, (B, (K + 1) * n)) @ hz[2], (B, K + 1, n))
             return self._finish(x, u, d, Lam[:, 1:, :], Lam[:, 0, :], None, None, comp_gp, want_params)
-        lam = cx[:, K]
+        # Time-major: each step's cotangent is one contiguous (B, n) slab.
+        cxt = xp.permute_dims(cx, (1, 0, 2)) if hasattr(xp, "permute_dims") else cx.transpose(1, 0, 2)
+        cxt = xp.asarray(cxt, copy=True) if B > 1 else cxt
+        lam = cxt[K, ...]
         lams = [lam]
         g_u_loop = [None] * K
         g_d_loop = [None] * K
         for k in range(K - 1, -1, -1):
-            new = lam @ self.F + cx[:, k]
+            new = lam @ self.F + cxt[k, ...]
             if self.loop_comps:
                 xk = x[:, k]
                 gu_k = gd_k = None
@@ -212,8 +215,8 @@ class StepPath:
         """Input, disturbance and parameter gradients from the adjoints L = lam[1..K] (B, K, n)."""
         xp = self.xp
         B, K = u.shape[0], u.shape[1]
-        g_u = _mm(L, self.Bd, xp)
-        g_d = _mm(L, self.Ed, xp)
+        g_u = _mm(L, self.Bd, xp) if self.nu else xp.zeros((B, K, 0), dtype=self.dtype)
+        g_d = _mm(L, self.Ed, xp) if self.nd else xp.zeros((B, K, 0), dtype=self.dtype)
         if g_u_loop is not None and any(g is not None for g in g_u_loop):
             g_u = g_u + xp.stack([g if g is not None else xp.zeros((B, self.nu), dtype=self.dtype)
                                   for g in g_u_loop], axis=1)
