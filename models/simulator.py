@@ -21,6 +21,7 @@ import numpy as np
 
 from models.backend import get_xp
 from models.expm import expm, expm_frechet_adjoint
+from models.flowpath import FlowPath
 from models.linear import LinearModel
 from models.network import Network
 from models.stepmap import StepPath, _mm, _transpose
@@ -107,6 +108,7 @@ class Simulator:
             raise ValueError("step components cannot yet be combined with bilinear flows or heat components "
                              "in one model")
         self.step_path: StepPath | None = None
+        self.flow_path: FlowPath | None = None
         self.bilinear = bool(mats["flows"]) or bool(heat_comps)
         # Sensors that read a zone node exactly are not computed twice.
         rows: list[np.ndarray] = []
@@ -128,6 +130,10 @@ class Simulator:
             self.linear = LinearModel(mats["Ac"], mats["Bc"], mats["Ec"], Cy, self.dt, caps=mats["caps"],
                                       xp=xp, dtype=self.dtype)
         else:
+            self.flow_path = None
+            if not heat_comps:
+                fp = FlowPath(mats, self.u_min, self.u_max, self.dt, xp, self.dtype)
+                self.flow_path = fp if fp.ok else None
             self._Ac = xp.asarray(mats["Ac"].astype(self.dtype))
             self._Bc = xp.asarray(mats["Bc"].astype(self.dtype))
             self._Ec = xp.asarray(mats["Ec"].astype(self.dtype))
@@ -177,6 +183,12 @@ class Simulator:
             y = _mm(x[:, 1:, :], _transpose(self._Cy, self.xp), self.xp) if self.ny else None
             traj = Trajectory(x0, u, d, self._take(y, self._zone_rows) if self.nz else None,
                               self._take(y, self._sensor_rows) if self.ns else None, None, None, None, self, _x=x)
+        elif self.flow_path is not None and self.flow_path.in_range(u):
+            x = self.flow_path.forward(x0, u, d)
+            y = _mm(x[:, 1:, :], self._Cy.T, self.xp)
+            traj = Trajectory(x0, u, d, self._take(y, self._zone_rows), self._take(y, self._sensor_rows),
+                              None, None, None, self, _x=x)
+            traj._flow = True
         else:
             x, exps = self._bilinear_forward(x0, u, d)
             y = x[:, 1:] @ self._Cy.T
@@ -316,6 +328,14 @@ class Simulator:
                     cx = cx + g_x_direct
             g_u, g_x0, g_d, cont, self._comp_gp = self.step_path.backward(traj.x, traj.u, traj.d, cx,
                                                                           want_params=bool(params))
+            if g_u_direct is not None:
+                g_u = g_u + g_u_direct
+        elif getattr(traj, "_flow", False) and not params:
+            cx = xp.concat([xp.zeros((B, 1, self.n), dtype=self.dtype), _mm(g_y, self._Cy, xp)], axis=1)
+            if g_x_direct is not None:
+                cx = cx + g_x_direct
+            g_u, g_x0, g_d = self.flow_path.backward(traj.x, traj.u, traj.d, cx)
+            cont = None
             if g_u_direct is not None:
                 g_u = g_u + g_u_direct
         else:
