@@ -37,8 +37,9 @@ class FlowPath:
     """Forward and adjoint of a network with one flow factor (see the module docstring)."""
 
     def __init__(self, mats: dict[str, Any], u_min: np.ndarray, u_max: np.ndarray, dt: float, xp: Any,
-                 dtype: Any) -> None:
+                 dtype: Any, xdtype: Any = None) -> None:
         self.ok = False
+        self.xdtype = np.dtype(dtype) if xdtype is None else xdtype
         flows = mats["flows"]
         state_flows = [(j, other, P) for j, other, P, p in flows if np.any(P)]
         factors = {(j, other) for j, other, _ in state_flows}
@@ -110,7 +111,7 @@ class FlowPath:
         """Ad_k, Gd_k (…, n, n) at the steps' flows, and dT/ds (…, J+1) when asked."""
         T, dT = self._cheb(self._s(u[..., self.j]), derivative)
         shape = (*T.shape[:-1], self.n, self.n)
-        return (T @ self.C).reshape(shape), (T @ self.D).reshape(shape), dT
+        return xp_reshape(T @ self.C, shape, self.xp), xp_reshape(T @ self.D, shape, self.xp), dT
 
     def _chunks(self, B: int, K: int) -> list[slice]:
         size = max(1, min(K, _CHUNK_ELEMENTS // max(1, B * self.n * self.n)))
@@ -121,12 +122,12 @@ class FlowPath:
         xp = self.xp
         B, K, _ = u.shape
         n = self.n
-        x = xp.empty((B, K + 1, n), dtype=self.dtype)
-        x[:, 0] = x0
+        x = xp.empty((B, K + 1, n), dtype=self.xdtype)
+        x[:, 0, :] = x0
         for sl in self._chunks(B, K):
-            Ad, Gd, _ = self._mats(u[:, sl])
-            w = (Gd @ self._drive(u[:, sl], d[:, sl])[..., None])[..., 0]
-            x[:, sl.start + 1:sl.stop + 1] = _affine_scan(Ad, w, x[:, sl.start], xp)
+            Ad, Gd, _ = self._mats(u[:, sl, :])
+            w = (Gd @ self._drive(u[:, sl, :], d[:, sl, :])[..., None])[..., 0]
+            x[:, sl.start + 1:sl.stop + 1, :] = _affine_scan(Ad, w, x[:, sl.start, :], xp)
         return x
 
     # -- adjoint ----------------------------------------------------------------------------------------
@@ -137,22 +138,22 @@ class FlowPath:
         n = self.n
         g_u = xp.zeros_like(u)
         g_d = xp.zeros_like(d)
-        lam = cx[:, K]
+        lam = cx[:, K, :]
         scale = 2.0 / (self.hi - self.lo)
         for sl in reversed(self._chunks(B, K)):
-            uc, dc = u[:, sl], d[:, sl]
+            uc, dc = u[:, sl, :], d[:, sl, :]
             Ad, Gd, dT = self._mats(uc, derivative=True)
-            At = xp.swapaxes(Ad, -1, -2)
+            At = _mT(Ad, xp)
             # lam[k] = Ad_k^T lam[k+1] + cx[k], run backwards over the chunk: a forward scan on reversed steps.
             rev = slice(sl.stop - 1, sl.start - 1 if sl.start > 0 else None, -1)
-            lams_rev = _affine_scan(At[:, ::-1], cx[:, rev], lam, xp)     # lam[stop-1], ..., lam[start]
-            L_all = xp.concatenate([lams_rev[:, ::-1], lam[:, None]], axis=1)  # lam[start .. stop]
-            L = L_all[:, 1:]                                                  # lam[k+1] for the chunk's steps
-            lam = L_all[:, 0]
+            lams_rev = _affine_scan(xp.flip(At, axis=1), cx[:, rev, :], lam, xp)  # lam[stop-1], ..., lam[start]
+            L_all = xp.concat([xp.flip(lams_rev, axis=1), lam[:, None, :]], axis=1)  # lam[start .. stop]
+            L = L_all[:, 1:, :]                                                   # lam[k+1] for the chunk's steps
+            lam = L_all[:, 0, :]
             b = self._drive(uc, dc)
-            g_b = (xp.swapaxes(Gd, -1, -2) @ L[..., None])[..., 0]
-            g_u[:, sl] += g_b @ self.Bc_x
-            g_d[:, sl] += g_b @ self.Ec_x
+            g_b = (_mT(Gd, xp) @ L[..., None])[..., 0]
+            g_u[:, sl, :] += g_b @ self.Bc_x
+            g_d[:, sl, :] += g_b @ self.Ec_x
             for j, other, p in self.p_x:
                 s_ = g_b @ p
                 if other is None:
@@ -162,10 +163,18 @@ class FlowPath:
                     g_u[:, sl, j] += s_ * o
                     (g_u if other[0] == "u" else g_d)[:, sl, other[1]] += s_ * uc[..., j]
             # dJ/df through Ad and Gd: <lam x^T, dAd/df> + <lam b^T, dGd/df>.
-            outer = xp.concatenate([(L[..., :, None] * x[:, sl, None, :]).reshape(*L.shape[:2], n * n),
-                                    (L[..., :, None] * b[..., None, :]).reshape(*L.shape[:2], n * n)], axis=-1)
-            g_u[:, sl, self.j] += scale * xp.sum((outer @ self.CD.T) * dT, axis=-1)
+            outer = xp.concat([xp.reshape(L[..., :, None] * x[:, sl, None, :], (*L.shape[:2], n * n)),
+                               xp.reshape(L[..., :, None] * b[..., None, :], (*L.shape[:2], n * n))], axis=-1)
+            g_u[:, sl, self.j] += scale * xp.sum((outer @ _mT(self.CD, xp)) * dT, axis=-1)
         return g_u, lam, g_d
+
+
+def _mT(a: Any, xp: Any) -> Any:
+    return xp.matrix_transpose(a) if hasattr(xp, "matrix_transpose") else xp.swapaxes(a, -1, -2)
+
+
+def xp_reshape(a: Any, shape: tuple, xp: Any) -> Any:
+    return xp.reshape(a, shape)
 
 
 def _affine_scan(A: Any, w: Any, x0: Any, xp: Any) -> Any:
@@ -175,8 +184,8 @@ def _affine_scan(A: Any, w: Any, x0: Any, xp: Any) -> Any:
         out = xp.empty(w.shape, dtype=w.dtype)
         xk = x0
         for k in range(K):
-            xk = (A[:, k] @ xk[..., None])[..., 0] + w[:, k]
-            out[:, k] = xk
+            xk = (A[:, k, ...] @ xk[..., None])[..., 0] + w[:, k, :]
+            out[:, k, :] = xk
         return out
     # Doubling (Hillis-Steele) scan on the augmented maps M_k = [[A_k, w_k], [0, 1]]: after round r, M[k]
     # maps x[k-2^r+1] to x[k+1]. One product per round.
@@ -187,7 +196,7 @@ def _affine_scan(A: Any, w: Any, x0: Any, xp: Any) -> Any:
     M[..., n, n] = 1.0
     off = 1
     while off < K:
-        M[:, off:] = M[:, off:] @ M[:, :-off]
+        M[:, off:, ...] = M[:, off:, ...] @ M[:, :K - off, ...]
         off *= 2
     return (M[..., :n, :n] @ x0[:, None, :, None])[..., 0] + M[..., :n, n]
 

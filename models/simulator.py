@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from models.backend import get_xp
+from models.backend import get_xp, to_host, xp_dtype
 from models.expm import expm, expm_frechet_adjoint
 from models.flowpath import FlowPath
 from models.linear import LinearModel
@@ -80,6 +80,7 @@ class Simulator:
         self.dt = float(dt)
         self.xp, self.backend = get_xp(backend)
         self.dtype = np.dtype(dtype)
+        self.xdtype = xp_dtype(self.xp, self.dtype)  # the same dtype as the array namespace spells it
         self.theta = net.params.theta() if theta is None else np.asarray(theta, dtype=float)
         self.n, self.nu, self.nd = net.n, len(net.inputs), len(net.disturbances)
         self.state_names = list(net.nodes)
@@ -124,7 +125,7 @@ class Simulator:
         self.ny = Cy.shape[0]
         self.linear: LinearModel | None = None
         if step_comps:
-            self.step_path = StepPath(mats, step_comps, self.theta, self.dt, xp, self.dtype)
+            self.step_path = StepPath(mats, step_comps, self.theta, self.dt, xp, self.dtype, self.xdtype)
             self._Cy = xp.asarray(Cy.astype(self.dtype))
         elif not self.bilinear:
             self.linear = LinearModel(mats["Ac"], mats["Bc"], mats["Ec"], Cy, self.dt, caps=mats["caps"],
@@ -132,7 +133,7 @@ class Simulator:
         else:
             self.flow_path = None
             if not heat_comps:
-                fp = FlowPath(mats, self.u_min, self.u_max, self.dt, xp, self.dtype)
+                fp = FlowPath(mats, self.u_min, self.u_max, self.dt, xp, self.dtype, self.xdtype)
                 self.flow_path = fp if fp.ok else None
             self._Ac = xp.asarray(mats["Ac"].astype(self.dtype))
             self._Bc = xp.asarray(mats["Bc"].astype(self.dtype))
@@ -164,10 +165,10 @@ class Simulator:
         return Simulator(self.net, self.dt, backend=self.backend, dtype=str(self.dtype), theta=theta)
 
     def asarray(self, a: Any) -> Any:
-        return self.xp.asarray(a, dtype=self.dtype)
+        return self.xp.asarray(a, dtype=self.xdtype)
 
     def initial_state(self, batch: int = 1) -> Any:
-        return self.xp.asarray(np.broadcast_to(self.x_initial, (batch, self.n)).astype(self.dtype))
+        return self.xp.asarray(np.ascontiguousarray(np.broadcast_to(self.x_initial, (batch, self.n)), dtype=self.dtype))
 
     # -- forward ----------------------------------------------------------------------------------
     def simulate(self, x0: Any, u: Any, d: Any) -> Trajectory:
@@ -198,16 +199,17 @@ class Simulator:
         traj.p_el, traj.p_gas, traj.q_th = self._powers(traj, self.theta)
         return traj
 
-    @staticmethod
-    def _take(y: Any, rows: np.ndarray) -> Any:
+    def _take(self, y: Any, rows: np.ndarray) -> Any:
         if len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):
-            return y[..., rows[0]:rows[0] + len(rows)]
-        return y[..., rows]
+            return y[..., int(rows[0]):int(rows[0]) + len(rows)]
+        if self.xp is np:
+            return y[..., rows]
+        return self.xp.take(y, self.xp.asarray(rows), axis=-1)
 
     def _powers(self, traj: Trajectory, theta: Any) -> tuple[Any, Any, Any]:
         xp = self.xp
         if not self.net.actuators:  # a plant without actuators (the PL loop): no meters
-            none = xp.zeros((traj.u.shape[0], traj.u.shape[1], 0), dtype=self.dtype)
+            none = xp.zeros((traj.u.shape[0], traj.u.shape[1], 0), dtype=self.xdtype)
             return none, none, none
         if self._pc is not None and theta is self.theta:
             # Piecewise-linear meters, one actuator per input in order: power = u * slope(sign of u).
@@ -305,7 +307,7 @@ class Simulator:
         if g_sensors is None and g_zones is not None and np.array_equal(self._zone_rows, np.arange(self.ny)):
             g_y = self.asarray(g_zones)  # the common case: outputs are the zones, nothing to scatter
         else:
-            g_y = xp.zeros((B, K, self.ny), dtype=self.dtype)
+            g_y = xp.zeros((B, K, self.ny), dtype=self.xdtype)
             if g_zones is not None:
                 self._add_rows(g_y, self._zone_rows, g_zones)
             if g_sensors is not None:
@@ -323,7 +325,7 @@ class Simulator:
                 cx = g_x_direct  # a loss on the states only (the PL benchmark): nothing to map
             else:
                 cx = _mm(g_y, self._Cy, xp)
-                cx = xp.concat([xp.zeros((B, 1, self.n), dtype=self.dtype), cx], axis=1)
+                cx = xp.concat([xp.zeros((B, 1, self.n), dtype=self.xdtype), cx], axis=1)
                 if g_x_direct is not None:
                     cx = cx + g_x_direct
             g_u, g_x0, g_d, cont, self._comp_gp = self.step_path.backward(traj.x, traj.u, traj.d, cx,
@@ -331,7 +333,7 @@ class Simulator:
             if g_u_direct is not None:
                 g_u = g_u + g_u_direct
         elif getattr(traj, "_flow", False) and not params:
-            cx = xp.concat([xp.zeros((B, 1, self.n), dtype=self.dtype), _mm(g_y, self._Cy, xp)], axis=1)
+            cx = xp.concat([xp.zeros((B, 1, self.n), dtype=self.xdtype), _mm(g_y, self._Cy, xp)], axis=1)
             if g_x_direct is not None:
                 cx = cx + g_x_direct
             g_u, g_x0, g_d = self.flow_path.backward(traj.x, traj.u, traj.d, cx)
@@ -485,9 +487,10 @@ class Simulator:
     def _param_gradient(self, traj: Trajectory, names: list[str], cont: Any, g_el: Any, g_gas: Any
                         ) -> dict[str, float]:
         xp = self.xp
-        to_host = (lambda a: a.get()) if xp is not np else np.asarray
         out = {}
         comp_params = {i for c in self.net.custom for i in getattr(c, "param_index", [])}
+        # Meter power depends only on the actuators' own parameters: the others skip its complex step.
+        meter_params = {i for a in self.net.actuators for i in a.params.values()}
         for name, idx in zip(names, self.net.params.lookup(names), strict=True):
             if idx in comp_params:
                 # A component's own parameter: nothing in the network or the meters depends on it.
@@ -513,7 +516,7 @@ class Simulator:
                                  + np.sum(to_host(cont["p"][t]) * (p.imag / _H)))
                 if "inv_c" in cont:
                     val += float(np.sum(to_host(cont["inv_c"]) * ((1.0 / m["caps"]).imag / _H)))
-            if g_el is not None or g_gas is not None:
+            if (g_el is not None or g_gas is not None) and idx in meter_params:
                 el, gas, _ = self._powers(traj, th)
                 if g_el is not None:
                     val += float(xp.sum(g_el * (el.imag / _H)))

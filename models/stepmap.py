@@ -45,6 +45,7 @@ def _select(cols: list[int], n: int) -> np.ndarray:
 
 class _Comp:
     def __init__(self, comp: Any, theta: np.ndarray, n: int, nu: int, nd: int, xp: Any, dtype: Any) -> None:
+        # dtype: the host (NumPy) dtype; arrays reach xp already converted, so any namespace accepts them.
         self.comp = comp
         self.p_host = np.asarray(theta[comp.param_index], dtype=float) if comp.param_index else np.zeros(0)
         self.p = xp.asarray(self.p_host.astype(dtype))
@@ -73,8 +74,9 @@ class StepPath:
     """Forward and adjoint of the step-map path for one compiled model (see the module docstring)."""
 
     def __init__(self, mats: dict[str, Any], comps: list[Any], theta: np.ndarray, dt: float, xp: Any,
-                 dtype: Any) -> None:
+                 dtype: Any, xdtype: Any = None) -> None:
         self.xp, self.dtype, self.dt = xp, np.dtype(dtype), float(dt)
+        self.xdtype = self.dtype if xdtype is None else xdtype
         Ac, Bc, Ec = (np.asarray(mats[k], dtype=float) for k in ("Ac", "Bc", "Ec"))
         n, nu, nd = Ac.shape[0], Bc.shape[1], Ec.shape[1]
         self.n, self.nu, self.nd = n, nu, nd
@@ -140,10 +142,9 @@ class StepPath:
                 X = X + xp.reshape(w, (B, K * n)) @ Ht
             if s is not None:
                 X = X + s
-            return xp.concat([xp.reshape(x0, (B, 1, n)), xp.reshape(X, (B, K, n))], axis=1) \
-                if hasattr(xp, "concat") else np.concatenate([x0[:, None], X.reshape(B, K, n)], axis=1)
+            return xp.concat([xp.reshape(x0, (B, 1, n)), xp.reshape(X, (B, K, n))], axis=1)
         w = self._drive(u, d)
-        x = xp.zeros((B, K + 1, n), dtype=self.dtype)
+        x = xp.zeros((B, K + 1, n), dtype=self.xdtype)
         x[:, 0, :] = x0
         xk = x0
         for k in range(K):
@@ -190,10 +191,10 @@ class StepPath:
         for k in range(K - 1, -1, -1):
             new = lam @ self.F + cxt[k, ...]
             if self.loop_comps:
-                xk = x[:, k]
+                xk = x[:, k, :]
                 gu_k = gd_k = None
                 for c in self.loop_comps:
-                    xa, ua, da = c.args(xk, u[:, k], d[:, k], xp)
+                    xa, ua, da = c.args(xk, u[:, k, :], d[:, k, :], xp)
                     gx, gu, gd, gp = c.comp.step_vjp(xa, ua, da, c.p, self.dt, lam @ c.S_x, xp)
                     if gx is not None and c.comp.reads_x:
                         new = new + gx @ c.Rx_x
@@ -215,13 +216,13 @@ class StepPath:
         """Input, disturbance and parameter gradients from the adjoints L = lam[1..K] (B, K, n)."""
         xp = self.xp
         B, K = u.shape[0], u.shape[1]
-        g_u = _mm(L, self.Bd, xp) if self.nu else xp.zeros((B, K, 0), dtype=self.dtype)
-        g_d = _mm(L, self.Ed, xp) if self.nd else xp.zeros((B, K, 0), dtype=self.dtype)
+        g_u = _mm(L, self.Bd, xp) if self.nu else xp.zeros((B, K, 0), dtype=self.xdtype)
+        g_d = _mm(L, self.Ed, xp) if self.nd else xp.zeros((B, K, 0), dtype=self.xdtype)
         if g_u_loop is not None and any(g is not None for g in g_u_loop):
-            g_u = g_u + xp.stack([g if g is not None else xp.zeros((B, self.nu), dtype=self.dtype)
+            g_u = g_u + xp.stack([g if g is not None else xp.zeros((B, self.nu), dtype=self.xdtype)
                                   for g in g_u_loop], axis=1)
         if g_d_loop is not None and any(g is not None for g in g_d_loop):
-            g_d = g_d + xp.stack([g if g is not None else xp.zeros((B, self.nd), dtype=self.dtype)
+            g_d = g_d + xp.stack([g if g is not None else xp.zeros((B, self.nd), dtype=self.xdtype)
                                   for g in g_d_loop], axis=1)
         net = None
         params: dict[int, float] = {}
@@ -232,7 +233,7 @@ class StepPath:
             # gF = sum_k lam[k+1] x[k]^T and gc = sum_k lam[k+1]: all that a step affine in the state needs.
             gF = _host(_transpose(L2, xp) @ xp.reshape(xk, (B * K, n)))
             # A product with a ones vector: a column sum over B*K narrow rows is several times slower in NumPy.
-            gc = _host(xp.ones((1, B * K), dtype=self.dtype) @ L2)[0]
+            gc = _host(xp.ones((1, B * K), dtype=self.xdtype) @ L2)[0]
             for c in self.comps:
                 if c.folded and c.comp.param_index:
                     comp_gp[id(c)] = _affine_param_vjp(c, gF, gc, self.dt)

@@ -186,7 +186,7 @@ custom:
 
 def _radiator_case(sim, B=2, K=12, seed=1):
     rng = np.random.default_rng(seed)
-    x0 = sim.initial_state(B) + rng.normal(0, 1, (B, sim.n))
+    x0 = np.tile(sim.x_initial, (B, 1)) + rng.normal(0, 1, (B, sim.n))
     u = rng.uniform(100, 900, (B, K, sim.nu))
     d = np.zeros((B, K, sim.nd))
     d[..., 0] = rng.normal(0, 3, (B, K))
