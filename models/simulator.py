@@ -105,12 +105,14 @@ class Simulator:
         self.mats = mats
         step_comps = [c for c in self.net.custom if getattr(c, "kind", "heat") == "step"]
         heat_comps = [c for c in self.net.custom if getattr(c, "kind", "heat") != "step"]
-        if step_comps and (mats["flows"] or heat_comps):
-            raise ValueError("step components cannot yet be combined with bilinear flows or heat components "
-                             "in one model")
+        if step_comps and mats["flows"]:
+            raise ValueError("step components cannot yet be combined with bilinear flows (pumps, VAV) in one model")
         self.step_path: StepPath | None = None
         self.flow_path: FlowPath | None = None
-        self.bilinear = bool(mats["flows"]) or bool(heat_comps)
+        # Heat components run on the step-map path (their heat held over the step through the exact ZOH),
+        # unless flows make the model bilinear: then the per-step matrix exponential path holds both.
+        self.bilinear = bool(mats["flows"])
+        self._legacy_heat = bool(heat_comps) and self.bilinear
         # Sensors that read a zone node exactly are not computed twice.
         rows: list[np.ndarray] = []
         def row_index(r: np.ndarray) -> int:
@@ -124,8 +126,9 @@ class Simulator:
         Cy = np.array(rows) if rows else np.zeros((0, self.n))
         self.ny = Cy.shape[0]
         self.linear: LinearModel | None = None
-        if step_comps:
-            self.step_path = StepPath(mats, step_comps, self.theta, self.dt, xp, self.dtype, self.xdtype)
+        if (step_comps or heat_comps) and not self.bilinear:
+            self.step_path = StepPath(mats, step_comps + heat_comps, self.theta, self.dt, xp, self.dtype,
+                                      self.xdtype)
             self._Cy = xp.asarray(Cy.astype(self.dtype))
         elif not self.bilinear:
             self.linear = LinearModel(mats["Ac"], mats["Bc"], mats["Ec"], Cy, self.dt, caps=mats["caps"],
@@ -503,8 +506,10 @@ class Simulator:
             if self.step_path is not None:
                 val = self._comp_gp.get(idx, 0.0)
                 if cont is not None:
-                    gAc, gBc, gEc = cont
+                    gAc, gBc, gEc, g_inv_c = cont
                     val += float(np.sum(gAc * dm["Ac"]) + np.sum(gBc * dm["Bc"]) + np.sum(gEc * dm["Ec"]))
+                    if g_inv_c is not None:
+                        val += float(np.sum(g_inv_c * ((1.0 / m["caps"]).imag / _H)))
             elif self.linear is not None:
                 gAc, gBc, gEc = cont
                 val = float(np.sum(gAc * dm["Ac"]) + np.sum(gBc * dm["Bc"]) + np.sum(gEc * dm["Ec"]))

@@ -53,7 +53,11 @@ class _Comp:
         self.Rx = _select(comp.reads_x, n)       # (mx, n)
         self.Ru = _select(comp.reads_u, nu) if comp.reads_u else None
         self.Rd = _select(comp.reads_d, nd) if comp.reads_d else None
-        self.folded = bool(comp.affine_in_state) and not comp.reads_u and not comp.reads_d
+        self.heat = getattr(comp, "kind", "heat") == "heat"   # a heat component: q in W held over the step
+        if not hasattr(comp, "param_index"):
+            comp.param_index = []
+        self.folded = bool(getattr(comp, "affine_in_state", False)) and not comp.reads_u and not comp.reads_d \
+            and not self.heat
         self.Tp: np.ndarray | None = None  # folded components: d(parameter gradient)/d(gs), see _affine_param_vjp
         as_xp = lambda m: None if m is None else xp.asarray(m.astype(dtype))  # noqa: E731
         self.S_t, self.Rx_t = as_xp(self.S.T), as_xp(self.Rx.T)
@@ -80,12 +84,27 @@ class StepPath:
         Ac, Bc, Ec = (np.asarray(mats[k], dtype=float) for k in ("Ac", "Bc", "Ec"))
         n, nu, nd = Ac.shape[0], Bc.shape[1], Ec.shape[1]
         self.n, self.nu, self.nd = n, nu, nd
-        self.Mc = np.zeros((n + nu + nd, n + nu + nd))
-        self.Mc[:n, :n], self.Mc[:n, n:n + nu], self.Mc[:n, n + nu:] = Ac, Bc, Ec
+        # Heat components' heat q (W) is held over the step and enters as C^-1 q: through Gamma, the ZOH of an
+        # identity input block, exact for the linear part like Bd and Ed.
+        self.has_heat = any(getattr(c, "kind", "heat") == "heat" for c in comps)
+        nh = n if self.has_heat else 0
+        N = n + nu + nd + nh
+        self.Mc = np.zeros((N, N))
+        self.Mc[:n, :n], self.Mc[:n, n:n + nu], self.Mc[:n, n + nu:n + nu + nd] = Ac, Bc, Ec
+        if nh:
+            self.Mc[:n, n + nu + nd:] = np.eye(n)
         Md = expm(self.Mc * self.dt)
-        Ad, Bd, Ed = Md[:n, :n], Md[:n, n:n + nu], Md[:n, n + nu:]
-        self.has_network = bool(np.any(self.Mc))
+        Ad, Bd, Ed = Md[:n, :n], Md[:n, n:n + nu], Md[:n, n + nu:n + nu + nd]
+        self.Gamma = Md[:n, n + nu + nd:] if nh else None
+        self.inv_c = 1.0 / np.asarray(mats["caps"], dtype=float)
+        self.has_network = bool(np.any(self.Mc[:n, :n + nu + nd]))
         self.comps = [_Comp(c, theta, n, nu, nd, xp, self.dtype) for c in comps]
+        for c in self.comps:
+            if c.heat:
+                # q (B, m) -> state increment q @ Gh.T with Gh = Gamma[:, nodes] diag(1/C[nodes]).
+                c.Gh = self.Gamma[:, c.comp.nodes] * self.inv_c[c.comp.nodes][None, :]
+                c.S_t = xp.asarray(np.ascontiguousarray(c.Gh.T).astype(self.dtype))
+                c.S_x = xp.asarray(np.ascontiguousarray(c.Gh).astype(self.dtype))
         F = Ad.copy()
         c0 = np.zeros(n)
         for c in self.comps:
@@ -153,7 +172,8 @@ class StepPath:
                 nxt = nxt + (w if w.ndim == 1 else w[:, k, :])
             for c in self.loop_comps:
                 xa, ua, da = c.args(xk, u[:, k, :], d[:, k, :], xp)
-                nxt = nxt + c.comp.step(xa, ua, da, c.p, self.dt, xp) @ c.S_t
+                out = c.comp.heat(xa, ua, da, xp) if c.heat else c.comp.step(xa, ua, da, c.p, self.dt, xp)
+                nxt = nxt + out @ c.S_t
             x[:, k + 1, :] = nxt
             xk = nxt
         return x
@@ -195,7 +215,11 @@ class StepPath:
                 gu_k = gd_k = None
                 for c in self.loop_comps:
                     xa, ua, da = c.args(xk, u[:, k, :], d[:, k, :], xp)
-                    gx, gu, gd, gp = c.comp.step_vjp(xa, ua, da, c.p, self.dt, lam @ c.S_x, xp)
+                    if c.heat:
+                        gx, gu, gd = c.comp.heat_vjp(xa, ua, da, lam @ c.S_x, xp)
+                        gp = None
+                    else:
+                        gx, gu, gd, gp = c.comp.step_vjp(xa, ua, da, c.p, self.dt, lam @ c.S_x, xp)
                     if gx is not None and c.comp.reads_x:
                         new = new + gx @ c.Rx_x
                     if gu is not None and c.Ru_x is not None:
@@ -242,23 +266,40 @@ class StepPath:
                     vals = _host(comp_gp[id(c)])
                     for i, v in zip(c.comp.param_index, vals, strict=True):
                         params[i] = params.get(i, 0.0) + float(v)
-            if self.has_network:
-                net = self._network_gradients(L2, gF, u, d)
+            if self.has_network or self.has_heat:
+                net = self._network_gradients(L2, gF, x, u, d)
         return g_u, lam0, g_d, net, params
 
-    def _network_gradients(self, L2: Any, gA: np.ndarray, u: Any, d: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """dJ/d(Ac, Bc, Ec) of the linear network, through the exact ZOH (adjoint Fréchet derivative)."""
+    def _network_gradients(self, L2: Any, gA: np.ndarray, x: Any, u: Any, d: Any
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+        """dJ/d(Ac, Bc, Ec) of the linear network through the exact ZOH (adjoint Fréchet derivative), and
+        dJ/d(1/C) through the heat components' C^-1 q (None without heat components)."""
         xp = self.xp
-        BK, n = L2.shape[0], self.n
+        BK, n, nu, nd = L2.shape[0], self.n, self.nu, self.nd
+        K = u.shape[1]
         Lt = _transpose(L2, xp)
-        gB = _host(Lt @ xp.reshape(u, (BK, self.nu)))
-        gE = _host(Lt @ xp.reshape(d, (BK, self.nd)))
+        gB = _host(Lt @ xp.reshape(u, (BK, nu)))
+        gE = _host(Lt @ xp.reshape(d, (BK, nd)))
         # The folded components' Jacobians are part of F but not of Ad: dJ/dAd is the same matrix.
         N = self.Mc.shape[0]
         G = np.zeros((N, N))
-        G[:n, :n], G[:n, n:n + self.nu], G[:n, n + self.nu:] = gA, gB, gE
+        G[:n, :n], G[:n, n:n + nu], G[:n, n + nu:n + nu + nd] = gA, gB, gE
+        g_inv_c = None
+        if self.has_heat:
+            # The heat of every step at once (heat is row-wise): q_nodes (B*K, n) scattered to the nodes.
+            xk = xp.reshape(x[:, :K, :], (BK, n))
+            u2, d2 = xp.reshape(u, (BK, nu)), xp.reshape(d, (BK, nd))
+            q = None
+            for c in self.comps:
+                if c.heat:
+                    xa, ua, da = c.args(xk, u2, d2, xp)
+                    qc = c.comp.heat(xa, ua, da, xp) @ xp.asarray(c.S.T.astype(self.dtype))
+                    q = qc if q is None else q + qc
+            gq = _host(Lt @ q)                                    # sum_k lam[k+1] q_k^T (n, n)
+            G[:n, n + nu + nd:] = gq * self.inv_c[None, :]        # dJ/dGamma: v_k = q_k / C
+            g_inv_c = np.einsum("ij,ij->j", self.Gamma, gq)       # dJ/d(1/C_j) = sum_k (Gamma^T lam)_j q_j
         GM = expm_frechet_adjoint(self.Mc * self.dt, G) * self.dt
-        return GM[:n, :n], GM[:n, n:n + self.nu], GM[:n, n + self.nu:]
+        return GM[:n, :n], GM[:n, n:n + nu], GM[:n, n + nu:n + nu + nd], g_inv_c
 
     # -- per-step Jacobians (nonlinear MPC) ---------------------------------------------------------
     def step_jacobians(self, x: Any, u: Any, d: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -268,6 +309,8 @@ class StepPath:
         Ax = np.broadcast_to(self.F_host, (B, K, self.n, self.n)).copy()
         Bu = np.broadcast_to(_host(self.Bd), (B, K, self.n, self.nu)).copy()
         for c in self.loop_comps:
+            if c.heat:
+                continue  # heat components: not yet (their Jacobian goes through Gh)
             m = len(c.comp.nodes)
             xa = xh[:, :K] @ c.Rx.T
             ua = uh @ c.Ru.T if c.Ru is not None else None
