@@ -254,3 +254,21 @@ def test_step_jacobians_match_directional_derivatives():
     fd = (one_step(xk, u[0, k] + h * w) - one_step(xk, u[0, k] - h * w)) / (2 * h)
     np.testing.assert_allclose(Bu[0, k] @ w, fd, rtol=1e-7, atol=1e-10)
 
+
+
+def test_check_vjp_is_scale_aware():
+    """A flow of 6.3e-4 m3/s: a step of 1e-6 absolute (the old rule) is 0.16 % of it, and the central
+    difference of 1/flow is then off by 3e-6 relative. Steps relative to each entry keep it exact."""
+    from models.gradcheck import check_vjp
+
+    def f(p):
+        return np.stack([4180.0 * p[:, 1] / p[:, 0], p[:, 0] * p[:, 1]], axis=1)
+
+    def vjp(p, g):
+        return (np.stack([-g[:, 0] * 4180.0 * p[:, 1] / p[:, 0] ** 2 + g[:, 1] * p[:, 1],
+                          g[:, 0] * 4180.0 / p[:, 0] + g[:, 1] * p[:, 0]], axis=1),)
+
+    p = np.array([[6.309e-4, 1000.0], [2.0e-4, 998.0]])
+    assert check_vjp(f, vjp, [p]) <= 1e-8
+    with pytest.raises(AssertionError, match="argument 0"):
+        check_vjp(f, lambda p, g: (1.00001 * vjp(p, g)[0],), [p])
