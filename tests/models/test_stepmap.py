@@ -272,3 +272,28 @@ def test_check_vjp_is_scale_aware():
     assert check_vjp(f, vjp, [p]) <= 1e-8
     with pytest.raises(AssertionError, match="argument 0"):
         check_vjp(f, lambda p, g: (1.00001 * vjp(p, g)[0],), [p])
+
+
+def test_calibrate_fits_step_component_parameters():
+    """`calibrate` addresses a step component's parameters by name (`rad.emission`) like any other."""
+    from controller.calibrate import calibrate
+
+    net = building_from_text(RADIATOR, "radiator.yaml")
+    dt, K = 120.0, 240
+    truth = net.compile(dt).with_params({"rad.emission": 3.0e-8, "rad.flow_capacity": 0.1})
+    rng = np.random.default_rng(3)
+    u = np.repeat(rng.uniform(0, 1000, (1, K // 12, 1)), 12, axis=1)
+    d = np.zeros((1, K, 3))
+    d[..., 0] = -2 + 3 * np.sin(np.arange(K) * dt / 86400 * 2 * np.pi)
+    d[..., 1] = 55.0
+    tr = truth.simulate(np.tile(truth.x_initial, (1, 1)), u, d)
+    data = {"time_s": dt * np.arange(K), "valve": u[0, :, 0], "outdoor_temperature": d[0, :, 0],
+            "supply_temperature": d[0, :, 1], "mass_flow": d[0, :, 2], "room": tr.zones[0, :, 0]}
+    res = calibrate(net, data, ["rad.emission", "rad.flow_capacity"], dt=dt, holdout_fraction=0.2, max_blocks=12,
+                    max_iterations=30)
+    assert set(res.updates) == {"rad.emission", "rad.flow_capacity"}
+    # From 2e-8 and 0.08 in the file, noise-free data, the initial state fitted too. It converges (1.32 K ->
+    # 0.15 K here) but not to the truth: with the radiator's temperature unmeasured, flow capacity and the
+    # initial radiator temperature trade off. The gradients it uses are checked in the tests above.
+    assert res.success and res.rmse_after < 0.2 * res.rmse_before
+    assert res.values["rad.flow_capacity"] > 0.08
