@@ -150,3 +150,15 @@ def test_discrete_integrator_block(tmp_path: Path):
     assert len(net.warnings) == 1 and "m.yaml:8: warning: state_space block 'annex'" in net.warnings[0]
     x1, x0 = _ss_step(net, 2000.0, -3.0)
     np.testing.assert_allclose(x1, A @ x0 + BD[:, 0] * 2000.0 + ED[:, 0] * -3.0, rtol=1e-9)
+
+
+def test_check_cli_exits_2_with_file_and_line_on_new_bad_cases():
+    bad = Path(__file__).parent / "bad"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    for name, line in (("state_node_without_owner", 9), ("step_component_wrong_unit", 23),
+                       ("state_space_negative_eigenvalue", 12)):
+        path = bad / f"{name}.yaml"
+        out = subprocess.run([sys.executable, "-m", "controller.cli", "check", str(path)], capture_output=True,
+                             text=True, env=env, cwd=REPO, timeout=120)
+        assert out.returncode == 2, (name, out.stderr)
+        assert f"{path}:{line}:" in out.stderr and "Traceback" not in out.stderr, out.stderr
