@@ -169,6 +169,32 @@ class FlowPath:
         return g_u, lam, g_d
 
 
+def flow_step_jacobians(fp: FlowPath, x: np.ndarray, u: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """dx[k+1]/dx[k] = Ad(f_k) and dx[k+1]/du[k] = Gd(f_k) db/du + (dAd/df x[k] + dGd/df b_k) e_j^T, host arrays."""
+    from models.backend import to_host
+
+    xp = fp.xp
+    Ad, Gd, dT = fp._mats(u, derivative=True)
+    b = fp._drive(u, d)
+    scale = 2.0 / (fp.hi - fp.lo)
+    Ad, Gd, dT, b, xh, uh, dh = (to_host(a) for a in (Ad, Gd, dT, b, x, u, d))
+    n = fp.n
+    B, K = uh.shape[0], uh.shape[1]
+    C, D = to_host(fp.C).reshape(-1, n, n), to_host(fp.D).reshape(-1, n, n)
+    dAd = scale * np.einsum("bkj,jmn->bkmn", dT, C)
+    dGd = scale * np.einsum("bkj,jmn->bkmn", dT, D)
+    db = np.broadcast_to(fp.Bc, (B, K, n, fp.Bc.shape[1])).copy()     # d b / d u (B, K, n, nu)
+    for j, other, p in fp.offsets:
+        f_other = 1.0 if other is None else (uh[..., other[1]] if other[0] == "u" else dh[..., other[1]])
+        db[..., j] += np.multiply.outer(np.asarray(f_other) * np.ones((B, K)), p)
+        if other is not None and other[0] == "u":
+            db[..., other[1]] += np.multiply.outer(uh[..., j], p)
+    Bu = Gd @ db
+    Bu[..., fp.j] += np.einsum("bkmn,bkn->bkm", dAd, xh[:, :K]) + np.einsum("bkmn,bkn->bkm", dGd, b)
+    del xp
+    return Ad, Bu
+
+
 def _mT(a: Any, xp: Any) -> Any:
     return xp.matrix_transpose(a) if hasattr(xp, "matrix_transpose") else xp.swapaxes(a, -1, -2)
 

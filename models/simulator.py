@@ -297,6 +297,24 @@ class Simulator:
             q_w[:, c.nodes] += c.heat(x_k[:, c.reads_x], u_k[:, c.reads_u], d_k[:, c.reads_d], self.xp)
         return q_w
 
+    # -- per-step Jacobians (nonlinear MPC) -----------------------------------------------------------
+    def step_jacobians(self, traj: Trajectory) -> tuple[np.ndarray, np.ndarray]:
+        """dx[k+1]/dx[k] (B, K, n, n) and dx[k+1]/du[k] (B, K, n, nu) along a trajectory, as host arrays:
+        the linearisation a nonlinear MPC iterates on. Linear models give their constant ZOH matrices."""
+        from models.flowpath import flow_step_jacobians
+
+        B, K = traj.u.shape[0], traj.u.shape[1]
+        if self.step_path is not None:
+            return self.step_path.step_jacobians(traj.x, traj.u, traj.d)
+        if self.linear is not None:
+            A, Bd, _ = self.linear.discrete()
+            return (np.broadcast_to(A, (B, K, self.n, self.n)).copy(),
+                    np.broadcast_to(Bd, (B, K, self.n, self.nu)).copy())
+        if self.flow_path is not None and getattr(traj, "_flow", False):
+            return flow_step_jacobians(self.flow_path, traj.x, traj.u, traj.d)
+        raise NotImplementedError("per-step Jacobians of this model (several flow inputs, or heat components beside "
+                                  "flows) are not available yet")
+
     # -- adjoint ----------------------------------------------------------------------------------
     def gradient(self, traj: Trajectory, *, g_zones: Any = None, g_sensors: Any = None, g_el: Any = None,
                  g_gas: Any = None, g_states: Any = None, params: tuple[str, ...] | list[str] = (),

@@ -302,6 +302,7 @@ class StepPath:
         return GM[:n, :n], GM[:n, n:n + nu], GM[:n, n + nu:n + nu + nd], g_inv_c
 
     # -- per-step Jacobians (nonlinear MPC) ---------------------------------------------------------
+    # The step components' Jacobians come from their VJPs with unit cotangents (one call per output, all steps).
     def step_jacobians(self, x: Any, u: Any, d: Any) -> tuple[np.ndarray, np.ndarray]:
         """dx[k+1]/dx[k] (B, K, n, n) and dx[k+1]/du[k] (B, K, n, nu) along a trajectory, on the host."""
         xh, uh, dh = _host(x), _host(u), _host(d)
@@ -309,22 +310,25 @@ class StepPath:
         Ax = np.broadcast_to(self.F_host, (B, K, self.n, self.n)).copy()
         Bu = np.broadcast_to(_host(self.Bd), (B, K, self.n, self.nu)).copy()
         for c in self.loop_comps:
-            if c.heat:
-                continue  # heat components: not yet (their Jacobian goes through Gh)
             m = len(c.comp.nodes)
             xa = xh[:, :K] @ c.Rx.T
             ua = uh @ c.Ru.T if c.Ru is not None else None
             da = dh @ c.Rd.T if c.Rd is not None else None
+            # How the component's output moves the state: its nodes (step) or Gamma C^-1 (heat held over the step).
+            out_map = c.Gh if c.heat else c.S                       # (n, m)
             for i in range(m):  # one VJP per output row of the component, all steps at once
                 g = np.zeros((B * K, m))
                 g[:, i] = 1.0
                 flat = lambda a: None if a is None else a.reshape(B * K, a.shape[-1])  # noqa: E731
-                gx, gu, _, _ = c.comp.step_vjp(flat(xa), flat(ua), flat(da), c.p_host, self.dt, g, np)
-                row = c.comp.nodes[i]
+                if c.heat:
+                    gx, gu, _ = c.comp.heat_vjp(flat(xa), flat(ua), flat(da), g, np)
+                else:
+                    gx, gu, _, _ = c.comp.step_vjp(flat(xa), flat(ua), flat(da), c.p_host, self.dt, g, np)
+                col = out_map[:, i]
                 if gx is not None:
-                    Ax[:, :, row, :] += (gx @ c.Rx).reshape(B, K, self.n)
+                    Ax += col[None, None, :, None] * (np.asarray(gx) @ c.Rx).reshape(B, K, 1, self.n)
                 if gu is not None and c.Ru is not None:
-                    Bu[:, :, row, :] += (gu @ c.Ru).reshape(B, K, self.nu)
+                    Bu += col[None, None, :, None] * (np.asarray(gu) @ c.Ru).reshape(B, K, 1, self.nu)
         return Ax, Bu
 
 

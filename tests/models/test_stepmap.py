@@ -239,7 +239,7 @@ def test_step_jacobians_match_directional_derivatives():
     sim = net.compile(120.0)
     x0, u, d, _, _ = _radiator_case(sim, B=1, K=4)
     tr = sim.simulate(x0, u, d)
-    Ax, Bu = sim.step_path.step_jacobians(tr.x, u, d)
+    Ax, Bu = sim.step_jacobians(tr)
     k = 2
     rng = np.random.default_rng(2)
     v = rng.normal(size=sim.n)
@@ -297,3 +297,34 @@ def test_calibrate_fits_step_component_parameters():
     # initial radiator temperature trade off. The gradients it uses are checked in the tests above.
     assert res.success and res.rmse_after < 0.2 * res.rmse_before
     assert res.values["rad.flow_capacity"] > 0.08
+
+
+@pytest.mark.parametrize("which", ["radiant", "custom_heat", "house-1"])
+def test_step_jacobians_of_flow_heat_and_linear_models(which: str):
+    """Per-step Jacobians (flow path: the pump's flow in Ad and Gd; heat components: through Gamma C^-1;
+    linear: the ZOH matrices) against central differences of one simulated step."""
+    if which == "custom_heat":
+        from test_gradients import CUSTOM, HEAD
+
+        sim = building_from_text(HEAD.format(name="c") + CUSTOM, "c.yaml").compile(900.0)
+    else:
+        sim = load_building(BUILDINGS / f"{which}.yaml").compile(300.0 if which == "radiant" else 900.0)
+    rng = np.random.default_rng(6)
+    B, K = 2, 5
+    u = sim.u_min + (sim.u_max - sim.u_min) * rng.uniform(0.2, 0.8, (B, K, sim.nu))
+    d = rng.normal(5, 3, (B, K, sim.nd))
+    x0 = np.tile(sim.x_initial, (B, 1)) + rng.normal(0, 1, (B, sim.n))
+    tr = sim.simulate(x0, u, d)
+    Ax, Bu = sim.step_jacobians(tr)
+    k = 3
+    xk = np.asarray(tr.x[:, k])
+
+    def one_step(xs, us):
+        return np.asarray(sim.simulate(xs, us[:, None], d[:, k:k + 1]).x[:, 1])
+    v = rng.normal(size=(B, sim.n))
+    h = 1e-3
+    fd = (one_step(xk + h * v, u[:, k]) - one_step(xk - h * v, u[:, k])) / (2 * h)
+    np.testing.assert_allclose(np.einsum("bij,bj->bi", Ax[:, k], v), fd, rtol=1e-6, atol=1e-9)
+    w = rng.normal(size=(B, sim.nu)) * (sim.u_max - sim.u_min) * 1e-3
+    fd = (one_step(xk, u[:, k] + w) - one_step(xk, u[:, k] - w)) / 2
+    np.testing.assert_allclose(np.einsum("bij,bj->bi", Bu[:, k], w), fd, rtol=1e-6, atol=1e-9)
