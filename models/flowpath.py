@@ -86,6 +86,16 @@ class FlowPath:
         s is in [-1, 1] (in_range); at s = +-1 the derivative takes its limit (+-1)^(j+1) j^2.
         """
         xp = self.xp
+        if s.size > 4096:
+            # Large batches: the three-term recurrences (a few multiply-adds per entry) beat cos/sin.
+            T = [xp.ones_like(s), s]
+            dT = [xp.zeros_like(s), xp.ones_like(s)]
+            for _ in range(2, self.J + 1):
+                T.append(2 * s * T[-1] - T[-2])
+                if derivative:
+                    dT.append(2 * T[-2] + 2 * s * dT[-1] - dT[-2])
+            return (xp.stack(T[:self.J + 1], axis=-1),
+                    xp.stack(dT[:self.J + 1], axis=-1) if derivative else None)
         t = xp.acos(xp.clip(s, -1.0, 1.0)) if hasattr(xp, "acos") else xp.arccos(xp.clip(s, -1.0, 1.0))
         jt = t[..., None] * self._j
         T = xp.cos(jt)
