@@ -355,20 +355,27 @@ def _affine_param_vjp(c: _Comp, gF: np.ndarray, gc: np.ndarray, dt: float) -> np
     sum_k vjp_p(x_k, g_k) = sum_j vjp_p(e_j, G[:, j]) + vjp_p(0, g_c - sum_j G[:, j]) with G = S^T gF R^T
     and g_c = S^T gc: one call on len(reads_x) + 1 rows instead of one on B*K rows.
     """
-    G = c.S.T @ gF @ c.Rx.T                    # (m, mx)
-    g_off = c.S.T @ gc - G.sum(axis=1)
-    gs = np.vstack([G.T, g_off[None, :]])      # (mx + 1, m)
     if c.Tp is None:
-        # That map is linear in gs: its matrix, from one VJP per entry of gs, makes every later call one product.
-        mx = gs.shape[0] - 1
+        # The whole map (gF, gc) -> dJ/dp is linear. Its matrix comes from one VJP per entry of gs, with the
+        # gathers folded in, so every later call is one small product.
+        mx, m, n = c.Rx.shape[0], c.S.shape[1], c.S.shape[0]
         xs = np.vstack([np.eye(mx), np.zeros((1, mx))])
         rows = []
-        for i in range(gs.size):
-            e = np.zeros(gs.size)
+        for i in range((mx + 1) * m):
+            e = np.zeros((mx + 1) * m)
             e[i] = 1.0
-            rows.append(np.asarray(c.comp.step_vjp(xs, None, None, c.p_host, dt, e.reshape(gs.shape), np)[3], float))
-        c.Tp = np.array(rows)
-    return gs.reshape(-1) @ c.Tp
+            rows.append(np.asarray(c.comp.step_vjp(xs, None, None, c.p_host, dt, e.reshape(mx + 1, m), np)[3], float))
+        Tgs = np.array(rows)                                   # d(gp)/d(gs), gs = [G^T; g_off] flattened
+        cols = []
+        for i in range(n * n + n):                             # unit (gF, gc) through the gathers
+            v = np.zeros(n * n + n)
+            v[i] = 1.0
+            gF_u, gc_u = v[:n * n].reshape(n, n), v[n * n:]
+            G = c.S.T @ gF_u @ c.Rx.T
+            gs = np.vstack([G.T, (c.S.T @ gc_u - G.sum(axis=1))[None, :]])
+            cols.append(gs.reshape(-1) @ Tgs)
+        c.Tp = np.array(cols)                                  # (n^2 + n, n_p)
+    return np.concatenate([gF.reshape(-1), gc]) @ c.Tp
 
 
 def _affine_parts(c: _Comp, dt: float) -> tuple[np.ndarray, np.ndarray]:
