@@ -199,8 +199,9 @@ def interleaved(fns: dict[str, Any], rounds: int, reps: int) -> dict[str, float]
     """Median seconds per call of each function over `rounds` interleaved rounds of `reps` timed calls.
 
     Every call is timed on its own and the median is over all of them, so a pause (another process, the
-    allocator) moves no figure much. The cyclic garbage collector is off while timing, as in timeit: the
-    autograd graphs of one contender must not be collected inside another's timed call.
+    allocator) moves no figure much. The order of the contenders rotates from round to round. The cyclic
+    garbage collector is off while timing, as in timeit: the autograd graphs of one contender must not be
+    collected inside another's timed call.
     """
     import gc
 
@@ -210,10 +211,13 @@ def interleaved(fns: dict[str, Any], rounds: int, reps: int) -> dict[str, float]
         f()
     enabled = gc.isenabled()
     try:
-        for _ in range(rounds):
+        keys = list(fns)
+        for r in range(rounds):
             gc.collect()
             gc.disable()
-            for k, f in fns.items():
+            # The order rotates every round: no contender always runs right after the one that fills the caches.
+            for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+                f = fns[k]
                 for _ in range(reps):
                     t0 = time.perf_counter()
                     f()
