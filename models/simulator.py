@@ -325,7 +325,9 @@ class Simulator:
         """
         xp = self.xp
         B, K, _ = traj.u.shape
-        if g_sensors is None and g_zones is not None and np.array_equal(self._zone_rows, np.arange(self.ny)):
+        if g_zones is None and g_sensors is None:
+            g_y = None  # a loss on states and meters only
+        elif g_sensors is None and g_zones is not None and np.array_equal(self._zone_rows, np.arange(self.ny)):
             g_y = self.asarray(g_zones)  # the common case: outputs are the zones, nothing to scatter
         else:
             g_y = xp.zeros((B, K, self.ny), dtype=self.xdtype)
@@ -336,14 +338,17 @@ class Simulator:
         g_u_direct, g_x_direct, g_d_direct = self._power_vjp(traj, g_el, g_gas)
         if g_states is not None:
             g_x_direct = g_states if g_x_direct is None else g_x_direct + g_states
+        if g_y is None and self.step_path is None:
+            g_y = xp.zeros((B, K, self.ny), dtype=self.xdtype)
         if self.linear is not None:
             lin = self.linear
             g_u, g_x0, g_d, lam = lin.backward(g_y, g_x_direct, want_lam=bool(params), want_d=wrt_disturbances,
                                                g_u_direct=g_u_direct)
             cont = lin.continuous_gradients(traj.x0, traj.z, traj.u, traj.d, lam) if params else None
         elif self.step_path is not None:
-            if g_zones is None and g_sensors is None and g_x_direct is not None:
-                cx = g_x_direct  # a loss on the states only (the PL benchmark): nothing to map
+            if g_y is None:
+                # A loss on the states only (the PL benchmark): nothing to map.
+                cx = g_x_direct if g_x_direct is not None else xp.zeros((B, K + 1, self.n), dtype=self.xdtype)
             else:
                 cx = _mm(g_y, self._Cy, xp)
                 cx = xp.concat([xp.zeros((B, 1, self.n), dtype=self.xdtype), cx], axis=1)
@@ -509,9 +514,11 @@ class Simulator:
                         ) -> dict[str, float]:
         xp = self.xp
         out = {}
-        comp_params = {i for c in self.net.custom for i in getattr(c, "param_index", [])}
-        # Meter power depends only on the actuators' own parameters: the others skip its complex step.
-        meter_params = {i for a in self.net.actuators for i in a.params.values()}
+        if not hasattr(self, "_param_sets"):
+            # Meter power depends only on the actuators' own parameters: the others skip its complex step.
+            self._param_sets = ({i for c in self.net.custom for i in getattr(c, "param_index", [])},
+                                {i for a in self.net.actuators for i in a.params.values()})
+        comp_params, meter_params = self._param_sets
         for name, idx in zip(names, self.net.params.lookup(names), strict=True):
             if idx in comp_params:
                 # A component's own parameter: nothing in the network or the meters depends on it.
