@@ -5,7 +5,7 @@ of pumps and VAV boxes) with scipy's stiff LSODA/Radau at rtol 1e-9, inputs and 
 control step, over 24 h of real O'Hare weather (first January days). The simulator's zero-order hold is
 exact, so the bounds sit near what is achieved, with headroom for the reference's own error. Measured here:
 house-1 1.6e-8 K, radiant 3.9e-8 K (the flow path: Chebyshev series of the step exponential in the pump
-flow), office-20 2.2e-8 K, the stiff closet 7.8e-10 K (linear) and 8.1e-11 K (VAV).
+flow), office-20 2.2e-8 K, the stiff closet 7.8e-10 K (linear) and 2.5e-10 K (VAV, also on the flow path).
 
 PL (the PassiveLogic loop) is an explicit discrete map by definition. Its distance from the continuous-time
 limit of its equations is the benchmark's own discretisation error: 0.24 K at the benchmark's 0.1 s step
