@@ -126,6 +126,11 @@ class SiteController:
             raise ConfigError("this site's model has bilinear or state-dependent actuators; the daemon's MPC "
                               "needs a linear model with piecewise-linear meters", file=str(site.model_path),
                               expected="ideal_hvac / boiler actuators", found=[a.kind for a in sim.net.actuators])
+        if not sim.net.zones:
+            # The model language accepts plant-only models (for simulation and benchmarks); comfort control
+            # needs at least one zone.
+            raise ConfigError("this site's model has no zones; the daemon controls zone comfort",
+                              file=str(site.model_path), expected="at least one zone", found=None)
         self.zone_names = sim.zone_names
         self.sensor_ids = sim.sensor_names
         node_zone = {z.node: z.name for z in sim.net.zones}

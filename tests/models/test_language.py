@@ -162,3 +162,19 @@ def test_check_cli_exits_2_with_file_and_line_on_new_bad_cases():
                              text=True, env=env, cwd=REPO, timeout=120)
         assert out.returncode == 2, (name, out.stderr)
         assert f"{path}:{line}:" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
+def test_daemon_refuses_a_plant_only_model_with_one_clear_error(tmp_path: Path):
+    """The language accepts plant-only models; the daemon, which controls zone comfort, says why it cannot."""
+    from controller.core import SiteController
+    from controller.settings import load_site
+
+    site_text = (REPO / "config" / "sites" / "house-1.yaml").read_text()
+    site_text = site_text.replace("model: ../buildings/house-1.yaml", f"model: {WARN / 'plant_only.yaml'}")
+    site_text = site_text.replace("  solar_irradiance: {csv: ../data/chicago_ohare_tmy3.csv, column: ghi_wh_m2, "
+                                  "unit: W/m2}\n", "  plant_room_temperature: {constant: 15}\n")
+    site_text = site_text.replace("../data/", f"{REPO / 'config' / 'data'}/")
+    (tmp_path / "site.yaml").write_text(site_text)
+    site = load_site(tmp_path / "site.yaml", environ={})
+    with pytest.raises(ConfigError, match="has no zones; the daemon controls zone comfort"):
+        SiteController(site)
