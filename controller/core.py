@@ -162,6 +162,11 @@ class SiteController:
                               "needs a linear thermal network", file=str(site.model_path),
                               expected="actuators that deliver heat (ideal_hvac, boiler, heat_pump, chiller)",
                               found=[a.kind for a in sim.net.actuators])
+        if not sim.net.zones:
+            # The model language accepts plant-only models (for simulation and benchmarks); comfort control
+            # needs at least one zone.
+            raise ConfigError("this site's model has no zones; the daemon controls zone comfort",
+                              file=str(site.model_path), expected="at least one zone", found=None)
         # Meters that depend on temperatures (rated heat pumps, COP against the sink): sequential convex
         # programming over the same linear network (controller.mpc.scp); otherwise the convex QP directly.
         self.nonlinear_meters = sim.power_coeffs is None

@@ -38,6 +38,12 @@ def get_xp(backend: str, *, fallback: bool = True) -> tuple[Any, str]:
     """(array module, backend actually used). With fallback, a missing GPU means NumPy and a warning."""
     if backend == "numpy":
         return np, "numpy"
+    if backend == "array-api-strict":
+        # The standard's reference namespace on the CPU (test extra): it refuses NumPy arrays, NumPy dtypes and
+        # NumPy-only idioms, so code that would break on CuPy breaks here too, in CI without a GPU.
+        import array_api_strict
+
+        return array_api_strict, "array-api-strict"
     if backend != "cupy":
         raise ValueError(f"unknown backend {backend!r} (expected numpy or cupy)")
     cp, why = cupy_or_reason()
@@ -50,5 +56,14 @@ def get_xp(backend: str, *, fallback: bool = True) -> tuple[Any, str]:
 
 
 def to_host(a: Any) -> np.ndarray:
-    """A NumPy copy of an array from either backend."""
-    return a.get() if hasattr(a, "get") else np.asarray(a)
+    """A NumPy copy of an array from any backend."""
+    if hasattr(a, "get"):
+        return a.get()
+    if type(a).__module__.startswith("array_api_strict"):
+        return np.from_dlpack(a)
+    return np.asarray(a)
+
+
+def xp_dtype(xp: Any, dtype: Any) -> Any:
+    """The namespace's own dtype object for a NumPy dtype (NumPy and CuPy accept NumPy's; the standard does not)."""
+    return getattr(xp, np.dtype(dtype).name) if xp is not np else np.dtype(dtype)

@@ -7,6 +7,7 @@ names the file, line and field; see models.errors.
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,15 @@ from models import devices
 from models.network import FlowTerm, InputSpec, Network, Zone
 from models.yamlio import Cursor, _closest, load_yaml
 
+log = logging.getLogger("edge_mpc.model")
 RHO_AIR = 1.2
+# Disturbance units as users write them -> the canonical unit the model uses. Temperatures ("degC", "°C")
+# are absolute in °C; "K" is a temperature difference (for example a supply-minus-room offset), not kelvin.
+DISTURBANCE_UNITS = {
+    "degC": "degC", "°C": "degC", "K": "K", "W": "W", "kW": "kW", "W/m2": "W/m2", "kg/s": "kg/s",
+    "m3/s": "m3/s", "m/s": "m/s", "Pa": "Pa", "1": "1", "%": "%", "ppm": "ppm", "USD/kWh": "USD/kWh",
+    "EUR/kWh": "EUR/kWh",
+}
 ZONE_KEYS = frozenset({"floor_area", "volume", "air_capacity_multiplier", "initial_temperature", "walls", "windows",
                        "internal_mass", "infiltration", "internal_gains", "ground"})
 TOP_KEYS = frozenset({
@@ -165,8 +174,10 @@ class _Builder:
         for name, cur in d.get("disturbances", {}).items():
             cur.only_keys({"unit", "description"})
             unit = cur.get("unit").as_str()
-            if unit not in ("degC", "W/m2", "1", "W"):
-                raise cur.get("unit").error("unsupported disturbance unit", expected="degC, W/m2, W or 1")
+            unit = DISTURBANCE_UNITS.get(unit.replace(" ", ""), unit)
+            if unit not in DISTURBANCE_UNITS.values():
+                raise cur.get("unit").error("unsupported disturbance unit",
+                                            expected="one of " + ", ".join(sorted(set(DISTURBANCE_UNITS))))
             self.net.dist(name, unit)
         for name, cur in d.get("materials", {}).items():
             cur.only_keys({"conductivity", "density", "specific_heat"})
@@ -200,11 +211,16 @@ class _Builder:
             cap = self.reg(f"{name}.air_capacity", vol * RHO_AIR * comp.CP_AIR * mult, unit="J/K")
             self.net.caps.append((i, cap))
             self.net.zones.append(Zone(name, i, area))
+        self.stepped: dict[int, Cursor] = {}  # nodes without capacitance: states that step components own
         for name, cur in d.get("nodes", {}).items():
             cur.only_keys({"capacitance", "initial_temperature"})
             i = self.new_node(name, cur, cur.get("initial_temperature", self.defaults["initial_temperature"]).as_float(
                 unit="degC"))
-            self.net.caps.append((i, self.num(cur, "capacitance", name, "J/K", positive=True)[0]))
+            if cur.has("capacitance"):
+                self.net.caps.append((i, self.num(cur, "capacitance", name, "J/K", positive=True)[0]))
+            else:
+                self.stepped[i] = cur
+                self.net.caps.append((i, lambda th: 1.0))
         for name, cur in d.get("tanks", {}).items():
             cur.only_keys({"volume", "loss_ua", "ambient", "initial_temperature"})
             i = self.new_node(name, cur, cur.get("initial_temperature", 45.0).as_float(unit="degC", low=0, high=100))
@@ -666,9 +682,16 @@ class _Builder:
     # -- whole-model checks -----------------------------------------------------------------------
     def _check_physics(self) -> None:
         net = self.net
-        if not net.zones and not net.state_space:
-            raise self.doc.error("the model has no zones", field="zones", expected="at least one zone", found=None)
-        linked = set()
+        # A plant-only model (no zones) is allowed: a hydronic loop, a tank, a benchmark plant.
+        owned = {i for c in net.custom if getattr(c, "kind", "heat") == "step" for i in c.nodes}
+        for i, cur in self.stepped.items():
+            if i not in owned:
+                raise cur.error(f"node '{net.nodes[i]}' has no capacitance and no step component owns it",
+                                field=f"nodes.{net.nodes[i]}.capacitance",
+                                expected="a capacitance in J/K, or a step component listing it under 'nodes'",
+                                found=None)
+        touched = owned | {i for c in net.custom for i in c.nodes}
+        linked = set(touched)
         for i, j, _ in net.edges:
             linked |= {i, j}
         for i, _, _ in net.boundary:
@@ -678,8 +701,8 @@ class _Builder:
         for i, name in enumerate(net.nodes):
             if i not in linked and not name.startswith("ss:"):
                 cur = self.where.get(name, self.doc)
-                raise cur.error(f"node '{name}' is not connected to anything (it would drift forever)",
-                                expected="a wall, conductance or flow that connects it", found=None)
+                self._warn(cur, f"node '{name}' is not connected to anything: its temperature stays where it starts "
+                           "unless an input or gain heats it")
         # Every group of coupled nodes needs a heat path to a boundary temperature (outdoor, ground, a
         # supply-air temperature); without one its temperature has a zero eigenvalue and drifts forever.
         parent = list(range(net.n))
@@ -699,14 +722,22 @@ class _Builder:
             elif f.other is not None:
                 anchored.add(f.node)  # supply air at an input or disturbance temperature
         anchored_roots = {find(i) for i in anchored}
+        warned: set[int] = set()
         for i, name in enumerate(net.nodes):
-            if str(name).startswith("ss:") or find(i) in anchored_roots:
+            if str(name).startswith("ss:") or find(i) in anchored_roots or i not in linked or i in touched:
                 continue
+            if find(i) in warned:
+                continue
+            warned.add(find(i))
             group = [str(net.nodes[j]) for j in range(net.n) if find(j) == find(i)]
             cur = self.where.get(name, self.doc)
-            raise cur.error(f"no heat path to the outside from '{name}'"
-                            + (f" (nor from {', '.join(group[1:6])}{'...' if len(group) > 6 else ''})"
-                               if len(group) > 1 else "") + ": its temperature would never settle",
-                            field=cur.field or "zones",
-                            expected="a wall, window, infiltration, ground or conductance to a temperature disturbance",
-                            found=None)
+            self._warn(cur, f"no heat path to the outside from '{name}'"
+                       + (f" (nor from {', '.join(group[1:6])}{'...' if len(group) > 6 else ''})"
+                          if len(group) > 1 else "")
+                       + ": a closed system, its mean temperature only changes with inputs and gains")
+
+    def _warn(self, cur: Cursor, message: str) -> None:
+        where = f"{cur.file}:{cur.line}" if cur.line is not None else cur.file
+        text = f"{where}: warning: {message}"
+        self.net.warnings.append(text)
+        log.warning("%s", text)

@@ -73,6 +73,7 @@ class Network:
     actuators: list[Any] = field(default_factory=list)    # models.components.Actuator
     custom: list[Any] = field(default_factory=list)       # models.custom.CustomComponent instances
     state_space: list[Any] = field(default_factory=list)  # models.statespace.StateSpaceBlock
+    warnings: list[str] = field(default_factory=list)     # "file:line: message" for questionable input
 
     # -- construction helpers -------------------------------------------------------------------
     def add_node(self, name: str, initial: float, line: int | None = None) -> int:

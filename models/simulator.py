@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models.backend import get_xp
+from models.backend import get_xp, to_host, xp_dtype
 from models.expm import expm, expm_frechet_adjoint
+from models.flowpath import FlowPath
 from models.linear import LinearModel
+from models.stepmap import StepPath, _mm, _transpose
 
 if TYPE_CHECKING:  # the network compiles itself into a simulator: a type-only reference back
     from models.network import Network
@@ -80,6 +82,7 @@ class Simulator:
         self.dt = float(dt)
         self.xp, self.backend = get_xp(backend)
         self.dtype = np.dtype(dtype)
+        self.xdtype = xp_dtype(self.xp, self.dtype)  # the same dtype as the array namespace spells it
         self.theta = net.params.theta() if theta is None else np.asarray(theta, dtype=float)
         self.n, self.nu, self.nd = net.n, len(net.inputs), len(net.disturbances)
         self.state_names = list(net.nodes)
@@ -102,7 +105,16 @@ class Simulator:
         xp = self.xp
         mats = self.net.assemble(self.theta)
         self.mats = mats
-        self.bilinear = bool(mats["flows"]) or bool(self.net.custom)
+        step_comps = [c for c in self.net.custom if getattr(c, "kind", "heat") == "step"]
+        heat_comps = [c for c in self.net.custom if getattr(c, "kind", "heat") != "step"]
+        if step_comps and mats["flows"]:
+            raise ValueError("step components cannot yet be combined with bilinear flows (pumps, VAV) in one model")
+        self.step_path: StepPath | None = None
+        self.flow_path: FlowPath | None = None
+        # Heat components run on the step-map path (their heat held over the step through the exact ZOH),
+        # unless flows make the model bilinear: then the per-step matrix exponential path holds both.
+        self.bilinear = bool(mats["flows"])
+        self._legacy_heat = bool(heat_comps) and self.bilinear
         # Sensors that read a zone node exactly are not computed twice.
         rows: list[np.ndarray] = []
         def row_index(r: np.ndarray) -> int:
@@ -116,10 +128,18 @@ class Simulator:
         Cy = np.array(rows) if rows else np.zeros((0, self.n))
         self.ny = Cy.shape[0]
         self.linear: LinearModel | None = None
-        if not self.bilinear:
+        if (step_comps or heat_comps) and not self.bilinear:
+            self.step_path = StepPath(mats, step_comps + heat_comps, self.theta, self.dt, xp, self.dtype,
+                                      self.xdtype)
+            self._Cy = xp.asarray(Cy.astype(self.dtype))
+        elif not self.bilinear:
             self.linear = LinearModel(mats["Ac"], mats["Bc"], mats["Ec"], Cy, self.dt, caps=mats["caps"],
                                       xp=xp, dtype=self.dtype)
         else:
+            self.flow_path = None
+            if not heat_comps:
+                fp = FlowPath(mats, self.u_min, self.u_max, self.dt, xp, self.dtype, self.xdtype)
+                self.flow_path = fp if fp.ok else None
             self._Ac = xp.asarray(mats["Ac"].astype(self.dtype))
             self._Bc = xp.asarray(mats["Bc"].astype(self.dtype))
             self._Ec = xp.asarray(mats["Ec"].astype(self.dtype))
@@ -150,10 +170,10 @@ class Simulator:
         return Simulator(self.net, self.dt, backend=self.backend, dtype=str(self.dtype), theta=theta)
 
     def asarray(self, a: Any) -> Any:
-        return self.xp.asarray(a, dtype=self.dtype)
+        return self.xp.asarray(a, dtype=self.xdtype)
 
     def initial_state(self, batch: int = 1) -> Any:
-        return self.xp.asarray(np.broadcast_to(self.x_initial, (batch, self.n)).astype(self.dtype))
+        return self.xp.asarray(np.ascontiguousarray(np.broadcast_to(self.x_initial, (batch, self.n)), dtype=self.dtype))
 
     # -- forward ----------------------------------------------------------------------------------
     def simulate(self, x0: Any, u: Any, d: Any) -> Trajectory:
@@ -164,6 +184,17 @@ class Simulator:
             z, y = self.linear.forward(x0, u, d, keep_z=self._reads_states)
             traj = Trajectory(x0, u, d, self._take(y, self._zone_rows), self._take(y, self._sensor_rows),
                               None, None, None, self, _z=z)
+        elif self.step_path is not None:
+            x = self.step_path.forward(x0, u, d)
+            y = _mm(x[:, 1:, :], _transpose(self._Cy, self.xp), self.xp) if self.ny else None
+            traj = Trajectory(x0, u, d, self._take(y, self._zone_rows) if self.nz else None,
+                              self._take(y, self._sensor_rows) if self.ns else None, None, None, None, self, _x=x)
+        elif self.flow_path is not None and self.flow_path.in_range(u):
+            x = self.flow_path.forward(x0, u, d)
+            y = _mm(x[:, 1:, :], self._Cy.T, self.xp)
+            traj = Trajectory(x0, u, d, self._take(y, self._zone_rows), self._take(y, self._sensor_rows),
+                              None, None, None, self, _x=x)
+            traj._flow = True
         else:
             x, exps = self._bilinear_forward(x0, u, d)
             y = x[:, 1:] @ self._Cy.T
@@ -173,14 +204,18 @@ class Simulator:
         traj.p_el, traj.p_gas, traj.q_th = self._powers(traj, self.theta)
         return traj
 
-    @staticmethod
-    def _take(y: Any, rows: np.ndarray) -> Any:
+    def _take(self, y: Any, rows: np.ndarray) -> Any:
         if len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):
-            return y[..., rows[0]:rows[0] + len(rows)]
-        return y[..., rows]
+            return y[..., int(rows[0]):int(rows[0]) + len(rows)]
+        if self.xp is np:
+            return y[..., rows]
+        return self.xp.take(y, self.xp.asarray(rows), axis=-1)
 
     def _powers(self, traj: Trajectory, theta: Any) -> tuple[Any, Any, Any]:
         xp = self.xp
+        if not self.net.actuators:  # a plant without actuators (the PL loop): no meters
+            none = xp.zeros((traj.u.shape[0], traj.u.shape[1], 0), dtype=self.xdtype)
+            return none, none, none
         if self._pc is not None and theta is self.theta:
             # Piecewise-linear meters, one actuator per input in order: power = u * slope(sign of u).
             el_pos, el_neg, gas_pos, gas_neg = self._pc
@@ -264,6 +299,24 @@ class Simulator:
             q_w[:, c.nodes] += c.heat(x_k[:, c.reads_x], u_k[:, c.reads_u], d_k[:, c.reads_d], self.xp)
         return q_w
 
+    # -- per-step Jacobians (nonlinear MPC) -----------------------------------------------------------
+    def step_jacobians(self, traj: Trajectory) -> tuple[np.ndarray, np.ndarray]:
+        """dx[k+1]/dx[k] (B, K, n, n) and dx[k+1]/du[k] (B, K, n, nu) along a trajectory, as host arrays:
+        the linearisation a nonlinear MPC iterates on. Linear models give their constant ZOH matrices."""
+        from models.flowpath import flow_step_jacobians
+
+        B, K = traj.u.shape[0], traj.u.shape[1]
+        if self.step_path is not None:
+            return self.step_path.step_jacobians(traj.x, traj.u, traj.d)
+        if self.linear is not None:
+            A, Bd, _ = self.linear.discrete()
+            return (np.broadcast_to(A, (B, K, self.n, self.n)).copy(),
+                    np.broadcast_to(Bd, (B, K, self.n, self.nu)).copy())
+        if self.flow_path is not None and getattr(traj, "_flow", False):
+            return flow_step_jacobians(self.flow_path, traj.x, traj.u, traj.d)
+        raise NotImplementedError("per-step Jacobians of this model (several flow inputs, or heat components beside "
+                                  "flows) are not available yet")
+
     # -- adjoint ----------------------------------------------------------------------------------
     def gradient(self, traj: Trajectory, *, g_zones: Any = None, g_sensors: Any = None, g_el: Any = None,
                  g_gas: Any = None, g_states: Any = None, params: tuple[str, ...] | list[str] = (),
@@ -274,10 +327,12 @@ class Simulator:
         """
         xp = self.xp
         B, K, _ = traj.u.shape
-        if g_sensors is None and g_zones is not None and np.array_equal(self._zone_rows, np.arange(self.ny)):
+        if g_zones is None and g_sensors is None:
+            g_y = None  # a loss on states and meters only
+        elif g_sensors is None and g_zones is not None and np.array_equal(self._zone_rows, np.arange(self.ny)):
             g_y = self.asarray(g_zones)  # the common case: outputs are the zones, nothing to scatter
         else:
-            g_y = xp.zeros((B, K, self.ny), dtype=self.dtype)
+            g_y = xp.zeros((B, K, self.ny), dtype=self.xdtype)
             if g_zones is not None:
                 self._add_rows(g_y, self._zone_rows, g_zones)
             if g_sensors is not None:
@@ -285,11 +340,34 @@ class Simulator:
         g_u_direct, g_x_direct, g_d_direct = self._power_vjp(traj, g_el, g_gas)
         if g_states is not None:
             g_x_direct = g_states if g_x_direct is None else g_x_direct + g_states
+        if g_y is None and self.step_path is None:
+            g_y = xp.zeros((B, K, self.ny), dtype=self.xdtype)
         if self.linear is not None:
             lin = self.linear
             g_u, g_x0, g_d, lam = lin.backward(g_y, g_x_direct, want_lam=bool(params), want_d=wrt_disturbances,
                                                g_u_direct=g_u_direct)
             cont = lin.continuous_gradients(traj.x0, traj.z, traj.u, traj.d, lam) if params else None
+        elif self.step_path is not None:
+            if g_y is None:
+                # A loss on the states only (the PL benchmark): nothing to map.
+                cx = g_x_direct if g_x_direct is not None else xp.zeros((B, K + 1, self.n), dtype=self.xdtype)
+            else:
+                cx = _mm(g_y, self._Cy, xp)
+                cx = xp.concat([xp.zeros((B, 1, self.n), dtype=self.xdtype), cx], axis=1)
+                if g_x_direct is not None:
+                    cx = cx + g_x_direct
+            g_u, g_x0, g_d, cont, self._comp_gp = self.step_path.backward(traj.x, traj.u, traj.d, cx,
+                                                                          want_params=bool(params))
+            if g_u_direct is not None:
+                g_u = g_u + g_u_direct
+        elif getattr(traj, "_flow", False) and not params:
+            cx = xp.concat([xp.zeros((B, 1, self.n), dtype=self.xdtype), _mm(g_y, self._Cy, xp)], axis=1)
+            if g_x_direct is not None:
+                cx = cx + g_x_direct
+            g_u, g_x0, g_d = self.flow_path.backward(traj.x, traj.u, traj.d, cx)
+            cont = None
+            if g_u_direct is not None:
+                g_u = g_u + g_u_direct
         else:
             g_u, g_x0, g_d, cont = self._bilinear_adjoint(traj, g_y, g_x_direct, bool(params))
             if g_u_direct is not None:
@@ -437,14 +515,29 @@ class Simulator:
     def _param_gradient(self, traj: Trajectory, names: list[str], cont: Any, g_el: Any, g_gas: Any
                         ) -> dict[str, float]:
         xp = self.xp
-        to_host = (lambda a: a.get()) if xp is not np else np.asarray
         out = {}
+        if not hasattr(self, "_param_sets"):
+            # Meter power depends only on the actuators' own parameters: the others skip its complex step.
+            self._param_sets = ({i for c in self.net.custom for i in getattr(c, "param_index", [])},
+                                {i for a in self.net.actuators for i in a.params.values()})
+        comp_params, meter_params = self._param_sets
         for name, idx in zip(names, self.net.params.lookup(names), strict=True):
+            if idx in comp_params:
+                # A component's own parameter: nothing in the network or the meters depends on it.
+                out[name] = float(self._comp_gp.get(idx, 0.0)) if self.step_path is not None else 0.0
+                continue
             th = self.theta.astype(complex)
             th[idx] += 1j * _H
             m = self.net.assemble(th)
             dm = {k: (np.asarray(v).imag / _H) for k, v in m.items() if k != "flows"}
-            if self.linear is not None:
+            if self.step_path is not None:
+                val = self._comp_gp.get(idx, 0.0)
+                if cont is not None:
+                    gAc, gBc, gEc, g_inv_c = cont
+                    val += float(np.sum(gAc * dm["Ac"]) + np.sum(gBc * dm["Bc"]) + np.sum(gEc * dm["Ec"]))
+                    if g_inv_c is not None:
+                        val += float(np.sum(g_inv_c * ((1.0 / m["caps"]).imag / _H)))
+            elif self.linear is not None:
                 gAc, gBc, gEc = cont
                 val = float(np.sum(gAc * dm["Ac"]) + np.sum(gBc * dm["Bc"]) + np.sum(gEc * dm["Ec"]))
             else:
@@ -455,7 +548,7 @@ class Simulator:
                                  + np.sum(to_host(cont["p"][t]) * (p.imag / _H)))
                 if "inv_c" in cont:
                     val += float(np.sum(to_host(cont["inv_c"]) * ((1.0 / m["caps"]).imag / _H)))
-            if g_el is not None or g_gas is not None:
+            if (g_el is not None or g_gas is not None) and idx in meter_params:
                 el, gas, _ = self._powers(traj, th)
                 if g_el is not None:
                     val += float(xp.sum(g_el * (el.imag / _H)))

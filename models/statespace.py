@@ -1,9 +1,12 @@
 """`state_space` blocks: identified linear models (A, B, E, C) added beside the RC network.
 
 Users who already have an identified model (from system identification or a vendor) declare it inline or
-point at a `.npz` (arrays A, B, E, C) or `.csv` files. Continuous-time matrices are used as given;
-discrete-time ones (with their step `dt`) are converted to continuous time through the eigenbasis
-(exact for the zero-order hold), so the block runs at any control step.
+point at a `.npz` (arrays A, B, E, C) or `.csv` files (`<stem>_A.csv`, ...). `arrays: {A: Ad, B: Bd, C: Cz}`
+names the arrays inside the .npz, or the .csv files next to the model, when they are named otherwise.
+A discrete A may be unstable (a warning; an integrator with an eigenvalue at 1 is fine), but it must have
+no eigenvalue on the negative real axis: such a block has no continuous-time equivalent.
+Continuous-time matrices are used as given; discrete-time ones (with their step `dt`) are converted to
+continuous time through the eigenbasis (exact for the zero-order hold), so the block runs at any control step.
 
     state_space:
       - name: annex
@@ -62,7 +65,16 @@ def _matrix(b: Any, cur: Cursor, key: str, arrays: dict[str, np.ndarray] | None)
 
 def parse_state_space(b: Any, cur: Cursor, index: int) -> None:
     """Add one identified block to the network being built by models.building._Builder `b`."""
-    cur.only_keys({"name", "time", "dt", "A", "B", "E", "C", "file", "inputs", "disturbances", "zones"})
+    cur.only_keys({"name", "time", "dt", "A", "B", "E", "C", "file", "arrays", "inputs", "disturbances", "zones"})
+    names = {k: k for k in "ABEC"}
+    if cur.has("arrays"):
+        # Which array of the .npz (or which .csv file, relative to the model) holds each matrix.
+        cur.get("arrays").only_keys(set("ABEC"))
+        for k, c in cur.get("arrays").items():
+            names[k] = c.as_str()
+        if not cur.has("file"):
+            raise cur.get("arrays").error("'arrays' names the matrices inside 'file', which is missing",
+                                          expected="a 'file' (.npz, or any one of the .csv files)", found=None)
     name = cur.get("name").as_str()
     if f"ss:{name}[0]" in b.net.nodes:
         raise cur.get("name").error(f"state_space block '{name}' is declared twice", expected="a unique name")
@@ -72,16 +84,26 @@ def parse_state_space(b: Any, cur: Cursor, index: int) -> None:
         if path.suffix == ".npz":
             try:
                 with np.load(path) as data:
-                    arrays = {k: data[k] for k in data.files}
+                    present = set(data.files)
+                    arrays = {k: data[names[k]] for k in "ABEC" if names[k] in present}
             except (OSError, ValueError) as exc:
                 raise cur.get("file").error(f"cannot read {path}: {exc}",
                                             expected="an .npz with arrays A, B, E, C") from None
+            for k in "ABC":
+                if k not in arrays and not cur.has(k):
+                    where = cur.get("arrays").get(k) if cur.has("arrays") and cur.get("arrays").has(k) \
+                        else cur.get("file")
+                    raise where.error(f"the .npz has no array '{names[k]}' for matrix {k}",
+                                      expected="one of its arrays: " + ", ".join(sorted(present)),
+                                      found=names[k])
         elif path.suffix == ".csv":
             arrays = {}
             for key in "ABEC":
-                p = path.with_name(f"{path.stem}_{key}.csv")
+                p = path.with_name(names[key] if names[key] != key else f"{path.stem}_{key}.csv")
+                if key == "E" and not p.exists() and not cur.get("disturbances", []).value:
+                    continue
                 try:
-                    arrays[key] = np.atleast_2d(np.loadtxt(p, delimiter=","))
+                    arrays[key] = np.loadtxt(p, delimiter=",", ndmin=2)  # a one-column file stays a column
                 except (OSError, ValueError) as exc:
                     raise cur.get("file").error(f"cannot read {p}: {exc}",
                                                 expected=f"files {path.stem}_A.csv ... _C.csv with numbers") from None
@@ -104,26 +126,33 @@ def parse_state_space(b: Any, cur: Cursor, index: int) -> None:
     if time == "discrete":
         dt = cur.get("dt").as_float(unit="s", positive=True)
         lam, V = np.linalg.eig(A)
-        if np.any(np.abs(lam) >= 1) or np.any((lam.real <= 0) & (np.abs(lam.imag) < 1e-12)):
-            raise _at(cur, "A").error("discrete A must be stable with no eigenvalue on the negative real axis",
-                                      field=f"{cur.field}.A",
-                                      expected="eigenvalues inside the unit circle, not real-negative",
+        if np.any((lam.real <= 0) & (np.abs(lam.imag) < 1e-12)):
+            # exp(Ac dt) is never real-negative or zero: such a block has no continuous-time equivalent.
+            raise _at(cur, "A").error("discrete A has an eigenvalue on the negative real axis or at zero, so it "
+                                      "has no continuous-time equivalent to run at another step",
+                                      field=f"{cur.field}.A", expected="no real eigenvalue <= 0",
                                       found=np.round(lam, 4).tolist())
+        if np.any(np.abs(lam) >= 1):
+            b._warn(_at(cur, "A"), f"state_space block '{name}': discrete A is unstable (eigenvalues "
+                    f"{np.round(lam, 4).tolist()} on or outside the unit circle); its states grow without feedback")
         if np.linalg.cond(V) > 1e10:
             raise _at(cur, "A").error("discrete A is not diagonalisable (repeated eigenvalues without a full set "
                                       "of eigenvectors), so it has no continuous-time equivalent here",
                                       field=f"{cur.field}.A", expected="a diagonalisable A",
                                       found=np.round(lam, 6).tolist())
-        Ac = (V @ np.diag(np.log(lam)) @ np.linalg.inv(V)).real / dt
-        # Bd = (A - I) Ac^-1 Bc  =>  Bc = Ac (A - I)^-1 Bd  (exact zero-order hold inverse)
-        M = np.linalg.solve(A - np.eye(n), np.hstack([B, E]) if E.size else B)
-        BE = Ac @ M
+        Vi = np.linalg.inv(V)
+        lc = np.log(lam.astype(complex)) / dt
+        Ac = (V @ np.diag(lc) @ Vi).real
+        # Bd = V diag(phi) V^-1 Bc with phi = (e^(lc dt) - 1) / lc (dt where lc = 0): the exact ZOH inverse,
+        # also for eigenvalues at 1 (integrators) where (A - I) is singular.
+        small = np.abs(lc * dt) < 1e-12
+        phi = np.where(small, dt, (lam - 1) / np.where(small, 1, lc))
+        BE = (V @ np.diag(1 / phi) @ Vi @ (np.hstack([B, E]) if E.size else B)).real
         B, E = BE[:, :B.shape[1]], BE[:, B.shape[1]:] if E.size else E
         A = Ac
     elif np.any(np.linalg.eigvals(A).real >= 0):
-        raise _at(cur, "A").error("continuous A must be stable", field=f"{cur.field}.A",
-                                  expected="eigenvalues with negative real part",
-                                  found=np.round(np.linalg.eigvals(A), 6).tolist())
+        b._warn(_at(cur, "A"), f"state_space block '{name}': continuous A is unstable (eigenvalues "
+                f"{np.round(np.linalg.eigvals(A), 6).tolist()} with real part >= 0); its states grow without feedback")
     net = b.net
     # The block's states are nodes of unit "capacitance": its matrices are rates already.
     base = net.n

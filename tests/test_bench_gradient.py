@@ -15,3 +15,19 @@ def test_bench_gradient_quick_json(capsys):
             assert key in r
         assert r["grad_rel_err"] < 1e-6  # the timed gradient is the baseline's gradient
         assert r["fwd_s"] > 0 and r["fwd_grad_s"] > 0
+
+
+def test_bench_gradient_pl_rows(capsys):
+    """PL: edge-mpc, the per-step NumPy loop (and PyTorch where installed) agree to 1e-10 before timing."""
+    assert main(["--quick", "--problems", "PL", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    assert [r["batch"] for r in rows] == [1]
+    r = rows[0]
+    assert r["problem"] == "PL" and r["horizon"] == 20 and r["n_params"] == 15
+    assert r["grad_rel_err"] < 1e-10 and r["fwd_grad_s"] > 0 and r["baseline_s"] > 0
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        assert "torch_s" not in r
+    else:
+        assert r["torch_s"] > 0

@@ -23,6 +23,8 @@ def _check(args: argparse.Namespace) -> int:
     from models import load_building
 
     net = load_building(args.file)
+    for w in net.warnings:
+        print(w, file=sys.stderr)
     print(f"{args.file}: OK — model '{net.name}': {len(net.zones)} zones, {net.n} states, "
           f"{len(net.inputs)} inputs, {len(net.disturbances)} disturbances, {len(net.params.names)} parameters")
     print(f"edge-mpc run: {_controllable(net)}")

@@ -154,7 +154,7 @@ def test_absolute_temperature_in_kelvin_is_converted():
 
 def test_state_space_errors_from_npz_point_at_file(tmp_path: Path):
     """Matrices read from a file: a bad matrix is reported at the 'file' field, not as a missing 'A'."""
-    np.savez(tmp_path / "annex.npz", A=np.array([[1.05]]), B=np.array([[1e-3]]), E=np.zeros((1, 0)),
+    np.savez(tmp_path / "annex.npz", A=np.array([[-0.5]]), B=np.array([[1e-3]]), E=np.zeros((1, 0)),
              C=np.array([[1.0]]))
     text = """model: ss-file
 disturbances:
