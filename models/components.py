@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 CP_AIR = 1005.0     # J/(kg K)
+RHO_AIR = 1.2       # kg/m3
 CP_WATER = 4186.0   # J/(kg K)
 KELVIN = 273.15
 

@@ -410,3 +410,18 @@ def _closest(word: str, options: set[str] | frozenset[str]) -> str | None:
 
     match = difflib.get_close_matches(word, sorted(options), n=1, cutoff=0.7)
     return match[0] if match else None
+
+
+def did_you_mean(name: object, options) -> str:
+    """' (did you mean 'x'?)' for a misspelt reference, else ''."""
+    close = _closest(str(name), frozenset(str(o) for o in options))
+    return f" (did you mean '{close}'?)" if close else ""
+
+
+def listing(options, limit: int = 12) -> str:
+    """The names in `options`, comma-separated, the first `limit` of them."""
+    names = [str(o) for o in options]
+    if not names:
+        return "none declared"
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more

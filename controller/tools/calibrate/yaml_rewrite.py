@@ -25,7 +25,7 @@ import yaml
 
 from controller.tools.calibrate.data import CalibrationError
 from models import components as comp
-from models.building import RHO_AIR, load_building
+from models.building import load_building
 from models.errors import ConfigError
 from models.units import _parse_unit
 from models.yamlio import load_yaml
@@ -89,7 +89,7 @@ def locate_parameters(model_path: str | Path) -> dict[str, FieldRef]:
         zp: tuple[str | int, ...] = ("zones", zname)
         vol = _si(z.get("volume", 1.0))
         out[f"{zname}.air_capacity"] = FieldRef((*zp, "air_capacity_multiplier"),
-                                                lambda v, vol=vol: v / (vol * RHO_AIR * comp.CP_AIR),
+                                                lambda v, vol=vol: v / (vol * comp.RHO_AIR * comp.CP_AIR),
                                                 identity=False, insert=True)
         mass = z.get("internal_mass")
         if isinstance(mass, dict):
