@@ -21,9 +21,13 @@ KELVIN = 273.15
 
 def pos(v: Any, xp: Any = np) -> Any:
     """max(v, 0) that passes a complex perturbation through on the active side (complex-step safe)."""
-    if not xp.iscomplexobj(v):
+    if hasattr(xp, "iscomplexobj"):  # NumPy, CuPy
+        if not xp.iscomplexobj(v):
+            return xp.maximum(v, 0)
+        return xp.where(v.real > 0, v, 0)
+    if not xp.isdtype(v.dtype, "complex floating"):  # the array API standard's spelling
         return xp.maximum(v, 0)
-    return xp.where(v.real > 0, v, 0)
+    return xp.where(xp.real(v) > 0, v, 0)
 
 
 @dataclass

@@ -148,6 +148,9 @@ class Simulator:
             self._Cy = xp.asarray(Cy.astype(self.dtype))
             self._inv_c = 1.0 / xp.asarray(mats["caps"].astype(self.dtype))
         self._groups = _group_actuators(self.net.actuators, self.xp)
+        order = np.concatenate([g.index for g in self._groups]) if self._groups else np.zeros(0, dtype=int)
+        # Where each actuator sits among the groups' concatenated columns (None: already in order).
+        self._group_order = None if np.array_equal(order, np.arange(len(order))) else xp.asarray(np.argsort(order))
         coeffs = [a.linear_coeffs(self.theta) for a in self.net.actuators]
         self.power_coeffs: dict[str, np.ndarray] | None = None
         if all(c is not None for c in coeffs) and all(len(a.inputs) == 1 for a in self.net.actuators):
@@ -230,13 +233,28 @@ class Simulator:
         B, K, _ = traj.u.shape
         na = len(self.net.actuators)
         dtype = np.result_type(self.dtype, theta.dtype)
+        xs = traj.x[:, :-1, :] if any(g.reads_x is not None for g in self._groups) else None
+        if xp is not np:
+            return self._powers_portable(traj, theta, xs, xp_dtype(xp, dtype))
         out = [xp.zeros((B, K, na), dtype=dtype) for _ in range(3)]
-        xs = traj.x[:, :-1] if any(g.reads_x is not None for g in self._groups) else None
         th = xp.asarray(theta)
         for g in self._groups:
             res = g.proto.power(th, *g.args(traj.u, xs, traj.d), xp)
             for o, r in zip(out, res, strict=True):
                 o[..., g.index] = r
+        return tuple(out)
+
+    def _powers_portable(self, traj: Trajectory, theta: np.ndarray, xs: Any, dtype: Any) -> tuple[Any, Any, Any]:
+        """`_powers` for the groups in array-API calls: each group's columns are concatenated, then put in
+        actuator order by one gather (every actuator is in exactly one group)."""
+        xp = self.xp
+        th = xp.asarray(theta, dtype=dtype)
+        res = [g.proto_xp.power(th, *g.args(traj.u, xs, traj.d), xp) for g in self._groups]
+        out = []
+        for i in range(3):
+            parts = [xp.astype(r[i], dtype) if r[i].dtype != dtype else r[i] for r in res]
+            out.append(parts[0] if self._group_order is None else xp.take(xp.concat(parts, axis=-1),
+                                                                          self._group_order, axis=-1))
         return tuple(out)
 
     def _step_matrix(self, u_k: Any, d_k: Any) -> Any:
@@ -337,6 +355,8 @@ class Simulator:
                 self._add_rows(g_y, self._zone_rows, g_zones)
             if g_sensors is not None:
                 self._add_rows(g_y, self._sensor_rows, g_sensors)
+        # Cotangents in the simulator's own dtype and namespace (a strict namespace refuses mixed dtypes in place).
+        g_el, g_gas, g_states = (None if g is None else self.asarray(g) for g in (g_el, g_gas, g_states))
         g_u_direct, g_x_direct, g_d_direct = self._power_vjp(traj, g_el, g_gas)
         if g_states is not None:
             g_x_direct = g_states if g_x_direct is None else g_x_direct + g_states
@@ -550,10 +570,11 @@ class Simulator:
                     val += float(np.sum(to_host(cont["inv_c"]) * ((1.0 / m["caps"]).imag / _H)))
             if (g_el is not None or g_gas is not None) and idx in meter_params:
                 el, gas, _ = self._powers(traj, th)
+                imag = (lambda a: a.imag) if xp is np else xp.imag
                 if g_el is not None:
-                    val += float(xp.sum(g_el * (el.imag / _H)))
+                    val += float(xp.sum(g_el * (imag(el) / _H)))
                 if g_gas is not None:
-                    val += float(xp.sum(g_gas * (gas.imag / _H)))
+                    val += float(xp.sum(g_gas * (imag(gas) / _H)))
             out[name] = val
         return out
 
@@ -574,10 +595,20 @@ class _Group:
     inputs: Any         # (na_g, k_in) input columns
     reads_x: Any        # (na_g, k_x) or None
     reads_d: Any        # (na_g, k_d) or None
+    xp: Any = np
+    proto_xp: Any = None  # proto with its parameter indices as arrays of xp (a strict namespace indexes only so)
+    flat: tuple = ()      # the three column sets flattened, as arrays of xp, for `take`
 
     def args(self, u: Any, xs: Any, d: Any) -> list:
+        if self.xp is not np:
+            return [None if c is None else self._take(a, c, f)
+                    for a, c, f in zip((u, xs, d), (self.inputs, self.reads_x, self.reads_d), self.flat, strict=True)]
         return [u[..., self.inputs], None if self.reads_x is None else xs[..., self.reads_x],
                 None if self.reads_d is None else d[..., self.reads_d]]
+
+    def _take(self, a: Any, cols: np.ndarray, flat: Any) -> Any:
+        xp = self.xp
+        return xp.reshape(xp.take(a, flat, axis=-1), (*a.shape[:-1], *cols.shape))
 
 
 def _group_actuators(actuators: list, xp: Any) -> list[_Group]:
@@ -593,12 +624,20 @@ def _group_actuators(actuators: list, xp: Any) -> list[_Group]:
         # then evaluates every member at once (u is (..., na_g, k), parameters broadcast as (na_g,)).
         proto = copy.copy(acts[0])
         proto.params = {k: np.array([a.params[k] for a in acts]) for k in acts[0].params}
-        out.append(_Group(
+        grp = _Group(
             proto=proto,
             index=np.array([i for i, _ in members]),
             inputs=np.array([a.inputs for a in acts]),
             reads_x=np.array([a.reads_x for a in acts]) if proto.reads_x else None,
             reads_d=np.array([a.reads_d for a in acts]) if proto.reads_d else None,
-        ))
+            xp=xp,
+        )
+        grp.proto_xp = proto
+        if xp is not np:
+            grp.proto_xp = copy.copy(proto)
+            grp.proto_xp.params = {k: xp.asarray(v) for k, v in proto.params.items()}
+            grp.flat = tuple(None if c is None else xp.asarray(c.reshape(-1))
+                             for c in (grp.inputs, grp.reads_x, grp.reads_d))
+        out.append(grp)
     return out
 
