@@ -349,6 +349,10 @@ class Simulator:
             g_y = None  # a loss on states and meters only
         elif g_sensors is None and g_zones is not None and np.array_equal(self._zone_rows, np.arange(self.ny)):
             g_y = self.asarray(g_zones)  # the common case: outputs are the zones, nothing to scatter
+        elif xp is not np:  # no indexed writes outside NumPy: the rows are gathered
+            g_y = _gather_sum([(self.asarray(g), r) for g, r in ((g_zones, self._zone_rows),
+                                                                 (g_sensors, self._sensor_rows)) if g is not None],
+                              self.ny, (B, K), self.xdtype, xp)
         else:
             g_y = xp.zeros((B, K, self.ny), dtype=self.xdtype)
             if g_zones is not None:
@@ -425,6 +429,8 @@ class Simulator:
             if g_gas is not None and s_gas is not None:
                 g_u = g_u + g_gas * s_gas
             return g_u, None, None
+        if xp is not np:
+            return self._power_vjp_portable(traj, g_el, g_gas)
         g_u = xp.zeros((B, K, self.nu), dtype=self.dtype)
         g_x = None
         g_d = xp.zeros((B, K, self.nd), dtype=self.dtype)
@@ -463,6 +469,53 @@ class Simulator:
                         _scatter_add(g_x[:, :-1], col, g, xp)
                     else:
                         _scatter_add(g_u if which == 0 else g_d, col, g, xp)
+        return g_u, g_x, g_d
+
+    def _power_vjp_portable(self, traj: Trajectory, g_el: Any, g_gas: Any) -> tuple[Any, Any, Any]:
+        """`_power_vjp` in array-API calls: every derivative column is collected with the input, state or
+        disturbance column it belongs to, and each gradient is assembled by gathers (no indexed writes)."""
+        xp = self.xp
+        B, K, _ = traj.u.shape
+        parts: tuple[list, list, list] = ([], [], [])  # (values (B, K, m), host columns (m,)) per target
+        xs = traj.x[:, :-1, :] if any(g.reads_x is not None for g in self._groups) else None
+        cdt = xp_dtype(xp, np.result_type(self.dtype, np.complex64))
+        th = xp.asarray(self.theta, dtype=self.xdtype)
+        thc = xp.asarray(self.theta, dtype=cdt)
+        for grp in self._groups:
+            args = grp.args(traj.u, xs, traj.d)
+            idx = xp.asarray(grp.index)
+            ge = None if g_el is None else xp.take(g_el, idx, axis=-1)
+            gg = None if g_gas is None else xp.take(g_gas, idx, axis=-1)
+            slopes = grp.proto_xp.power_input_slopes(th, args[0], xp)
+            if slopes is not None and grp.reads_x is None and grp.reads_d is None:
+                g = 0
+                if ge is not None and slopes[0] is not None:
+                    g = g + ge * slopes[0]
+                if gg is not None and slopes[1] is not None:
+                    g = g + gg * slopes[1]
+                if not isinstance(g, int):
+                    parts[0].append((g, grp.inputs[:, 0]))
+                continue
+            for which, cols in enumerate((grp.inputs, grp.reads_x, grp.reads_d)):
+                if cols is None:
+                    continue
+                for c_local in range(cols.shape[1]):
+                    pert = [None if v is None else xp.astype(v, cdt) for v in args]
+                    pert[which][..., c_local] += 1j * _H
+                    el, gas, _ = grp.proto_xp.power(thc, *pert, xp)
+                    g = 0
+                    if ge is not None:
+                        g = g + ge * (xp.imag(el) / _H)
+                    if gg is not None:
+                        g = g + gg * (xp.imag(gas) / _H)
+                    if not isinstance(g, int):
+                        parts[which].append((g, cols[:, c_local]))
+        g_u = _gather_sum(parts[0], self.nu, (B, K), self.xdtype, xp)
+        g_d = _gather_sum(parts[2], self.nd, (B, K), self.xdtype, xp)
+        g_x = None
+        if parts[1]:
+            g_x = xp.concat([_gather_sum(parts[1], self.n, (B, K), self.xdtype, xp),
+                             xp.zeros((B, 1, self.n), dtype=self.xdtype)], axis=1)
         return g_u, g_x, g_d
 
     def _bilinear_adjoint(self, traj: Trajectory, g_y: Any, g_x_direct: Any, want_cont: bool):
@@ -586,6 +639,26 @@ def _scatter_add(dest: Any, cols: Any, vals: Any, xp: Any) -> None:
     else:
         for i, c in enumerate(cols.tolist()):
             dest[..., c] += vals[..., i]
+
+
+def _gather_sum(parts: list, n: int, lead: tuple[int, ...], dtype: Any, xp: Any) -> Any:
+    """sum of vals scattered into columns cols (repeats add up) over (vals (..., m), cols (m,)) parts, as an
+    array (*lead, n): gathers from the concatenated values and a zero column, one per layer of repeats."""
+    if not parts:
+        return xp.zeros((*lead, n), dtype=dtype)
+    cols = np.concatenate([np.asarray(c).reshape(-1) for _, c in parts])
+    vals = xp.concat([*(xp.astype(v, dtype) for v, _ in parts), xp.zeros((*lead, 1), dtype=dtype)], axis=-1)
+    layers, seen = [], np.zeros(n, dtype=int)
+    for pos, col in enumerate(cols.tolist()):
+        if len(layers) <= seen[col]:
+            layers.append(np.full(n, cols.size))
+        layers[seen[col]][col] = pos
+        seen[col] += 1
+    out = None
+    for idx in layers:
+        part = xp.take(vals, xp.asarray(idx), axis=-1)
+        out = part if out is None else out + part
+    return out
 
 
 @dataclass

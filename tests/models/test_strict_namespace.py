@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gradutil import BUILDINGS
+from test_gradients import HEAD, MODELS
 from test_stepmap import RADIATOR, _radiator_case
 
 from models import building_from_text, load_building
@@ -118,18 +119,24 @@ actuators:
 
 
 def _linear(source: str, B: int, dtype: str, backend: str):
-    net = building_from_text(_SITE, "site.yaml") if source == "site" else load_building(BUILDINGS / source)
+    if source == "site":
+        net = building_from_text(_SITE, "site.yaml")
+    elif source in MODELS:  # small models of test_gradients: meters that read states and disturbances
+        net = building_from_text(HEAD.format(name=source) + MODELS[source][0], f"{source}.yaml")
+    else:
+        net = load_building(BUILDINGS / source)
     sim = net.compile(900.0, backend=backend, dtype=dtype)
     assert sim.linear is not None
     rng = np.random.default_rng(5)
     K = 24
     u = sim.u_min + (sim.u_max - sim.u_min) * rng.uniform(0.05, 0.95, (B, K, sim.nu))
-    d = rng.normal(0, 3, (B, K, sim.nd)) + np.array([5.0, 200.0, 10.0, 0.5])[:sim.nd]
+    d = rng.normal(0, 3, (B, K, sim.nd)) + np.array([5.0, 200.0, 10.0, 0.5, 100.0])[:sim.nd]
     x0 = np.tile(sim.x_initial, (B, 1)) + rng.normal(0, 0.5, (B, sim.n))
     gz, ge = rng.normal(size=(B, K, sim.nz)), rng.normal(size=(B, K, len(sim.actuator_names)))
     gx = rng.normal(size=(B, K + 1, sim.n))
     # Parameters of the network (through the modal adjoint) and of a meter (through the complex step).
-    names = [n for n in sim.net.params.names if n.endswith(("air_capacity", "u_value", "cop_heating"))]
+    names = [n for n in sim.net.params.names if n.endswith(("air_capacity", "u_value", "cop_heating", "efficiency",
+                                                                "loss_ua", "supply_offset"))]
     conv = (lambda a: xs.asarray(a.astype(dtype))) if backend != "numpy" else (lambda a: a.astype(dtype))
     tr = sim.simulate(conv(x0), conv(u), conv(d))
     g = sim.gradient(tr, g_zones=conv(gz), g_el=conv(ge), g_states=conv(gx), params=names, wrt_disturbances=True)
@@ -140,15 +147,19 @@ def _linear(source: str, B: int, dtype: str, backend: str):
 @pytest.mark.parametrize(("source", "B", "dtype"), [
     ("house-1.yaml", 1, "float64"), ("house-1.yaml", 600, "float64"),   # 600 x 5 modes: the fused layout
     ("office-20.yaml", 1, "float64"), ("office-20.yaml", 8, "float64"), ("office-20.yaml", 40, "float32"),
-    ("site", 1, "float64"), ("site", 300, "float64"), ("site", 3, "float32")])
+    ("site", 1, "float64"), ("site", 300, "float64"), ("site", 3, "float32"),
+    ("heat_pump_tank", 2, "float64"), ("heat_pump_tank", 2, "float32"), ("ideal_hvac_gas", 2, "float64"),
+    ("boiler", 1, "float64")])
 def test_linear_path_under_strict_namespace(source: str, B: int, dtype: str):
     sim_s, got, p_s = _linear(source, B, dtype, "array-api-strict")
     sim_n, want, p_n = _linear(source, B, dtype, "numpy")
+    assert sim_s.linear.V.portable and not sim_n.linear.V.portable  # each ran its own form
     if source == "site":
         assert len(sim_n.linear.V.groups) == 2 and sim_n.linear.V.dense is None
     tol = 1e-12 if dtype == "float64" else 1e-5
+    assert got[0].dtype == np.dtype(dtype) and got[4].dtype == np.dtype(dtype)  # zones and dJ/du
     for a, b in zip(got, want, strict=True):
-        assert a.dtype == np.dtype(dtype) and a.shape == b.shape
+        assert a.dtype == b.dtype and a.shape == b.shape
         if b.size == 0:  # the site has no sensors
             continue
         np.testing.assert_allclose(a, b, rtol=tol, atol=tol * float(np.max(np.abs(b))))
