@@ -186,3 +186,28 @@ def test_blockmap_products_under_strict_namespace():
     np.testing.assert_allclose(_host(bs.apply_t(xs.asarray(y))), y @ M, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(bn.apply(x), x @ M.T, rtol=1e-13, atol=1e-13)
     np.testing.assert_allclose(bn.apply_t(y), y @ M, rtol=1e-13, atol=1e-13)
+
+
+@pytest.mark.parametrize("B", [2, 600])  # whole-horizon and fused layouts
+def test_complex_modal_linear_model_under_strict_namespace(B: int):
+    """An identified (non-symmetric) model has complex modes: real parts are taken with the standard's real()."""
+    from models.linear import LinearModel
+
+    rng = np.random.default_rng(3)
+    n, nu, nd, nz, K = 4, 2, 1, 2, 10
+    Ac = -np.eye(n) * 1e-3 + rng.normal(size=(n, n)) * 3e-4
+    Ac[0, 1], Ac[1, 0] = 5e-4, -5e-4
+    Bc, Ec, Cz = rng.normal(size=(n, nu)) * 1e-4, rng.normal(size=(n, nd)) * 1e-4, rng.normal(size=(nz, n))
+    r = np.random.default_rng(1)
+    x0, u, d = r.normal(size=(B, n)), r.normal(size=(B, K, nu)), r.normal(size=(B, K, nd))
+    gy, gx = r.normal(size=(B, K, nz)), r.normal(size=(B, K + 1, n))
+    out = []
+    for xp, conv in ((np, lambda a: a), (xs, xs.asarray)):
+        m = LinearModel(Ac, Bc, Ec, Cz, 600.0, xp=xp)
+        assert m.complex
+        z, y = m.forward(conv(x0), conv(u), conv(d), keep_z=True)
+        g = m.backward(conv(gy), conv(gx), want_lam=True, want_d=True)
+        out.append([_host(a) for a in (y, m.states(z), *g)])
+    for a, b in zip(*out, strict=True):
+        assert a.dtype == b.dtype
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12 * float(np.max(np.abs(a))))
