@@ -5,6 +5,11 @@ modal transforms are dense but the whole map is block-diagonal. Blocks of equal 
 applied with one batched matrix product, so cost grows with the number of zones, not with its square.
 When a group's blocks cover consecutive index ranges (models.linear orders modes by component so that
 they do), the gather and scatter are free reshapes.
+
+On NumPy the products use NumPy's fast idioms (views of time-major data, fancy-index scatter-add). Any
+other namespace (CuPy, the strict reference namespace of the tests) gets the portable form of the same
+products: `take` gathers, and scatters as gathers from the concatenated block outputs. Which one a map
+uses is fixed when it is built.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from models.backend import to_host, xp_dtype
 
 
 @dataclass
@@ -43,6 +50,8 @@ class BlockMap:
         self.shape = shape
         self.xp = xp
         self.dtype = dtype
+        self.portable = xp is not np
+        self.xdtype = xp_dtype(xp, dtype)
         by_shape: dict[tuple[int, int], list] = {}
         for rows, cols, mat in blocks:
             if len(rows) and len(cols):
@@ -63,7 +72,10 @@ class BlockMap:
             rows, cols, mat = blocks[0]
             if np.array_equal(rows, np.arange(shape[0])) and np.array_equal(cols, np.arange(shape[1])):
                 self.dense = xp.asarray(mat.astype(dtype))
-                self.dense_t = xp.ascontiguousarray(self.dense.T)
+                self.dense_t = xp.asarray(np.ascontiguousarray(mat.T.astype(dtype)))
+        if self.portable:
+            self._apply = self._apply_portable  # type: ignore[method-assign]
+            self._scatter: dict[bool, tuple[list, int]] = {}
 
     @classmethod
     def from_dense(cls, mat: np.ndarray, xp: Any = np, dtype: Any = np.float64) -> BlockMap:
@@ -72,13 +84,13 @@ class BlockMap:
     def apply(self, x: Any) -> Any:
         """x: (..., shape[1]) -> (..., shape[0])."""
         if self.dense is not None:
-            return _gemm(x, self.dense_t)
+            return _gemm_portable(x, self.dense_t, self.xp) if self.portable else _gemm(x, self.dense_t)
         return self._apply(x, transpose=False)
 
     def apply_t(self, y: Any) -> Any:
         """Transpose: y: (..., shape[0]) -> (..., shape[1]); blocks sharing input columns add up."""
         if self.dense is not None:
-            return _gemm(y, self.dense)
+            return _gemm_portable(y, self.dense, self.xp) if self.portable else _gemm(y, self.dense)
         return self._apply(y, transpose=True)
 
     def _apply(self, x: Any, transpose: bool) -> Any:
@@ -121,15 +133,86 @@ class BlockMap:
             out = xp.zeros((x2.shape[0], n_out), dtype=xp.result_type(x2, self.dtype))
         return out.reshape(*lead, n_out)
 
+    def _apply_portable(self, x: Any, transpose: bool) -> Any:
+        """`_apply` in array-API calls only: no fancy-index writes, no methods beyond the standard's."""
+        xp = self.xp
+        lead = tuple(x.shape[:-1])
+        x2 = xp.reshape(x, (-1, x.shape[-1]))
+        M = x2.shape[0]
+        n_out = self.shape[1] if transpose else self.shape[0]
+        pieces = []
+        for g in self.groups:
+            in_idx = g.rows if transpose else g.cols
+            in_span = g.row_span if transpose else g.col_span
+            mats = g.mats if transpose else g.mats_t          # (nb, in, out) for x @ mats
+            nb, n_in = in_idx.shape
+            if (not transpose) and g.shared_cols:
+                xs = xp.take(x2, in_idx[0, :], axis=1)             # (M, in), the same for every block
+                ys = xp.matmul(xp.expand_dims(xs, axis=0), mats)   # (nb, M, out)
+            else:
+                if in_span is not None:
+                    xs = x2[:, in_span[0]:in_span[1]]
+                else:
+                    xs = xp.take(x2, xp.reshape(in_idx, (-1,)), axis=1)
+                xs = xp.permute_dims(xp.reshape(xs, (M, nb, n_in)), (1, 0, 2))
+                ys = xp.matmul(xs, mats)                           # (nb, M, out)
+            if transpose and g.shared_cols:
+                pieces.append(xp.sum(ys, axis=0))                  # blocks reading the same columns add up
+            else:
+                pieces.append(xp.reshape(xp.permute_dims(ys, (1, 0, 2)), (M, -1)))  # (M, nb*out)
+        layers, width = self._scatter_plan(transpose)
+        if len(layers) == 1 and width == n_out and layers[0] is None:
+            return xp.reshape(pieces[0], (*lead, n_out))
+        # Every output column gathers its value (or a zero column) from the concatenated block outputs, once
+        # per layer; a column that several blocks write appears in several layers, which add up.
+        zdt = pieces[0].dtype if pieces else xp.result_type(x2.dtype, self.xdtype)
+        ys = xp.concat([*pieces, xp.zeros((M, 1), dtype=zdt)], axis=1)
+        out = None
+        for idx in layers:
+            part = xp.take(ys, idx, axis=1)
+            out = part if out is None else out + part
+        return xp.reshape(out, (*lead, n_out))
+
+    def _scatter_plan(self, transpose: bool) -> tuple[list, int]:
+        """Gather indices into [block outputs..., 0] that place every output column, one array per layer."""
+        if transpose in self._scatter:
+            return self._scatter[transpose]
+        flat = []
+        for g in self.groups:
+            out_idx = to_host(g.cols if transpose else g.rows)
+            flat.append(out_idx[0] if (transpose and g.shared_cols) else out_idx.reshape(-1))
+        idx = np.concatenate(flat) if flat else np.zeros(0, dtype=int)
+        n_out = self.shape[1] if transpose else self.shape[0]
+        if len(self.groups) == 1 and np.array_equal(idx, np.arange(n_out)):
+            plan: tuple[list, int] = ([None], n_out)
+        else:
+            layers, seen = [], np.zeros(n_out, dtype=int)
+            for pos, col in enumerate(idx.tolist()):
+                while len(layers) <= seen[col]:
+                    layers.append(np.full(n_out, idx.size))
+                layers[seen[col]][col] = pos
+                seen[col] += 1
+            if not layers:
+                layers = [np.full(n_out, 0)]
+            plan = ([self.xp.asarray(v) for v in layers], -1)
+        self._scatter[transpose] = plan
+        return plan
+
     def to_dense(self) -> np.ndarray:
         if self.dense is not None:
-            return np.asarray(self.dense.get() if hasattr(self.dense, "get") else self.dense)
+            return to_host(self.dense)
         out = np.zeros(self.shape, dtype=self.dtype)
         for g in self.groups:
-            rows, cols, mats = (np.asarray(v.get() if hasattr(v, "get") else v) for v in (g.rows, g.cols, g.mats))
+            rows, cols, mats = (to_host(v) for v in (g.rows, g.cols, g.mats))
             for r, c, m in zip(rows, cols, mats, strict=True):
                 out[np.ix_(r, c)] += m
         return out
+
+
+def _gemm_portable(x: Any, m: Any, xp: Any) -> Any:
+    """x (..., a) @ m (a, b) as one 2-D product, in array-API calls."""
+    lead = tuple(x.shape[:-1])
+    return xp.reshape(xp.reshape(x, (-1, x.shape[-1])) @ m, (*lead, m.shape[1]))
 
 
 def _gemm(x: Any, m: Any) -> Any:

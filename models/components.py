@@ -22,9 +22,20 @@ KELVIN = 273.15
 
 def pos(v: Any, xp: Any = np) -> Any:
     """max(v, 0) that passes a complex perturbation through on the active side (complex-step safe)."""
-    if not xp.iscomplexobj(v):
+    if hasattr(xp, "iscomplexobj"):  # NumPy, CuPy
+        if not xp.iscomplexobj(v):
+            return xp.maximum(v, 0)
+        return xp.where(v.real > 0, v, 0)
+    if not xp.isdtype(v.dtype, "complex floating"):  # the array API standard's spelling
         return xp.maximum(v, 0)
-    return xp.where(v.real > 0, v, 0)
+    return xp.where(xp.real(v) > 0, v, 0)
+
+
+def re(v: Any, xp: Any = np) -> Any:
+    """The real part of a possibly complex-step-perturbed array (an attribute on NumPy, a function in the standard)."""
+    if hasattr(v, "real"):
+        return v.real
+    return xp.real(v) if xp.isdtype(v.dtype, "complex floating") else v
 
 
 @dataclass
@@ -108,7 +119,7 @@ class HeatPump(Actuator):
         t_sup = t_water + self.p(theta, "supply_offset") + KELVIN
         lift = t_sup - (t_source + KELVIN)
         min_lift = t_sup * self.p(theta, "carnot_efficiency") / self.p(theta, "max_cop")
-        lift = xp.where(lift.real > min_lift.real, lift, min_lift)
+        lift = xp.where(re(lift, xp) > re(min_lift, xp), lift, min_lift)
         return self.p(theta, "carnot_efficiency") * t_sup / lift
 
     def power(self, theta, u, x, d, xp=np):

@@ -9,6 +9,9 @@ backwards. Identified (non-symmetric) models use a complex eigenbasis through th
 
 The network is split into connected components (buildings of a campus), each with its own eigenbasis,
 so the transforms are block-diagonal (models.blockmap) and cost grows linearly with the number of zones.
+
+Written against `xp`: on NumPy the scans and block products use NumPy's fast idioms, on any other namespace
+(CuPy, the strict reference namespace of the tests) their portable form, chosen once when the model is built.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from models.backend import to_host, xp_dtype
 from models.blockmap import BlockMap
-from models.scan import doubling_powers, scan, scan_adjoint
+from models.scan import doubling_powers, scans
 
 
 def connected_components(A: np.ndarray) -> list[np.ndarray]:
@@ -76,6 +80,10 @@ class LinearModel:
         self.n, self.nu, self.nd, self.nz = Ac.shape[0], Bc.shape[1], Ec.shape[1], Cz.shape[0]
         self.xp = xp
         self.real_dtype = np.dtype(dtype)
+        self.real_xdtype = xp_dtype(xp, self.real_dtype)
+        self._scan, self._scan_adjoint = scans(xp)
+        # The real part of a (possibly complex) result: an attribute on NumPy, a function in the standard.
+        self._real = (lambda a: a.real) if xp is np else xp.real
         lam = np.zeros(self.n, dtype=complex)
         blocks_v, blocks_vi, blocks_b, blocks_e, blocks_c = [], [], [], [], []
         complex_modes = False
@@ -101,6 +109,9 @@ class LinearModel:
         self.complex = complex_modes
         mdt = np.result_type(self.real_dtype, np.complex64) if complex_modes else self.real_dtype
         self.modal_dtype = mdt
+        self.modal_xdtype = xp_dtype(xp, mdt)
+        # A copy in the modal dtype (NumPy's method; the standard's function elsewhere).
+        self._as_modal = (lambda a: a.astype(mdt)) if xp is np else (lambda a: xp.astype(a, self.modal_xdtype))
         self.lam = lam if complex_modes else lam.real
         self.a_host = np.exp(self.lam * self.dt)
         self.a = xp.asarray(self.a_host.astype(mdt))
@@ -139,45 +150,46 @@ class LinearModel:
         w = self.Bm.apply(u)
         if self.nd:
             w += self.Em.apply(d)
-        return scan(self.a, self.powers(K), self.Vinv.apply(x0), w, self.xp)
+        return self._scan(self.a, self.powers(K), self.Vinv.apply(x0), w, self.xp)
 
     def states(self, z: Any) -> Any:
         x = self.V.apply(z)
-        return x.real if self.complex else x
+        return self._real(x) if self.complex else x
 
     def zones(self, z: Any) -> Any:
         """Zone outputs for x[1..K] from the modal trajectory."""
-        y = self.Czm.apply(z[:, 1:])
-        return y.real if self.complex else y
+        y = self.Czm.apply(z[:, 1:, :])
+        return self._real(y) if self.complex else y
 
     def modal_adjoint(self, c: Any) -> Any:
         """lam: (B, K+1, n) from the cotangent c on z (overwritten in place)."""
-        return scan_adjoint(self.a, self.powers(c.shape[1] - 1), c, self.xp)
+        return self._scan_adjoint(self.a, self.powers(c.shape[1] - 1), c, self.xp)
 
     def cotangent_from_zones(self, g_y: Any) -> Any:
         """Cotangent on z (B, K+1, n) from a cotangent on the zone outputs (B, K, nz)."""
         B, K, _ = g_y.shape
-        c = self.xp.empty((B, K + 1, self.n), dtype=self.modal_dtype)
-        c[:, 0] = 0
-        c[:, 1:] = self.Czm.apply_t(g_y)
+        c = self.xp.empty((B, K + 1, self.n), dtype=self.modal_xdtype)
+        c[:, 0, :] = 0
+        c[:, 1:, :] = self.Czm.apply_t(g_y)
         return c
 
     def cotangent_from_states(self, g_x: Any) -> Any:
         """Cotangent on z from a cotangent on the states x (B, K+1, n): V^T g_x."""
-        return self.V.apply_t(g_x).astype(self.modal_dtype, copy=False)
+        g = self.V.apply_t(g_x)
+        return g if g.dtype == self.modal_xdtype else self._as_modal(g)
 
     def input_gradient(self, lam: Any) -> Any:
         """dJ/du (B, K, nu) from the modal adjoint."""
-        g = self.Bm.apply_t(lam[:, 1:])
-        return g.real if self.complex else g
+        g = self.Bm.apply_t(lam[:, 1:, :])
+        return self._real(g) if self.complex else g
 
     def disturbance_gradient(self, lam: Any) -> Any:
-        g = self.Em.apply_t(lam[:, 1:])
-        return g.real if self.complex else g
+        g = self.Em.apply_t(lam[:, 1:, :])
+        return self._real(g) if self.complex else g
 
     def initial_state_gradient(self, lam: Any) -> Any:
-        g = self.Vinv.apply_t(lam[:, 0])
-        return g.real if self.complex else g
+        g = self.Vinv.apply_t(lam[:, 0, :])
+        return self._real(g) if self.complex else g
 
     # -- parameter gradients ----------------------------------------------------------------------
     def continuous_gradients(self, x0: Any, z: Any, u: Any, d: Any, lam: Any
@@ -190,8 +202,6 @@ class LinearModel:
         """
         from models.expm import expm_frechet_adjoint
 
-        xp = self.xp
-        to_host = (lambda a: a.get()) if xp is not np else np.asarray
         Vi = self.Vinv.to_dense()
         lam_h, z_h = to_host(lam), to_host(z)
         lx = np.einsum("bkm,mn->bkn", lam_h[:, 1:], Vi)  # V^-T lam on x[1..K]
@@ -229,22 +239,22 @@ class LinearModel:
     def _forward_fused(self, x0: Any, u: Any, d: Any, keep_z: bool) -> tuple[Any, Any]:
         B, K, _ = u.shape
         xp = self.xp
-        zt = xp.empty((K + 1, B, self.n), dtype=self.modal_dtype) if keep_z else None
+        zt = xp.empty((K + 1, B, self.n), dtype=self.modal_xdtype) if keep_z else None
         # Outputs are written batch-major: rows of nz values land where callers read them contiguously.
-        y = xp.empty((B, K, self.nz), dtype=self.modal_dtype)
-        z = self.Vinv.apply(x0).astype(self.modal_dtype)
+        y = xp.empty((B, K, self.nz), dtype=self.modal_xdtype)
+        z = self._as_modal(self.Vinv.apply(x0))
         if keep_z:
-            zt[0] = z
+            zt[0, ...] = z
         for k in range(K):
-            w = self.Bm.apply(u[:, k])
+            w = self.Bm.apply(u[:, k, :])
             if self.nd:
-                w += self.Em.apply(d[:, k])
+                w += self.Em.apply(d[:, k, :])
             z *= self.a
             z += w
             if keep_z:
-                zt[k + 1] = z
-            y[:, k] = self.Czm.apply(z)
-        return (zt.transpose(1, 0, 2) if keep_z else None), (y.real if self.complex else y)
+                zt[k + 1, ...] = z
+            y[:, k, :] = self.Czm.apply(z)
+        return (_time_major_view(zt, xp) if keep_z else None), (self._real(y) if self.complex else y)
 
     def backward(self, g_y: Any, g_x: Any = None, *, want_lam: bool = False, want_d: bool = False,
                  g_u_direct: Any = None) -> tuple[Any, Any, Any, Any]:
@@ -272,34 +282,40 @@ class LinearModel:
                         g_u_direct: Any) -> tuple[Any, Any, Any, Any]:
         B, K, _ = g_y.shape
         xp = self.xp
-        g_u = xp.empty((B, K, self.nu), dtype=self.real_dtype)
-        g_d = xp.empty((B, K, self.nd), dtype=self.real_dtype) if want_d else None
-        lam_all = xp.empty((K + 1, B, self.n), dtype=self.modal_dtype) if want_lam else None
-        lam = xp.zeros((B, self.n), dtype=self.modal_dtype)
+        real = self._real
+        g_u = xp.empty((B, K, self.nu), dtype=self.real_xdtype)
+        g_d = xp.empty((B, K, self.nd), dtype=self.real_xdtype) if want_d else None
+        lam_all = xp.empty((K + 1, B, self.n), dtype=self.modal_xdtype) if want_lam else None
+        lam = xp.zeros((B, self.n), dtype=self.modal_xdtype)
         for k in range(K, 0, -1):
             # lam_k = c_k + a lam_{k+1};  dJ/dw_{k-1} = lam_k
             lam *= self.a
-            lam += self.Czm.apply_t(g_y[:, k - 1])
+            lam += self.Czm.apply_t(g_y[:, k - 1, :])
             if g_x is not None:
-                lam += self.V.apply_t(g_x[:, k])
+                lam += self.V.apply_t(g_x[:, k, :])
             gu = self.Bm.apply_t(lam)
-            g_u[:, k - 1] = gu.real if self.complex else gu
+            g_u[:, k - 1, :] = real(gu) if self.complex else gu
             if g_u_direct is not None:
-                g_u[:, k - 1] += g_u_direct[:, k - 1]
+                g_u[:, k - 1, :] += g_u_direct[:, k - 1, :]
             if want_d:
                 gd = self.Em.apply_t(lam)
-                g_d[:, k - 1] = gd.real if self.complex else gd
+                g_d[:, k - 1, :] = real(gd) if self.complex else gd
             if want_lam:
-                lam_all[k] = lam
+                lam_all[k, ...] = lam
         lam *= self.a
         if g_x is not None:
-            lam += self.V.apply_t(g_x[:, 0])
+            lam += self.V.apply_t(g_x[:, 0, :])
         if want_lam:
-            lam_all[0] = lam
+            lam_all[0, ...] = lam
         g0 = self.Vinv.apply_t(lam)
-        return (g_u, g0.real if self.complex else g0, g_d,
-                lam_all.transpose(1, 0, 2) if want_lam else None)
+        return (g_u, real(g0) if self.complex else g0, g_d,
+                _time_major_view(lam_all, xp) if want_lam else None)
 
 
 # Batch x modes above which `forward`/`backward` switch from whole-horizon calls to a fused per-step pass.
 _FUSED_MIN_WIDTH = 2048
+
+
+def _time_major_view(a: Any, xp: Any) -> Any:
+    """(K+1, B, n) storage seen as (B, K+1, n), without a copy."""
+    return a.transpose(1, 0, 2) if xp is np else xp.permute_dims(a, (1, 0, 2))

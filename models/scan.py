@@ -5,6 +5,10 @@ whole horizon is a set of independent first-order recurrences. For small problem
 array call dominates, so a log-depth doubling scan (about 2·log2(K) calls for the whole horizon) beats a
 per-step loop; for large batches memory traffic dominates and the per-step loop (2 calls per step on a
 cache-resident slice) wins. The crossover is a size threshold measured with `edge-mpc bench gradient`.
+
+`scan`/`scan_adjoint` use NumPy's `out=` and contiguity idioms; `scan_portable`/`scan_adjoint_portable` are
+the same recurrences in array-API calls only (CuPy, the strict namespace of the tests). Callers pick one
+pair when they are built (`scans(xp)`), not per call.
 """
 
 from __future__ import annotations
@@ -33,11 +37,11 @@ def scan(a: Any, a_pows: list, z0: Any, w: Any, xp: Any = np) -> Any:
     dtype = xp.result_type(z0, w, a)
     if B * n <= DOUBLING_MAX_WIDTH:
         z = xp.empty((B, K + 1, n), dtype=dtype)
-        z[:, 0] = z0
-        z[:, 1:] = w
+        z[:, 0, :] = z0
+        z[:, 1:, :] = w
         o = 1
         for p in a_pows:
-            z[:, o:] += p * z[:, :-o]
+            z[:, o:, :] += p * z[:, :-o, :]
             o *= 2
         return z
     # Time-major so that each step touches one contiguous (B, n) slab.
@@ -57,7 +61,7 @@ def scan_adjoint(a: Any, a_pows: list, c: Any, xp: Any = np) -> Any:
     if B * n <= DOUBLING_MAX_WIDTH:
         o = 1
         for p in a_pows:
-            c[:, :-o] += p * c[:, o:]
+            c[:, :-o, :] += p * c[:, o:, :]
             o *= 2
         return c
     lt = xp.ascontiguousarray(c.transpose(1, 0, 2))
@@ -66,3 +70,42 @@ def scan_adjoint(a: Any, a_pows: list, c: Any, xp: Any = np) -> Any:
         xp.multiply(lt[k + 1], a, out=tmp)
         lt[k] += tmp
     return lt.transpose(1, 0, 2)
+
+
+def scan_portable(a: Any, a_pows: list, z0: Any, w: Any, xp: Any) -> Any:
+    """`scan` in array-API calls only: new arrays instead of `out=`, explicit axis permutations."""
+    B, K, n = w.shape
+    dtype = xp.result_type(z0, w, a)
+    if B * n <= DOUBLING_MAX_WIDTH:
+        z = xp.concat([xp.expand_dims(xp.astype(z0, dtype), axis=1), xp.astype(w, dtype)], axis=1)
+        o = 1
+        for p in a_pows:
+            z[:, o:, :] += p * z[:, :-o, :]
+            o *= 2
+        return z
+    zt = xp.empty((K + 1, B, n), dtype=dtype)
+    zt[0, ...] = z0
+    zt[1:, ...] = xp.permute_dims(w, (1, 0, 2))
+    for k in range(K):
+        zt[k + 1, ...] += zt[k, ...] * a
+    return xp.permute_dims(zt, (1, 0, 2))
+
+
+def scan_adjoint_portable(a: Any, a_pows: list, c: Any, xp: Any) -> Any:
+    """`scan_adjoint` in array-API calls only."""
+    B, K1, n = c.shape
+    if B * n <= DOUBLING_MAX_WIDTH:
+        o = 1
+        for p in a_pows:
+            c[:, :-o, :] += p * c[:, o:, :]
+            o *= 2
+        return c
+    lt = xp.permute_dims(c, (1, 0, 2))
+    for k in range(K1 - 2, -1, -1):
+        lt[k, ...] += lt[k + 1, ...] * a
+    return xp.permute_dims(lt, (1, 0, 2))
+
+
+def scans(xp: Any) -> tuple[Any, Any]:
+    """(forward scan, adjoint scan) for a namespace: NumPy's fast idioms on NumPy, the portable form elsewhere."""
+    return (scan, scan_adjoint) if xp is np else (scan_portable, scan_adjoint_portable)

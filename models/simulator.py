@@ -148,6 +148,9 @@ class Simulator:
             self._Cy = xp.asarray(Cy.astype(self.dtype))
             self._inv_c = 1.0 / xp.asarray(mats["caps"].astype(self.dtype))
         self._groups = _group_actuators(self.net.actuators, self.xp)
+        order = np.concatenate([g.index for g in self._groups]) if self._groups else np.zeros(0, dtype=int)
+        # Where each actuator sits among the groups' concatenated columns (None: already in order).
+        self._group_order = None if np.array_equal(order, np.arange(len(order))) else xp.asarray(np.argsort(order))
         coeffs = [a.linear_coeffs(self.theta) for a in self.net.actuators]
         self.power_coeffs: dict[str, np.ndarray] | None = None
         if all(c is not None for c in coeffs) and all(len(a.inputs) == 1 for a in self.net.actuators):
@@ -230,13 +233,28 @@ class Simulator:
         B, K, _ = traj.u.shape
         na = len(self.net.actuators)
         dtype = np.result_type(self.dtype, theta.dtype)
+        xs = traj.x[:, :-1, :] if any(g.reads_x is not None for g in self._groups) else None
+        if xp is not np:
+            return self._powers_portable(traj, theta, xs, xp_dtype(xp, dtype))
         out = [xp.zeros((B, K, na), dtype=dtype) for _ in range(3)]
-        xs = traj.x[:, :-1] if any(g.reads_x is not None for g in self._groups) else None
         th = xp.asarray(theta)
         for g in self._groups:
             res = g.proto.power(th, *g.args(traj.u, xs, traj.d), xp)
             for o, r in zip(out, res, strict=True):
                 o[..., g.index] = r
+        return tuple(out)
+
+    def _powers_portable(self, traj: Trajectory, theta: np.ndarray, xs: Any, dtype: Any) -> tuple[Any, Any, Any]:
+        """`_powers` for the groups in array-API calls: each group's columns are concatenated, then put in
+        actuator order by one gather (every actuator is in exactly one group)."""
+        xp = self.xp
+        th = xp.asarray(theta, dtype=dtype)
+        res = [g.proto_xp.power(th, *g.args(traj.u, xs, traj.d), xp) for g in self._groups]
+        out = []
+        for i in range(3):
+            parts = [xp.astype(r[i], dtype) if r[i].dtype != dtype else r[i] for r in res]
+            out.append(parts[0] if self._group_order is None else xp.take(xp.concat(parts, axis=-1),
+                                                                          self._group_order, axis=-1))
         return tuple(out)
 
     def _step_matrix(self, u_k: Any, d_k: Any) -> Any:
@@ -331,12 +349,18 @@ class Simulator:
             g_y = None  # a loss on states and meters only
         elif g_sensors is None and g_zones is not None and np.array_equal(self._zone_rows, np.arange(self.ny)):
             g_y = self.asarray(g_zones)  # the common case: outputs are the zones, nothing to scatter
+        elif xp is not np:  # no indexed writes outside NumPy: the rows are gathered
+            g_y = _gather_sum([(self.asarray(g), r) for g, r in ((g_zones, self._zone_rows),
+                                                                 (g_sensors, self._sensor_rows)) if g is not None],
+                              self.ny, (B, K), self.xdtype, xp)
         else:
             g_y = xp.zeros((B, K, self.ny), dtype=self.xdtype)
             if g_zones is not None:
                 self._add_rows(g_y, self._zone_rows, g_zones)
             if g_sensors is not None:
                 self._add_rows(g_y, self._sensor_rows, g_sensors)
+        # Cotangents in the simulator's own dtype and namespace (a strict namespace refuses mixed dtypes in place).
+        g_el, g_gas, g_states = (None if g is None else self.asarray(g) for g in (g_el, g_gas, g_states))
         g_u_direct, g_x_direct, g_d_direct = self._power_vjp(traj, g_el, g_gas)
         if g_states is not None:
             g_x_direct = g_states if g_x_direct is None else g_x_direct + g_states
@@ -405,6 +429,8 @@ class Simulator:
             if g_gas is not None and s_gas is not None:
                 g_u = g_u + g_gas * s_gas
             return g_u, None, None
+        if xp is not np:
+            return self._power_vjp_portable(traj, g_el, g_gas)
         g_u = xp.zeros((B, K, self.nu), dtype=self.dtype)
         g_x = None
         g_d = xp.zeros((B, K, self.nd), dtype=self.dtype)
@@ -443,6 +469,53 @@ class Simulator:
                         _scatter_add(g_x[:, :-1], col, g, xp)
                     else:
                         _scatter_add(g_u if which == 0 else g_d, col, g, xp)
+        return g_u, g_x, g_d
+
+    def _power_vjp_portable(self, traj: Trajectory, g_el: Any, g_gas: Any) -> tuple[Any, Any, Any]:
+        """`_power_vjp` in array-API calls: every derivative column is collected with the input, state or
+        disturbance column it belongs to, and each gradient is assembled by gathers (no indexed writes)."""
+        xp = self.xp
+        B, K, _ = traj.u.shape
+        parts: tuple[list, list, list] = ([], [], [])  # (values (B, K, m), host columns (m,)) per target
+        xs = traj.x[:, :-1, :] if any(g.reads_x is not None for g in self._groups) else None
+        cdt = xp_dtype(xp, np.result_type(self.dtype, np.complex64))
+        th = xp.asarray(self.theta, dtype=self.xdtype)
+        thc = xp.asarray(self.theta, dtype=cdt)
+        for grp in self._groups:
+            args = grp.args(traj.u, xs, traj.d)
+            idx = xp.asarray(grp.index)
+            ge = None if g_el is None else xp.take(g_el, idx, axis=-1)
+            gg = None if g_gas is None else xp.take(g_gas, idx, axis=-1)
+            slopes = grp.proto_xp.power_input_slopes(th, args[0], xp)
+            if slopes is not None and grp.reads_x is None and grp.reads_d is None:
+                g = 0
+                if ge is not None and slopes[0] is not None:
+                    g = g + ge * slopes[0]
+                if gg is not None and slopes[1] is not None:
+                    g = g + gg * slopes[1]
+                if not isinstance(g, int):
+                    parts[0].append((g, grp.inputs[:, 0]))
+                continue
+            for which, cols in enumerate((grp.inputs, grp.reads_x, grp.reads_d)):
+                if cols is None:
+                    continue
+                for c_local in range(cols.shape[1]):
+                    pert = [None if v is None else xp.astype(v, cdt) for v in args]
+                    pert[which][..., c_local] += 1j * _H
+                    el, gas, _ = grp.proto_xp.power(thc, *pert, xp)
+                    g = 0
+                    if ge is not None:
+                        g = g + ge * (xp.imag(el) / _H)
+                    if gg is not None:
+                        g = g + gg * (xp.imag(gas) / _H)
+                    if not isinstance(g, int):
+                        parts[which].append((g, cols[:, c_local]))
+        g_u = _gather_sum(parts[0], self.nu, (B, K), self.xdtype, xp)
+        g_d = _gather_sum(parts[2], self.nd, (B, K), self.xdtype, xp)
+        g_x = None
+        if parts[1]:
+            g_x = xp.concat([_gather_sum(parts[1], self.n, (B, K), self.xdtype, xp),
+                             xp.zeros((B, 1, self.n), dtype=self.xdtype)], axis=1)
         return g_u, g_x, g_d
 
     def _bilinear_adjoint(self, traj: Trajectory, g_y: Any, g_x_direct: Any, want_cont: bool):
@@ -550,10 +623,11 @@ class Simulator:
                     val += float(np.sum(to_host(cont["inv_c"]) * ((1.0 / m["caps"]).imag / _H)))
             if (g_el is not None or g_gas is not None) and idx in meter_params:
                 el, gas, _ = self._powers(traj, th)
+                imag = (lambda a: a.imag) if xp is np else xp.imag
                 if g_el is not None:
-                    val += float(xp.sum(g_el * (el.imag / _H)))
+                    val += float(xp.sum(g_el * (imag(el) / _H)))
                 if g_gas is not None:
-                    val += float(xp.sum(g_gas * (gas.imag / _H)))
+                    val += float(xp.sum(g_gas * (imag(gas) / _H)))
             out[name] = val
         return out
 
@@ -567,6 +641,26 @@ def _scatter_add(dest: Any, cols: Any, vals: Any, xp: Any) -> None:
             dest[..., c] += vals[..., i]
 
 
+def _gather_sum(parts: list, n: int, lead: tuple[int, ...], dtype: Any, xp: Any) -> Any:
+    """sum of vals scattered into columns cols (repeats add up) over (vals (..., m), cols (m,)) parts, as an
+    array (*lead, n): gathers from the concatenated values and a zero column, one per layer of repeats."""
+    if not parts:
+        return xp.zeros((*lead, n), dtype=dtype)
+    cols = np.concatenate([np.asarray(c).reshape(-1) for _, c in parts])
+    vals = xp.concat([*(xp.astype(v, dtype) for v, _ in parts), xp.zeros((*lead, 1), dtype=dtype)], axis=-1)
+    layers, seen = [], np.zeros(n, dtype=int)
+    for pos, col in enumerate(cols.tolist()):
+        if len(layers) <= seen[col]:
+            layers.append(np.full(n, cols.size))
+        layers[seen[col]][col] = pos
+        seen[col] += 1
+    out = None
+    for idx in layers:
+        part = xp.take(vals, xp.asarray(idx), axis=-1)
+        out = part if out is None else out + part
+    return out
+
+
 @dataclass
 class _Group:
     proto: Any          # an actuator of the group's class whose params hold index arrays over the group
@@ -574,10 +668,20 @@ class _Group:
     inputs: Any         # (na_g, k_in) input columns
     reads_x: Any        # (na_g, k_x) or None
     reads_d: Any        # (na_g, k_d) or None
+    xp: Any = np
+    proto_xp: Any = None  # proto with its parameter indices as arrays of xp (a strict namespace indexes only so)
+    flat: tuple = ()      # the three column sets flattened, as arrays of xp, for `take`
 
     def args(self, u: Any, xs: Any, d: Any) -> list:
+        if self.xp is not np:
+            return [None if c is None else self._take(a, c, f)
+                    for a, c, f in zip((u, xs, d), (self.inputs, self.reads_x, self.reads_d), self.flat, strict=True)]
         return [u[..., self.inputs], None if self.reads_x is None else xs[..., self.reads_x],
                 None if self.reads_d is None else d[..., self.reads_d]]
+
+    def _take(self, a: Any, cols: np.ndarray, flat: Any) -> Any:
+        xp = self.xp
+        return xp.reshape(xp.take(a, flat, axis=-1), (*a.shape[:-1], *cols.shape))
 
 
 def _group_actuators(actuators: list, xp: Any) -> list[_Group]:
@@ -593,12 +697,20 @@ def _group_actuators(actuators: list, xp: Any) -> list[_Group]:
         # then evaluates every member at once (u is (..., na_g, k), parameters broadcast as (na_g,)).
         proto = copy.copy(acts[0])
         proto.params = {k: np.array([a.params[k] for a in acts]) for k in acts[0].params}
-        out.append(_Group(
+        grp = _Group(
             proto=proto,
             index=np.array([i for i, _ in members]),
             inputs=np.array([a.inputs for a in acts]),
             reads_x=np.array([a.reads_x for a in acts]) if proto.reads_x else None,
             reads_d=np.array([a.reads_d for a in acts]) if proto.reads_d else None,
-        ))
+            xp=xp,
+        )
+        grp.proto_xp = proto
+        if xp is not np:
+            grp.proto_xp = copy.copy(proto)
+            grp.proto_xp.params = {k: xp.asarray(v) for k, v in proto.params.items()}
+            grp.flat = tuple(None if c is None else xp.asarray(c.reshape(-1))
+                             for c in (grp.inputs, grp.reads_x, grp.reads_d))
+        out.append(grp)
     return out
 
