@@ -91,7 +91,8 @@ def test_radiant_site_model_loads_as_a_linear_network_with_a_nonlinear_meter():
     assert sim.linear is not None and sim.power_coeffs is None
 
 
-@pytest.mark.parametrize("building,says", [("radiant", "not supported yet: the thermal network is bilinear"),
+@pytest.mark.parametrize("building,says", [("radiant", "not supported yet: the thermal network is not linear"),
+                                           ("passivelogic", "not applicable: a plant-only model without zones"),
                                            ("radiant-hp", "supported: meters depend on temperatures"),
                                            ("house-1", "supported: linear network and meters")])
 def test_check_says_whether_the_daemon_takes_the_model(building, says, capsys):

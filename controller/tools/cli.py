@@ -37,11 +37,14 @@ def _check(args: argparse.Namespace) -> int:
 
 def _controllable(net: object) -> str:
     """Whether the daemon's MPC takes this model, and how (controller.core decides the same way)."""
+    if not net.zones:
+        return ("not applicable: a plant-only model without zones (simulate, calibrate and bench work; the "
+                "daemon controls zone comfort)")
     bilinear = sorted({f.input for f in net.flows})
     if bilinear or net.custom:
         names = [net.inputs[j].name for j in bilinear] + [type(c).__name__ for c in net.custom]
-        return ("not supported yet: the thermal network is bilinear (flow x temperature inputs or custom "
-                f"components: {', '.join(names)}); simulate and calibrate work, the daemon refuses it")
+        return ("not supported yet: the thermal network is not linear in the inputs (flow x temperature inputs "
+                f"or custom components: {', '.join(names)}); simulate and calibrate work, the daemon refuses it")
     if any(len(a.inputs) != 1 or a.reads_x or a.reads_d for a in net.actuators):
         return "supported: meters depend on temperatures, solved by sequential convex programming"
     return "supported: linear network and meters, solved as one convex QP per cycle"
