@@ -102,11 +102,7 @@ class MeterMixin:
             gg = None if g_gas is None else g_gas[..., grp.index]
             slopes = grp.proto.power_input_slopes(th, args[0], xp)
             if slopes is not None and grp.reads_x is None and grp.reads_d is None:
-                g = 0
-                if ge is not None and slopes[0] is not None:
-                    g = g + ge * slopes[0]
-                if gg is not None and slopes[1] is not None:
-                    g = g + gg * slopes[1]
+                g = _slope_cotangent(ge, gg, slopes)
                 _scatter_add(g_u, grp.inputs[:, 0], g, xp)
                 continue
             for which, cols in enumerate((grp.inputs, grp.reads_x, grp.reads_d)):
@@ -147,11 +143,7 @@ class MeterMixin:
             gg = None if g_gas is None else xp.take(g_gas, idx, axis=-1)
             slopes = grp.proto_xp.power_input_slopes(th, args[0], xp)
             if slopes is not None and grp.reads_x is None and grp.reads_d is None:
-                g = 0
-                if ge is not None and slopes[0] is not None:
-                    g = g + ge * slopes[0]
-                if gg is not None and slopes[1] is not None:
-                    g = g + gg * slopes[1]
+                g = _slope_cotangent(ge, gg, slopes)
                 if not isinstance(g, int):
                     parts[0].append((g, grp.inputs[:, 0]))
                 continue
@@ -176,6 +168,16 @@ class MeterMixin:
             g_x = xp.concat([_gather_sum(parts[1], self.n, (B, K), self.xdtype, xp),
                              xp.zeros((B, 1, self.n), dtype=self.xdtype)], axis=1)
         return g_u, g_x, g_d
+
+
+def _slope_cotangent(ge: Any, gg: Any, slopes: tuple) -> Any:
+    """g_el * d(p_el)/du + g_gas * d(p_gas)/du for meters linear in their input (0 when neither applies)."""
+    g = 0
+    if ge is not None and slopes[0] is not None:
+        g = g + ge * slopes[0]
+    if gg is not None and slopes[1] is not None:
+        g = g + gg * slopes[1]
+    return g
 
 
 def _scatter_add(dest: Any, cols: Any, vals: Any, xp: Any) -> None:

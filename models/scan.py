@@ -31,6 +31,25 @@ def doubling_powers(a: Any, K: int, xp: Any = np) -> list:
     return pows
 
 
+def _doubling_forward(z: Any, a_pows: list) -> Any:
+    """In place: z[k] += a^(2^j) z[k - 2^j] for j = 0, 1, ...: the forward recurrence in log2(K) sweeps
+    (portable: slicing and += only, so NumPy and the strict namespace share it)."""
+    o = 1
+    for p in a_pows:
+        z[:, o:, :] += p * z[:, :-o, :]
+        o *= 2
+    return z
+
+
+def _doubling_backward(c: Any, a_pows: list) -> Any:
+    """In place: the reverse recurrence of `_doubling_forward`."""
+    o = 1
+    for p in a_pows:
+        c[:, :-o, :] += p * c[:, o:, :]
+        o *= 2
+    return c
+
+
 def scan(a: Any, a_pows: list, z0: Any, w: Any, xp: Any = np) -> Any:
     """Forward recurrence. z0: (B, n), w: (B, K, n) -> z: (B, K+1, n) with z[:, 0] = z0."""
     B, K, n = w.shape
@@ -39,11 +58,7 @@ def scan(a: Any, a_pows: list, z0: Any, w: Any, xp: Any = np) -> Any:
         z = xp.empty((B, K + 1, n), dtype=dtype)
         z[:, 0, :] = z0
         z[:, 1:, :] = w
-        o = 1
-        for p in a_pows:
-            z[:, o:, :] += p * z[:, :-o, :]
-            o *= 2
-        return z
+        return _doubling_forward(z, a_pows)
     # Time-major so that each step touches one contiguous (B, n) slab.
     zt = xp.empty((K + 1, B, n), dtype=dtype)
     zt[0] = z0
@@ -59,11 +74,7 @@ def scan_adjoint(a: Any, a_pows: list, c: Any, xp: Any = np) -> Any:
     """Reverse recurrence lam[k] = c[k] + a * lam[k+1], lam[K] = c[K]. c: (B, K+1, n), may be overwritten."""
     B, K1, n = c.shape
     if B * n <= DOUBLING_MAX_WIDTH:
-        o = 1
-        for p in a_pows:
-            c[:, :-o, :] += p * c[:, o:, :]
-            o *= 2
-        return c
+        return _doubling_backward(c, a_pows)
     lt = xp.ascontiguousarray(c.transpose(1, 0, 2))
     tmp = xp.empty((B, n), dtype=lt.dtype)
     for k in range(K1 - 2, -1, -1):
@@ -78,11 +89,7 @@ def scan_portable(a: Any, a_pows: list, z0: Any, w: Any, xp: Any) -> Any:
     dtype = xp.result_type(z0, w, a)
     if B * n <= DOUBLING_MAX_WIDTH:
         z = xp.concat([xp.expand_dims(xp.astype(z0, dtype), axis=1), xp.astype(w, dtype)], axis=1)
-        o = 1
-        for p in a_pows:
-            z[:, o:, :] += p * z[:, :-o, :]
-            o *= 2
-        return z
+        return _doubling_forward(z, a_pows)
     zt = xp.empty((K + 1, B, n), dtype=dtype)
     zt[0, ...] = z0
     zt[1:, ...] = xp.permute_dims(w, (1, 0, 2))
@@ -95,11 +102,7 @@ def scan_adjoint_portable(a: Any, a_pows: list, c: Any, xp: Any) -> Any:
     """`scan_adjoint` in array-API calls only."""
     B, K1, n = c.shape
     if B * n <= DOUBLING_MAX_WIDTH:
-        o = 1
-        for p in a_pows:
-            c[:, :-o, :] += p * c[:, o:, :]
-            o *= 2
-        return c
+        return _doubling_backward(c, a_pows)
     lt = xp.permute_dims(c, (1, 0, 2))
     for k in range(K1 - 2, -1, -1):
         lt[k, ...] += lt[k + 1, ...] * a
