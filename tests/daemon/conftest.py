@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import time
 from pathlib import Path
@@ -29,6 +30,20 @@ def lockstep_tick(bus: Any, topics: Topics, t: float, timeout: float, poll: floa
             return json.loads(acks[-1].payload)
         time.sleep(poll)
     raise AssertionError(f"no cycle ack for t={t}")
+
+
+def metrics_after(service: Any, t: float | None, timeout: float = 10.0) -> str:
+    """The daemon's Prometheus exposition once the cycle at clock time t has been recorded in it.
+
+    The lockstep ack goes out right after the setpoints, before the metrics are updated, so a scrape
+    straight after the ack can still show the previous cycle."""
+    end = time.monotonic() + timeout
+    while True:
+        text = service.metrics.exposition().decode()
+        done = [float(v) for v in re.findall(r'^edge_mpc_last_cycle_timestamp_seconds\{[^}]*\} (\S+)$', text, re.M)]
+        if t is None or (done and max(done) >= t) or time.monotonic() > end:
+            return text
+        time.sleep(0.005)
 
 
 def write_site(tmp_path: Path, *, clock: str = "lockstep", extra: dict[str, str] | None = None,

@@ -18,7 +18,7 @@ from drivers.memory_bus import MemoryBus
 from drivers.payloads import encode_json, parse_setpoint
 from drivers.topics import Topics
 
-from .conftest import JumpClock, assert_watchdog_silent, lockstep_tick, write_site
+from .conftest import JumpClock, assert_watchdog_silent, lockstep_tick, metrics_after, write_site
 from .fakes import FakeController
 
 T0 = 1_780_000_000.0  # a Tuesday, 2026
@@ -33,6 +33,7 @@ class Harness:
                            bus_factory=lambda cfg, topics, m: self.bus, make_inputs=CycleInputs,
                            monotonic=monotonic)
         self.svc.start()
+        self.last_tick = None
         self.thread = threading.Thread(target=self.svc.run, daemon=True)
         self.thread.start()
 
@@ -41,6 +42,7 @@ class Harness:
             self.bus.publish(TOPICS.sensor(sid), encode_json({"value": v, "ts": t}))
 
     def tick(self, t, timeout=20.0):
+        self.last_tick = t
         return lockstep_tick(self.bus, TOPICS, t, timeout, poll=0.01)
 
     def setpoints(self, seq):
@@ -55,7 +57,7 @@ class Harness:
         return json.loads(self.bus.retained(TOPICS.health))
 
     def metrics(self) -> str:
-        return self.svc.metrics.exposition().decode()
+        return metrics_after(self.svc, self.last_tick)
 
     def stop(self):
         self.svc.request_stop()

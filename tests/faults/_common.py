@@ -11,7 +11,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from daemon.conftest import lockstep_tick, write_site
+from daemon.conftest import lockstep_tick, metrics_after, write_site
 
 from controller.daemon.service import Service
 from controller.fallback import safe_range
@@ -56,6 +56,7 @@ class Harness:
         self.site = self.svc.sites[0]
         self.ctrl = self.site.controller
         self.thread: threading.Thread | None = None
+        self.last_tick: float | None = None
         if run:
             self.thread = threading.Thread(target=self.svc.run, daemon=True)
             self.thread.start()
@@ -72,6 +73,7 @@ class Harness:
             self.bus.publish(TOPICS.sensor(sid), encode_json({"value": v, "ts": t}))
 
     def tick(self, t: float, timeout: float = 60.0) -> dict:
+        self.last_tick = t
         return lockstep_tick(self.bus, TOPICS, t, timeout, poll=0.005)
 
     def setpoints(self, seq: int) -> dict:
@@ -87,7 +89,7 @@ class Harness:
 
     def metrics(self) -> str:
         assert self.svc.metrics is not None
-        return self.svc.metrics.exposition().decode()
+        return metrics_after(self.svc, self.last_tick)
 
     def stop(self) -> None:
         self.svc.request_stop()

@@ -131,7 +131,14 @@ def run_load(broker, daemons, tmp_path: Path, duration_s: float) -> None:
         while sent and time.monotonic() < grace:
             time.sleep(0.1)
         rss.append((time.monotonic() - t_start, daemon.rss_bytes() or 0))
-        m = scrape(port)
+        # An ack goes out before its cycle's metrics are recorded: give the last ones a moment.
+        settle = time.monotonic() + 5
+        while True:
+            m = scrape(port)
+            done = sum(v for k, v in m.items() if k.startswith("edge_mpc_cycles_total{"))
+            if done >= N_SITES * ticks or time.monotonic() > settle:
+                break
+            time.sleep(0.05)
     finally:
         bus.close()
     # Memory after warm-up (10 s of load, or the first sample of a short run) vs the end.
