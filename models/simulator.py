@@ -23,7 +23,7 @@ from models.expm import expm, expm_frechet_adjoint
 from models.flowpath import FlowPath
 from models.linear import LinearModel
 from models.meters import MeterMixin, _gather_sum, _group_actuators
-from models.stepmap import StepPath, _mm, _transpose
+from models.stepmap import StepPath, _mm
 
 if TYPE_CHECKING:  # the network compiles itself into a simulator: a type-only reference back
     from models.network import Network
@@ -127,11 +127,15 @@ class Simulator(MeterMixin):
         self._sensor_rows = np.array([row_index(r) for r in self.Cs], dtype=int)
         Cy = np.array(rows) if rows else np.zeros((0, self.n))
         self.ny = Cy.shape[0]
+        self._lookups: dict[tuple[str, ...], list[int]] = {}  # parameter names -> theta indices
+        self._zone_sel, self._sensor_sel = self._selector(self._zone_rows), self._selector(self._sensor_rows)
+        self._zones_are_outputs = bool(np.array_equal(self._zone_rows, np.arange(self.ny)))
         self.linear: LinearModel | None = None
         if (step_comps or heat_comps) and not self.bilinear:
             self.step_path = StepPath(mats, step_comps + heat_comps, self.theta, self.dt, xp, self.dtype,
                                       self.xdtype)
             self._Cy = xp.asarray(Cy.astype(self.dtype))
+            self._Cy_t = xp.asarray(np.ascontiguousarray(Cy.T).astype(self.dtype))
         elif not self.bilinear:
             self.linear = LinearModel(mats["Ac"], mats["Bc"], mats["Ec"], Cy, self.dt, caps=mats["caps"],
                                       xp=xp, dtype=self.dtype)
@@ -185,34 +189,38 @@ class Simulator(MeterMixin):
         if self.linear is not None:
             # The modal trajectory is kept only when meters read states; Trajectory.x recomputes it.
             z, y = self.linear.forward(x0, u, d, keep_z=self._reads_states)
-            traj = Trajectory(x0, u, d, self._take(y, self._zone_rows), self._take(y, self._sensor_rows),
+            traj = Trajectory(x0, u, d, self._take(y, self._zone_sel), self._take(y, self._sensor_sel),
                               None, None, None, self, _z=z)
         elif self.step_path is not None:
             x = self.step_path.forward(x0, u, d)
-            y = _mm(x[:, 1:, :], _transpose(self._Cy, self.xp), self.xp) if self.ny else None
-            traj = Trajectory(x0, u, d, self._take(y, self._zone_rows) if self.nz else None,
-                              self._take(y, self._sensor_rows) if self.ns else None, None, None, None, self, _x=x)
+            y = _mm(x[:, 1:, :], self._Cy_t, self.xp) if self.ny else None
+            traj = Trajectory(x0, u, d, self._take(y, self._zone_sel) if self.nz else None,
+                              self._take(y, self._sensor_sel) if self.ns else None, None, None, None, self, _x=x)
         elif self.flow_path is not None and self.flow_path.in_range(u):
             x = self.flow_path.forward(x0, u, d)
             y = _mm(x[:, 1:, :], self._Cy.T, self.xp)
-            traj = Trajectory(x0, u, d, self._take(y, self._zone_rows), self._take(y, self._sensor_rows),
+            traj = Trajectory(x0, u, d, self._take(y, self._zone_sel), self._take(y, self._sensor_sel),
                               None, None, None, self, _x=x)
             traj._flow = True
         else:
             x, exps = self._bilinear_forward(x0, u, d)
             y = x[:, 1:] @ self._Cy.T
-            traj = Trajectory(x0, u, d, self._take(y, self._zone_rows), self._take(y, self._sensor_rows),
+            traj = Trajectory(x0, u, d, self._take(y, self._zone_sel), self._take(y, self._sensor_sel),
                               None, None, None, self, _x=x)
             traj._exps = exps
         traj.p_el, traj.p_gas, traj.q_th = self._powers(traj, self.theta)
         return traj
 
-    def _take(self, y: Any, rows: np.ndarray) -> Any:
+    def _selector(self, rows: np.ndarray) -> Any:
+        """How `_take` picks `rows` of the outputs: a slice where they are contiguous (a view), else indices."""
         if len(rows) and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows))):
-            return y[..., int(rows[0]):int(rows[0]) + len(rows)]
-        if self.xp is np:
-            return y[..., rows]
-        return self.xp.take(y, self.xp.asarray(rows), axis=-1)
+            return slice(int(rows[0]), int(rows[0]) + len(rows))
+        return rows if self.xp is np else self.xp.asarray(rows)
+
+    def _take(self, y: Any, sel: Any) -> Any:
+        if isinstance(sel, slice) or self.xp is np:
+            return y[..., sel]
+        return self.xp.take(y, sel, axis=-1)
 
     def _step_matrix(self, u_k: Any, d_k: Any) -> Any:
         """[[A(u), b(u, d)], [0, 0]] * dt for any leading shape of u_k (..., nu): (..., n+1, n+1)."""
@@ -304,7 +312,7 @@ class Simulator(MeterMixin):
         B, K, _ = traj.u.shape
         if g_zones is None and g_sensors is None:
             g_y = None  # a loss on states and meters only
-        elif g_sensors is None and g_zones is not None and np.array_equal(self._zone_rows, np.arange(self.ny)):
+        elif g_sensors is None and g_zones is not None and self._zones_are_outputs:
             g_y = self.asarray(g_zones)  # the common case: outputs are the zones, nothing to scatter
         elif xp is not np:  # no indexed writes outside NumPy: the rows are gathered
             g_y = _gather_sum([(self.asarray(g), r) for g, r in ((g_zones, self._zone_rows),
@@ -444,7 +452,11 @@ class Simulator(MeterMixin):
             self._param_sets = ({i for c in self.net.custom for i in getattr(c, "param_index", [])},
                                 {i for a in self.net.actuators for i in a.params.values()})
         comp_params, meter_params = self._param_sets
-        for name, idx in zip(names, self.net.params.lookup(names), strict=True):
+        key = tuple(names)
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            lookup = self._lookups[key] = self.net.params.lookup(names)
+        for name, idx in zip(names, lookup, strict=True):
             if idx in comp_params:
                 # A component's own parameter: nothing in the network or the meters depends on it.
                 out[name] = float(self._comp_gp.get(idx, 0.0)) if self.step_path is not None else 0.0
