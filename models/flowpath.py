@@ -23,6 +23,7 @@ exponential path (models.simulator).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,18 @@ _TOL = 1e-11           # required accuracy of the series against expm, relative 
 _MARGIN = 0.25         # the interpolation range extends a quarter of the input's span beyond its bounds (not below 0)
 _CHUNK_ELEMENTS = 2**22  # per-step matrices built at once (32 MB in float64)
 _SCAN_MAX_BATCH = 32   # up to this batch the doubling scan beats the sequential loop
+
+
+@dataclass
+class FlowTape:
+    """What the forward pass computed that the adjoint needs: step matrices, drive, series values."""
+
+    Ad: Any
+    Gd: Any
+    b: Any
+    s: Any   # the flows on the series' [-1, 1] scale
+    T: Any   # T_0 .. T_{J+1} at s
+    rounds: list | None  # the forward's doubling-scan rounds (small batches), see _adjoint_scan
 
 
 class FlowPath:
@@ -76,6 +89,10 @@ class FlowPath:
         self.Bc_x, self.Ec_x = as_xp(Bc), as_xp(Ec)
         self.p_x = [(j, other, as_xp(p)) for j, other, p in self.offsets]
         self._j = as_xp(np.arange(J + 1.0))
+        self._j2 = as_xp(np.arange(J + 2.0))
+        # [C_j | D_j] side by side (n, 2n) per degree, flattened and transposed: (2 n^2, J+1).
+        self.CDh_t1 = as_xp(np.concatenate([C, D], axis=2).reshape(J + 1, 2 * n * n)[1:].T)  # degrees 1 .. J
+        self._half_j1 = as_xp(np.arange(1.0, J + 1) / 2)
         self._sign = as_xp((-1.0) ** (np.arange(J + 1) + 1))
         self.ok = True
 
@@ -108,11 +125,17 @@ class FlowPath:
         T = xp.cos(jt)
         if not derivative:
             return T, None
+        return T, self._dcheb(t, jt)
+
+    def _dcheb(self, t: Any, jt: Any) -> Any:
+        """dT_j/ds at s = cos t (jt = j t on a last axis), with the limits at s = +-1."""
+        xp = self.xp
         sin_t = xp.sin(t)[..., None]
+        if float(xp.min(xp.abs(sin_t))) >= 1e-8:  # no flow at an end of the range (the usual case)
+            return self._j * xp.sin(jt) / sin_t
         edge = xp.abs(sin_t) < 1e-8
         limit = xp.where(t[..., None] < 1.0, self._j ** 2, self._sign * self._j ** 2)
-        dT = xp.where(edge, limit, self._j * xp.sin(jt) / xp.where(edge, 1.0, sin_t))
-        return T, dT
+        return xp.where(edge, limit, self._j * xp.sin(jt) / xp.where(edge, 1.0, sin_t))
 
     def _drive(self, u: Any, d: Any) -> Any:
         """The held continuous-time drive b = Bc u + Ec d + sum of flow offsets (…, n)."""
@@ -127,29 +150,48 @@ class FlowPath:
     def _mats(self, u: Any, derivative: bool = False) -> tuple[Any, Any, Any]:
         """Ad_k, Gd_k (…, n, n) at the steps' flows, and dT/ds (…, J+1) when asked."""
         T, dT = self._cheb(self._s(u[..., self.j]), derivative)
+        return (*self._from_series(T), dT)
+
+    def _from_series(self, T: Any) -> tuple[Any, Any]:
         shape = (*T.shape[:-1], self.n, self.n)
-        return xp_reshape(T @ self.C, shape, self.xp), xp_reshape(T @ self.D, shape, self.xp), dT
+        return xp_reshape(T @ self.C, shape, self.xp), xp_reshape(T @ self.D, shape, self.xp)
 
     def _chunks(self, B: int, K: int) -> list[slice]:
         size = max(1, min(K, _CHUNK_ELEMENTS // max(1, B * self.n * self.n)))
         return [slice(k, min(K, k + size)) for k in range(0, K, size)]
 
     # -- forward ----------------------------------------------------------------------------------------
-    def forward(self, x0: Any, u: Any, d: Any) -> Any:
+    def forward(self, x0: Any, u: Any, d: Any) -> tuple[Any, FlowTape | None]:
+        """States (B, K+1, n), and what the adjoint reuses when the horizon is one chunk (else None)."""
         xp = self.xp
         B, K, _ = u.shape
         n = self.n
         x = xp.empty((B, K + 1, n), dtype=self.xdtype)
         x[:, 0, :] = x0
-        for sl in self._chunks(B, K):
-            Ad, Gd, _ = self._mats(u[:, sl, :])
-            w = (Gd @ self._drive(u[:, sl, :], d[:, sl, :])[..., None])[..., 0]
-            x[:, sl.start + 1:sl.stop + 1, :] = _affine_scan(Ad, w, x[:, sl.start, :], xp)
-        return x
+        chunks = self._chunks(B, K)
+        tape = None
+        for sl in chunks:
+            uc = u[:, sl, :]
+            s = self._s(uc[..., self.j])
+            if len(chunks) == 1 and s.size <= 4096:
+                # The step matrices, the drive and the series' angles are the adjoint's inputs too: kept, the
+                # backward pass skips rebuilding them (the angles give the series' derivative in three calls).
+                t = xp.acos(xp.clip(s, -1.0, 1.0)) if hasattr(xp, "acos") else xp.arccos(xp.clip(s, -1.0, 1.0))
+                T = xp.cos(t[..., None] * self._j2)       # T_0 .. T_{J+1}: the last one for the derivative
+                Ad, Gd = self._from_series(T[..., :self.J + 1])
+                b = self._drive(uc, d[:, sl, :])
+                tape = FlowTape(Ad, Gd, b, s, T, [] if B <= _SCAN_MAX_BATCH else None)
+            else:
+                Ad, Gd = self._from_series(self._cheb(s)[0])
+                b = self._drive(uc, d[:, sl, :])
+            w = (Gd @ b[..., None])[..., 0]
+            x[:, sl.start + 1:sl.stop + 1, :] = _affine_scan(Ad, w, x[:, sl.start, :], xp,
+                                                             None if tape is None else tape.rounds)
+        return x, tape
 
     # -- adjoint ----------------------------------------------------------------------------------------
-    def backward(self, x: Any, u: Any, d: Any, cx: Any) -> tuple[Any, Any, Any]:
-        """(g_u, g_x0, g_d) from the cotangent cx (B, K+1, n) on the states."""
+    def backward(self, x: Any, u: Any, d: Any, cx: Any, tape: FlowTape | None = None) -> tuple[Any, Any, Any]:
+        """(g_u, g_x0, g_d) from the cotangent cx (B, K+1, n) on the states; `tape` from `forward`."""
         xp = self.xp
         B, K, _ = u.shape
         n = self.n
@@ -159,18 +201,28 @@ class FlowPath:
         scale = 2.0 / (self.hi - self.lo)
         for sl in reversed(self._chunks(B, K)):
             uc, dc = u[:, sl, :], d[:, sl, :]
-            Ad, Gd, dT = self._mats(uc, derivative=True)
-            At = _mT(Ad, xp)
-            # lam[k] = Ad_k^T lam[k+1] + cx[k], run backwards over the chunk: a forward scan on reversed steps.
-            rev = slice(sl.stop - 1, sl.start - 1 if sl.start > 0 else None, -1)
-            lams_rev = _affine_scan(xp.flip(At, axis=1), cx[:, rev, :], lam, xp)  # lam[stop-1], ..., lam[start]
-            L_all = xp.concat([xp.flip(lams_rev, axis=1), lam[:, None, :]], axis=1)  # lam[start .. stop]
+            if tape is not None:
+                Ad, Gd, b, dT1 = tape.Ad, tape.Gd, tape.b, self._dcheb_tape(tape)
+            else:
+                Ad, Gd, dT = self._mats(uc, derivative=True)
+                b = self._drive(uc, dc)
+                dT1 = dT[..., 1:]  # T_0 is constant: degrees 1 .. J carry the derivative
+            if tape is not None and tape.rounds is not None:
+                L_all = _adjoint_scan(tape.rounds, cx, xp)                       # one chunk: lam[0 .. K]
+            else:
+                At = _mT(Ad, xp)
+                # lam[k] = Ad_k^T lam[k+1] + cx[k], backwards over the chunk: a forward scan on reversed steps.
+                rev = slice(sl.stop - 1, sl.start - 1 if sl.start > 0 else None, -1)
+                lams_rev = _affine_scan(xp.flip(At, axis=1), cx[:, rev, :], lam, xp)  # lam[stop-1 .. start]
+                L_all = xp.concat([xp.flip(lams_rev, axis=1), lam[:, None, :]], axis=1)  # lam[start .. stop]
             L = L_all[:, 1:, :]                                                   # lam[k+1] for the chunk's steps
             lam = L_all[:, 0, :]
-            b = self._drive(uc, dc)
             g_b = (_mT(Gd, xp) @ L[..., None])[..., 0]
-            g_u[:, sl, :] += g_b @ self.Bc_x
-            g_d[:, sl, :] += g_b @ self.Ec_x
+            if tape is not None:  # one chunk: the whole horizon
+                g_u, g_d = g_b @ self.Bc_x, g_b @ self.Ec_x
+            else:
+                g_u[:, sl, :] += g_b @ self.Bc_x
+                g_d[:, sl, :] += g_b @ self.Ec_x
             for j, other, p in self.p_x:
                 s_ = g_b @ p
                 if other is None:
@@ -179,11 +231,24 @@ class FlowPath:
                     o = uc[..., other[1]] if other[0] == "u" else dc[..., other[1]]
                     g_u[:, sl, j] += s_ * o
                     (g_u if other[0] == "u" else g_d)[:, sl, other[1]] += s_ * uc[..., j]
-            # dJ/df through Ad and Gd: <lam x^T, dAd/df> + <lam b^T, dGd/df>.
-            outer = xp.concat([xp.reshape(L[..., :, None] * x[:, sl, None, :], (*L.shape[:2], n * n)),
-                               xp.reshape(L[..., :, None] * b[..., None, :], (*L.shape[:2], n * n))], axis=-1)
-            g_u[:, sl, self.j] += scale * xp.sum((outer @ _mT(self.CD, xp)) * dT, axis=-1)
+            # dJ/df through Ad and Gd: <lam x^T, dAd/df> + <lam b^T, dGd/df>, i.e. lam^T [dAd | dGd] [x; b] with
+            # [dAd | dGd] = sum_j dT_j [C_j | D_j]: one outer product against the side-by-side coefficients.
+            xb = xp.concat([x[:, sl, :], b], axis=-1)
+            outer = xp.reshape(L[..., :, None] * xb[..., None, :], (*L.shape[:2], 2 * n * n))
+            g_f = scale * xp.sum((outer @ self.CDh_t1) * dT1, axis=-1)
+            g_u[:, sl, self.j] += g_f
         return g_u, lam, g_d
+
+    def _dcheb_tape(self, tape: FlowTape) -> Any:
+        """dT_j/ds from the forward's T_0 .. T_{J+1}: j (T_{j-1} - T_{j+1}) / (2 (1 - s^2)), no transcendental
+        calls. Near s = +-1 (a flow at an end of the range: a pump that is off) that difference cancels, and
+        the angle form takes over. Degrees 1 .. J (T_0 is constant)."""
+        xp = self.xp
+        w = 1.0 - tape.s * tape.s
+        if float(xp.min(w)) < 1e-4:
+            t = xp.acos(xp.clip(tape.s, -1.0, 1.0)) if hasattr(xp, "acos") else xp.arccos(xp.clip(tape.s, -1.0, 1.0))
+            return self._dcheb(t, t[..., None] * self._j)[..., 1:]
+        return self._half_j1 * (tape.T[..., :self.J] - tape.T[..., 2:]) / w[..., None]
 
 
 def flow_step_jacobians(fp: FlowPath, x: np.ndarray, u: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -220,8 +285,10 @@ def xp_reshape(a: Any, shape: tuple, xp: Any) -> Any:
     return xp.reshape(a, shape)
 
 
-def _affine_scan(A: Any, w: Any, x0: Any, xp: Any) -> Any:
-    """States x[1..K] of x[k+1] = A_k x[k] + w_k from x0, for A (B, K, n, n), w (B, K, n), x0 (B, n)."""
+def _affine_scan(A: Any, w: Any, x0: Any, xp: Any, rounds: list | None = None) -> Any:
+    """States x[1..K] of x[k+1] = A_k x[k] + w_k from x0, for A (B, K, n, n), w (B, K, n), x0 (B, n).
+
+    With a list as `rounds` (and the doubling scan), the augmented maps of every round are appended to it."""
     B, K = A.shape[0], A.shape[1]
     if B > _SCAN_MAX_BATCH:
         out = xp.empty(w.shape, dtype=w.dtype)
@@ -237,11 +304,39 @@ def _affine_scan(A: Any, w: Any, x0: Any, xp: Any) -> Any:
     M[..., :n, :n] = A
     M[..., :n, n] = w
     M[..., n, n] = 1.0
+    if rounds is not None:
+        rounds.append(M)
     off = 1
     while off < K:
-        M[:, off:, ...] = M[:, off:, ...] @ M[:, :K - off, ...]
+        if rounds is None:
+            M[:, off:, ...] = M[:, off:, ...] @ M[:, :K - off, ...]
+        else:
+            # Each round into a new array (the same work as in place): the adjoint's scan reuses them all.
+            new = xp.empty_like(M)
+            new[:, :off, ...] = M[:, :off, ...]
+            new[:, off:, ...] = M[:, off:, ...] @ M[:, :K - off, ...]
+            M = new
+            rounds.append(M)
         off *= 2
     return (M[..., :n, :n] @ x0[:, None, :, None])[..., 0] + M[..., :n, n]
+
+
+def _adjoint_scan(rounds: list, cx: Any, xp: Any) -> Any:
+    """lam[0..K] of lam[k] = A_k^T lam[k+1] + cx[k] from lam[K] = cx[K], with the forward scan's rounds.
+
+    lam[k] = sum_j S(k, j)^T cx[j] with S(k, j) = A_{j-1} ... A_k. After round r, v[k] holds that sum over the
+    window j = k .. k + 2^r - 1, and the next round adds S(k, k + 2^r)^T v[k + 2^r]. S(k, k + 2^r) is the
+    linear part of the forward's round-r map at step k + 2^r - 1 (the window of 2^r steps ending there), so
+    the adjoint needs matrix-vector products only."""
+    K = cx.shape[1] - 1
+    n = cx.shape[2]
+    v = xp.asarray(cx, copy=True)
+    off, r = 1, 0
+    while off <= K:
+        S = rounds[r][:, off - 1:K, :n, :n]
+        v[:, :K + 1 - off, :] += (_mT(S, xp) @ v[:, off:, :, None])[..., 0]
+        off, r = 2 * off, r + 1
+    return v
 
 
 def _chebyshev(A0: np.ndarray, P: np.ndarray, lo: float, hi: float, dt: float

@@ -105,18 +105,24 @@ class MeterMixin:
                 g = _slope_cotangent(ge, gg, slopes)
                 _scatter_add(g_u, grp.inputs[:, 0], g, xp)
                 continue
+            partials = grp.proto.power_partials(th, *args, xp)
             for which, cols in enumerate((grp.inputs, grp.reads_x, grp.reads_d)):
                 if cols is None:
                     continue
                 for c_local in range(cols.shape[1]):
-                    pert = [None if v is None else v.astype(cdt) for v in args]
-                    pert[which][..., c_local] += 1j * _H
-                    el, gas, _ = grp.proto.power(th, *pert, xp)
-                    g = 0
-                    if ge is not None:
-                        g = g + ge * (el.imag / _H)
-                    if gg is not None:
-                        g = g + gg * (gas.imag / _H)
+                    if partials is not None:
+                        g = _slope_cotangent(ge, gg, partials[which][c_local])
+                        if isinstance(g, int):
+                            continue
+                    else:
+                        pert = [None if v is None else v.astype(cdt) for v in args]
+                        pert[which][..., c_local] += 1j * _H
+                        el, gas, _ = grp.proto.power(th, *pert, xp)
+                        g = 0
+                        if ge is not None:
+                            g = g + ge * (el.imag / _H)
+                        if gg is not None:
+                            g = g + gg * (gas.imag / _H)
                     col = cols[:, c_local]
                     if which == 1:
                         if g_x is None:
@@ -182,7 +188,9 @@ def _slope_cotangent(ge: Any, gg: Any, slopes: tuple) -> Any:
 
 def _scatter_add(dest: Any, cols: Any, vals: Any, xp: Any) -> None:
     """dest[..., cols] += vals, where cols may repeat (two actuators reading one state)."""
-    if len(set(cols.tolist() if hasattr(cols, "tolist") else cols)) == len(cols):
+    if len(cols) == 1:  # one actuator in the group: a basic index (a view) costs a third of a fancy one
+        dest[..., int(cols[0])] += vals[..., 0]
+    elif len(set(cols.tolist() if hasattr(cols, "tolist") else cols)) == len(cols):
         dest[..., cols] += vals
     else:
         for i, c in enumerate(cols.tolist()):
@@ -219,13 +227,26 @@ class _Group:
     xp: Any = np
     proto_xp: Any = None  # proto with its parameter indices as arrays of xp (a strict namespace indexes only so)
     flat: tuple = ()      # the three column sets flattened, as arrays of xp, for `take`
+    np_cols: tuple = ()   # the three column sets as NumPy indices (see _np_cols)
 
     def args(self, u: Any, xs: Any, d: Any) -> list:
         if self.xp is not np:
             return [None if c is None else self._take(a, c, f)
                     for a, c, f in zip((u, xs, d), (self.inputs, self.reads_x, self.reads_d), self.flat, strict=True)]
-        return [u[..., self.inputs], None if self.reads_x is None else xs[..., self.reads_x],
-                None if self.reads_d is None else d[..., self.reads_d]]
+        return [None if c is None else a[c] for a, c in zip((u, xs, d), self._np_cols(), strict=True)]
+
+    def _np_cols(self) -> tuple:
+        """Per column set, a NumPy index giving (..., na_g, k): a slice view for one actuator reading adjacent
+        columns (the common case), else the (na_g, k) index array."""
+        if not self.np_cols:
+            def sel(c: Any) -> Any:
+                if c is None:
+                    return None
+                if c.shape[0] != 1 or np.any(np.diff(c[0]) != 1):
+                    return (Ellipsis, c)
+                return (Ellipsis, None, slice(int(c[0, 0]), int(c[0, -1]) + 1))
+            self.np_cols = tuple(sel(c) for c in (self.inputs, self.reads_x, self.reads_d))
+        return self.np_cols
 
     def _take(self, a: Any, cols: np.ndarray, flat: Any) -> Any:
         xp = self.xp

@@ -20,7 +20,7 @@ import numpy as np
 
 from models.backend import get_xp, to_host, xp_dtype
 from models.expm import expm, expm_frechet_adjoint
-from models.flowpath import FlowPath
+from models.flowpath import FlowPath, FlowTape
 from models.linear import LinearModel
 from models.meters import MeterMixin, _gather_sum, _group_actuators
 from models.stepmap import StepPath, _mm
@@ -197,11 +197,11 @@ class Simulator(MeterMixin):
             traj = Trajectory(x0, u, d, self._take(y, self._zone_sel) if self.nz else None,
                               self._take(y, self._sensor_sel) if self.ns else None, None, None, None, self, _x=x)
         elif self.flow_path is not None and self.flow_path.in_range(u):
-            x = self.flow_path.forward(x0, u, d)
+            x, tape = self.flow_path.forward(x0, u, d)
             y = _mm(x[:, 1:, :], self._Cy.T, self.xp)
             traj = Trajectory(x0, u, d, self._take(y, self._zone_sel), self._take(y, self._sensor_sel),
                               None, None, None, self, _x=x)
-            traj._flow = True
+            traj._flow = tape if tape is not None else True
         else:
             x, exps = self._bilinear_forward(x0, u, d)
             y = x[:, 1:] @ self._Cy.T
@@ -353,7 +353,8 @@ class Simulator(MeterMixin):
             cx = xp.concat([xp.zeros((B, 1, self.n), dtype=self.xdtype), _mm(g_y, self._Cy, xp)], axis=1)
             if g_x_direct is not None:
                 cx = cx + g_x_direct
-            g_u, g_x0, g_d = self.flow_path.backward(traj.x, traj.u, traj.d, cx)
+            tape = traj._flow if isinstance(traj._flow, FlowTape) else None
+            g_u, g_x0, g_d = self.flow_path.backward(traj.x, traj.u, traj.d, cx, tape)
             cont = None
             if g_u_direct is not None:
                 g_u = g_u + g_u_direct
