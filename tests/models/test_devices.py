@@ -294,3 +294,30 @@ def test_bad_rating_tables_name_the_field():
     with pytest.raises(ConfigError) as e:
         building_from_text(fill(bad, "1 kW", 0.3, 0.0, ""))
     assert "rating[0].cop" in str(e.value)
+
+
+def test_heat_pump_partials_by_hand_match_the_complex_step():
+    """The Carnot heat pump's meter partials (models.components.HeatPump.power_partials), which the adjoint
+    uses instead of three complex steps, on both sides of its COP cap (small lifts run at max_cop)."""
+    from controller.tools.paths import BUILDINGS
+    from models import load_building
+
+    sim = load_building(BUILDINGS / "radiant.yaml").compile(300.0)
+    grp = next(g for g in sim._groups if type(g.proto).__name__ == "HeatPump")
+    rng = np.random.default_rng(2)
+    th = sim.theta
+    q = rng.uniform(0.0, 9000.0, (4, 50, 1, 1))
+    t_water = rng.uniform(20.0, 55.0, (4, 50, 1, 1))
+    t_out = np.concatenate([rng.uniform(-15.0, 15.0, (4, 40, 1, 1)),       # ordinary lifts
+                            t_water[:, 40:] + rng.uniform(-2.0, 4.0, (4, 10, 1, 1))], axis=1)  # capped
+    el = grp.proto.power(th, q, t_water, t_out)[0]
+    assert np.any(np.isclose(el, q[..., 0] / th[grp.proto.params["max_cop"]], rtol=1e-12))  # both regimes occur
+    got = grp.proto.power_partials(th, q, t_water, t_out)
+    h = 1e-30
+    for which in range(3):  # q, water, source
+        pert = [q.astype(complex), t_water.astype(complex), t_out.astype(complex)]
+        pert[which] = pert[which] + 1j * h
+        want = grp.proto.power(th, *pert)[0].imag / h
+        d_el, d_gas = got[which][0]
+        assert d_gas is None
+        np.testing.assert_allclose(d_el, want, rtol=1e-13, atol=1e-13 * np.abs(want).max())
