@@ -136,14 +136,18 @@ class HeatPump(Actuator):
     def power_partials(self, theta, u, x, d, xp=np):
         # el = q lift / (eta T_sup) with lift = T_sup - T_source; below the minimum lift el = q / max_cop.
         q = u[..., 0]
-        eta = self.p(theta, "carnot_efficiency")
-        t_sup = x[..., 0] + self.p(theta, "supply_offset") + KELVIN
+        t_sup = x[..., 0] + (self.p(theta, "supply_offset") + KELVIN)
         t_src = d[..., 0] + KELVIN
-        lift = t_sup - t_src
-        free = lift > t_sup * eta / self.p(theta, "max_cop")
-        d_q = xp.where(free, lift / (eta * t_sup), 1 / self.p(theta, "max_cop"))
-        d_water = xp.where(free, q * t_src / (eta * t_sup * t_sup), 0.0)
-        d_source = xp.where(free, -q / (eta * t_sup), 0.0)
+        inv = 1.0 / (self.p(theta, "carnot_efficiency") * t_sup)
+        d_q = (t_sup - t_src) * inv
+        d_source = -q * inv
+        d_water = -d_source * t_src / t_sup
+        cop_cap = 1.0 / self.p(theta, "max_cop")
+        capped = d_q <= cop_cap  # the lift is at its minimum: COP = max_cop, no temperature dependence
+        if bool(xp.any(capped)):
+            d_q = xp.where(capped, cop_cap, d_q)
+            d_water = xp.where(capped, 0.0, d_water)
+            d_source = xp.where(capped, 0.0, d_source)
         return ((d_q, None),), ((d_water, None),), ((d_source, None),)
 
 

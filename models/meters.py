@@ -70,11 +70,12 @@ class MeterMixin:
                                                                           self._group_order, axis=-1))
         return tuple(out)
 
-    def _power_vjp(self, traj: Trajectory, g_el: Any, g_gas: Any) -> tuple[Any, Any, Any]:
+    def _power_vjp(self, traj: Trajectory, g_el: Any, g_gas: Any, want_d: bool = True) -> tuple[Any, Any, Any]:
         """Elementwise complex-step derivatives of the meter powers, contracted with g_el and g_gas.
 
         Each actuator's power depends only on its own inputs, states and disturbances at the same step,
         so one complex evaluation per argument column gives the derivatives for the whole horizon.
+        Without want_d the disturbance part is skipped (None).
         """
         if g_el is None and g_gas is None:
             return None, None, None
@@ -92,21 +93,24 @@ class MeterMixin:
             return self._power_vjp_portable(traj, g_el, g_gas)
         g_u = xp.zeros((B, K, self.nu), dtype=self.dtype)
         g_x = None
-        g_d = xp.zeros((B, K, self.nd), dtype=self.dtype)
-        xs = traj.x[:, :-1] if any(g.reads_x is not None for g in self._groups) else None
+        g_d = xp.zeros((B, K, self.nd), dtype=self.dtype) if want_d else None
+        if self._meter_reads_x is None:
+            self._meter_reads_x = any(g.reads_x is not None for g in self._groups)
+        xs = traj.x[:, :-1] if self._meter_reads_x else None
         cdt = np.result_type(self.dtype, np.complex64)
-        th = xp.asarray(self.theta)
+        th = self.theta
         for grp in self._groups:
             args = grp.args(traj.u, xs, traj.d)
-            ge = None if g_el is None else g_el[..., grp.index]
-            gg = None if g_gas is None else g_gas[..., grp.index]
+            at = grp.index_sel()
+            ge = None if g_el is None else g_el[at]
+            gg = None if g_gas is None else g_gas[at]
             slopes = grp.proto.power_input_slopes(th, args[0], xp)
             if slopes is not None and grp.reads_x is None and grp.reads_d is None:
                 g = _slope_cotangent(ge, gg, slopes)
                 _scatter_add(g_u, grp.inputs[:, 0], g, xp)
                 continue
             partials = grp.proto.power_partials(th, *args, xp)
-            for which, cols in enumerate((grp.inputs, grp.reads_x, grp.reads_d)):
+            for which, cols in enumerate((grp.inputs, grp.reads_x, grp.reads_d if want_d else None)):
                 if cols is None:
                     continue
                 for c_local in range(cols.shape[1]):
@@ -228,12 +232,20 @@ class _Group:
     proto_xp: Any = None  # proto with its parameter indices as arrays of xp (a strict namespace indexes only so)
     flat: tuple = ()      # the three column sets flattened, as arrays of xp, for `take`
     np_cols: tuple = ()   # the three column sets as NumPy indices (see _np_cols)
+    np_index: Any = None  # see index_sel
 
     def args(self, u: Any, xs: Any, d: Any) -> list:
         if self.xp is not np:
             return [None if c is None else self._take(a, c, f)
                     for a, c, f in zip((u, xs, d), (self.inputs, self.reads_x, self.reads_d), self.flat, strict=True)]
         return [None if c is None else a[c] for a, c in zip((u, xs, d), self._np_cols(), strict=True)]
+
+    def index_sel(self) -> Any:
+        """A NumPy index of the group's actuators along the last axis (a slice view for one actuator)."""
+        if self.np_index is None:
+            i = self.index
+            self.np_index = (Ellipsis, slice(int(i[0]), int(i[0]) + 1)) if len(i) == 1 else (Ellipsis, i)
+        return self.np_index
 
     def _np_cols(self) -> tuple:
         """Per column set, a NumPy index giving (..., na_g, k): a slice view for one actuator reading adjacent

@@ -62,8 +62,8 @@ def objective(sim: Any, x0: Any, u: Any, d: Any) -> tuple[float, Any, Any]:
 def forward_gradient(sim: Any, x0: Any, u: Any, d: Any) -> tuple[float, Any]:
     J, tr, dev = objective(sim, x0, u, d)
     dev *= 2
-    # The energy term is linear: its cotangent is one constant, broadcast rather than materialised.
-    g_el = sim.xp.broadcast_to(sim.xp.asarray(PRICE * sim.dt, dtype=sim.dtype), tr.p_el.shape)
+    # The energy term is linear: its cotangent is one constant.
+    g_el = sim.xp.full(tr.p_el.shape, PRICE * sim.dt, dtype=sim.dtype)
     g = sim.gradient(tr, g_zones=dev, g_el=g_el)
     return J, g.u
 
