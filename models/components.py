@@ -187,4 +187,5 @@ class Pump(Actuator):
     def power_input_slopes(self, theta, u, xp=np):
         # The derivative by hand: the pump reads no state or disturbance, so this replaces a complex step.
         m = u[..., 0]
-        return 3 * self.p(theta, "pump_power") * m ** 2 / self.p(theta, "max_flow") ** 3, None
+        mx = self.p(theta, "max_flow")
+        return m * m * (3 * self.p(theta, "pump_power") / (mx * mx * mx)), None

@@ -150,6 +150,7 @@ class Simulator(MeterMixin):
             self._flows = [(j, other, xp.asarray(P.astype(self.dtype)), xp.asarray(p.astype(self.dtype)))
                            for j, other, P, p in mats["flows"]]
             self._Cy = xp.asarray(Cy.astype(self.dtype))
+            self._Cz_rows = xp.asarray(np.ascontiguousarray(Cy[self._zone_rows]).astype(self.dtype))
             self._inv_c = 1.0 / xp.asarray(mats["caps"].astype(self.dtype))
         self._groups = _group_actuators(self.net.actuators, self.xp)
         self._meter_reads_x: bool | None = None  # whether any meter reads a state (models.meters, on first use)
@@ -311,8 +312,11 @@ class Simulator(MeterMixin):
         """
         xp = self.xp
         B, K, _ = traj.u.shape
-        if g_zones is None and g_sensors is None:
-            g_y = None  # a loss on states and meters only
+        # The flow path maps a zones-only cotangent to the states directly (g_y is not needed then).
+        zones_only = (xp is np and g_sensors is None and g_zones is not None and not params
+                      and getattr(traj, "_flow", False) and not self._zones_are_outputs)
+        if g_zones is None and g_sensors is None or zones_only:
+            g_y = None  # a loss on states and meters only, or not needed
         elif g_sensors is None and g_zones is not None and self._zones_are_outputs:
             g_y = self.asarray(g_zones)  # the common case: outputs are the zones, nothing to scatter
         elif xp is not np:  # no indexed writes outside NumPy: the rows are gathered
@@ -330,7 +334,7 @@ class Simulator(MeterMixin):
         g_u_direct, g_x_direct, g_d_direct = self._power_vjp(traj, g_el, g_gas, want_d=wrt_disturbances)
         if g_states is not None:
             g_x_direct = g_states if g_x_direct is None else g_x_direct + g_states
-        if g_y is None and self.step_path is None:
+        if g_y is None and self.step_path is None and not zones_only:
             g_y = xp.zeros((B, K, self.ny), dtype=self.xdtype)
         if self.linear is not None:
             lin = self.linear
@@ -351,13 +355,18 @@ class Simulator(MeterMixin):
             if g_u_direct is not None:
                 g_u = g_u + g_u_direct
         elif getattr(traj, "_flow", False) and not params:
-            if xp is np:  # in place: each of the three calls it saves is a few percent of a small gradient
+            if xp is np:  # in place: each of the calls it saves is a few percent of a small gradient
                 cx = np.zeros((B, K + 1, self.n), dtype=self.xdtype)
-                np.matmul(g_y, self._Cy, out=cx[:, 1:, :])
+                if zones_only:
+                    np.matmul(g_zones, self._Cz_rows, out=cx[:, 1:, :])
+                else:
+                    np.matmul(g_y, self._Cy, out=cx[:, 1:, :])
+                if g_x_direct is not None:
+                    cx += g_x_direct
             else:
                 cx = xp.concat([xp.zeros((B, 1, self.n), dtype=self.xdtype), _mm(g_y, self._Cy, xp)], axis=1)
-            if g_x_direct is not None:
-                cx = cx + g_x_direct
+                if g_x_direct is not None:
+                    cx = cx + g_x_direct
             tape = traj._flow if isinstance(traj._flow, FlowTape) else None
             g_u, g_x0, g_d = self.flow_path.backward(traj.x, traj.u, traj.d, cx, tape, want_d=wrt_disturbances)
             cont = None

@@ -61,6 +61,10 @@ def test_flow_adjoint_matches_the_exact_adjoint(B, chunk, monkeypatch):
     assert np.all(np.abs(g.u - g_exact.u).max(axis=(0, 1)) <= 1e-8 * scale_u), \
         np.abs(g.u - g_exact.u).max(axis=(0, 1)) / scale_u   # measured 4e-9 (pump off: the series' end), 2e-11
     assert np.abs(g.x0 - g_exact.x0).max() <= 1e-8 * np.abs(g_exact.x0).max()
+    # A loss on the zones alone (the MPC's comfort term) takes a shortcut to the states' cotangent.
+    g = sim.gradient(tr, g_zones=gz, g_el=ge)
+    g_exact = sim.gradient(sim.simulate(x0, u, d), g_zones=gz, g_el=ge, params=["floor.pump.power"])
+    assert np.all(np.abs(g.u - g_exact.u).max(axis=(0, 1)) <= 1e-8 * np.abs(g_exact.u).max(axis=(0, 1)))
 
 
 def test_flow_adjoint_matches_central_differences():
