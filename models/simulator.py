@@ -315,7 +315,7 @@ class Simulator(MeterMixin):
         # The flow path maps a zones-only cotangent to the states directly (g_y is not needed then).
         zones_only = (xp is np and g_sensors is None and g_zones is not None and not params
                       and getattr(traj, "_flow", False) and not self._zones_are_outputs)
-        if g_zones is None and g_sensors is None or zones_only:
+        if (g_zones is None and g_sensors is None) or zones_only:
             g_y = None  # a loss on states and meters only, or not needed
         elif g_sensors is None and g_zones is not None and self._zones_are_outputs:
             g_y = self.asarray(g_zones)  # the common case: outputs are the zones, nothing to scatter
