@@ -85,6 +85,7 @@ class Harness:
         return out
 
     def health(self) -> dict:
+        metrics_after(self.svc, self.last_tick)  # health goes out after the ack, before the metrics
         return json.loads(self.bus.retained(TOPICS.health))
 
     def metrics(self) -> str:
