@@ -32,16 +32,17 @@ def lockstep_tick(bus: Any, topics: Topics, t: float, timeout: float, poll: floa
     raise AssertionError(f"no cycle ack for t={t}")
 
 
-def metrics_after(service: Any, t: float | None, timeout: float = 10.0) -> str:
-    """The daemon's Prometheus exposition once the cycle at clock time t has been recorded in it.
+def metrics_after(service: Any, t: float | None, timeout: float = 10.0, sites: int = 1) -> str:
+    """The daemon's Prometheus exposition once the cycle at clock time t has been recorded in it (by `sites`
+    sites).
 
-    The lockstep ack goes out right after the setpoints, before the metrics are updated, so a scrape
-    straight after the ack can still show the previous cycle."""
+    The lockstep ack goes out right after the setpoints, before the plan, health, metrics and state file,
+    so a scrape straight after the ack can still show the previous cycle."""
     end = time.monotonic() + timeout
     while True:
         text = service.metrics.exposition().decode()
         done = [float(v) for v in re.findall(r'^edge_mpc_last_cycle_timestamp_seconds\{[^}]*\} (\S+)$', text, re.M)]
-        if t is None or (done and max(done) >= t) or time.monotonic() > end:
+        if t is None or sum(v >= t for v in done) >= sites or time.monotonic() > end:
             return text
         time.sleep(0.005)
 

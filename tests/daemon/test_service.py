@@ -309,10 +309,14 @@ def test_two_sites_in_one_process(tmp_path):
         end = time.monotonic() + 20
         while time.monotonic() < end and not all(bus.messages(f"edge-mpc/v1/{n}/cycle") for n in "ab"):
             time.sleep(0.01)
-        text = svc.metrics.exposition().decode()
+        text = metrics_after(svc, T0, sites=2)
         for name in ("a", "b"):
             assert f'edge_mpc_cycles_total{{outcome="mpc",site="{name}"}} 1.0' in text
             assert ctrls[name].calls == 1
+        # The state file is the last thing a cycle writes.
+        end = time.monotonic() + 10
+        while time.monotonic() < end and len(list((tmp_path / "state").glob("*.state.json"))) < 2:
+            time.sleep(0.01)
         assert {p.name for p in (tmp_path / "state").glob("*.state.json")} == {"a.state.json", "b.state.json"}
     finally:
         svc.request_stop()
