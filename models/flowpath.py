@@ -364,7 +364,7 @@ def _adjoint_scan(rounds: list, cx: Any, xp: Any) -> Any:
     the adjoint needs matrix-vector products only."""
     K = cx.shape[1] - 1
     n = cx.shape[2]
-    v = xp.asarray(cx, copy=True)
+    v = cx.copy() if hasattr(cx, "copy") else xp.asarray(cx, copy=True)  # CuPy 13's asarray takes no copy=
     off, r = 1, 0
     while off <= K:
         S = rounds[r][:, off - 1:K, :n, :n]

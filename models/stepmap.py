@@ -205,7 +205,7 @@ class StepPath:
             return self._finish(x, u, d, Lam[:, 1:, :], Lam[:, 0, :], None, None, comp_gp, want_params)
         # Time-major: each step's cotangent is one contiguous (B, n) slab.
         cxt = xp.permute_dims(cx, (1, 0, 2)) if hasattr(xp, "permute_dims") else cx.transpose(1, 0, 2)
-        cxt = xp.asarray(cxt, copy=True) if B > 1 else cxt
+        cxt = (cxt.copy() if hasattr(cxt, "copy") else xp.asarray(cxt, copy=True)) if B > 1 else cxt
         lam = cxt[K, ...]
         lams = [lam]
         g_u_loop = [None] * K
