@@ -35,10 +35,13 @@ def _problem(sim, B, K, seed=0):
 @pytest.mark.needs_gpu
 @pytest.mark.parametrize("dtype,tol", [("float64", 1e-9), ("float32", 1e-4)])
 @pytest.mark.parametrize("B", [1, 64, 1024])
-def test_cupy_matches_numpy_forward_and_gradient(dtype, tol, B):
-    net = load_building(OFFICE)
-    ref = net.compile(900.0)
-    gpu = net.compile(900.0, backend="cupy", dtype=dtype)
+@pytest.mark.parametrize("building, dt", [(OFFICE, 900.0), ("config/buildings/radiant.yaml", 300.0)])
+def test_cupy_matches_numpy_forward_and_gradient(dtype, tol, B, building, dt):
+    """The linear path (office-20) and the flow path of a pumped loop (radiant: tape, doubling scan for small
+    batches, sequential scan for large ones)."""
+    net = load_building(building)
+    ref = net.compile(dt)
+    gpu = net.compile(dt, backend="cupy", dtype=dtype)
     assert gpu.backend == "cupy"
     x0, u, d = _problem(ref, B, 96)
     tr_r = ref.simulate(x0, u, d)
