@@ -215,6 +215,10 @@ def test_hung_solver_turns_healthz_red_in_lockstep(site_file, monkeypatch):
             assert any("solver stuck" in p for p in body["sites"]["office-20"]["problems"]), body
         h.ctrl.mode = "ok"
         h.ctrl.release.set()  # the solver returns: the next cycle completes and /healthz is green again
+        stuck = h.svc.sites[0]._hung  # the solve's thread: the clock must not come before it has returned
+        if stuck is not None:
+            stuck.join(10)
+            assert not stuck.is_alive()
         h.sensors(T0 + 2690, temps=(19.0, 22.0))
         assert h.tick(T0 + 2700)["status"] == "mpc"
         code, body = _healthz(h.svc)
