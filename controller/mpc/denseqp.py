@@ -11,7 +11,7 @@ Infinite bounds drop their rows. This is the exact piecewise comfort penalty of 
 (q = weight_quadratic * dt_h, l = weight_linear * dt_h) on outputs that are affine in v. Mehrotra's
 predictor-corrector on the slack form C z + w = d, w >= 0; each Newton system is reduced onto v: the slacks'
 block is diagonal, so their elimination costs one G' diag G product, and the reduced matrix (N x N) is
-factored once per iteration. N = horizon x inputs (a few hundred), so every step is a few small dense
+inverted once per iteration. N = horizon x inputs (a few hundred), so every step is a few small dense
 products. Pure NumPy (host): no clocks, no I/O.
 """
 
@@ -29,16 +29,21 @@ class QPResult:
     objective: float       # the QP's objective at (v, s)
     iterations: int
     converged: bool
+    y_dual: np.ndarray     # (M,) multipliers of the soft rows, upper minus lower: d(objective)/d(output)
 
 
-def _cholesky(K: np.ndarray, scale: float) -> np.ndarray | None:
-    """Cholesky factor of K, regularised just enough (late interior point iterations are ill-conditioned)."""
+def _inverse(K: np.ndarray, scale: float) -> np.ndarray | None:
+    """Inverse of the symmetric positive definite K, regularised just enough (late interior point iterations
+    are ill-conditioned). One inverse serves the predictor's and the corrector's solves as two products."""
     reg = 1e-12 * scale
     for _ in range(6):
         try:
-            return np.linalg.cholesky(K + reg * np.eye(len(K)))
+            Ki = np.linalg.inv(K + reg * np.eye(len(K)))
+            if np.all(np.isfinite(Ki)):
+                return Ki
         except np.linalg.LinAlgError:
-            reg *= 100.0
+            pass
+        reg *= 100.0
     return None
 
 
@@ -84,13 +89,13 @@ def solve_qp(H: np.ndarray, c: np.ndarray, lb: np.ndarray, ub: np.ndarray, G: np
         gs[isl] -= p[4]
         return gv, gs
 
-    def newton(rc: np.ndarray, L: np.ndarray, hss: np.ndarray, cross: np.ndarray, rd_v: np.ndarray,
+    def newton(rc: np.ndarray, Ki: np.ndarray, hss: np.ndarray, cross: np.ndarray, rd_v: np.ndarray,
                rd_s: np.ndarray, rp: np.ndarray, lam: np.ndarray, w: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         # (Q + C'DC) dz = -rd - C'((lam rp - rc) / w), the slacks eliminated (their block is diagonal)
         tv, ts = CTmul((lam * rp - rc) / w)
         bv, bs = -rd_v - tv, -rd_s - ts
-        dv = np.linalg.solve(L.T, np.linalg.solve(L, bv - G.T @ (cross * bs / hss)))
+        dv = Ki @ (bv - G.T @ (cross * bs / hss))
         ds = (bs - cross * (G @ dv)) / hss
         dw = -rp - Cmul(dv, ds)
         dlam = (-rc - lam * dw) / w
@@ -135,12 +140,12 @@ def solve_qp(H: np.ndarray, c: np.ndarray, lb: np.ndarray, ub: np.ndarray, G: np
         Kmat = H + np.diag(dv_diag) + (G.T * (du_ + dl_ - cross * cross / hss)) @ G
         if nh:
             Kmat += (R.T * Dp[5]) @ R
-        L = _cholesky(Kmat, scale)
-        if L is None:
+        Ki = _inverse(Kmat, scale)
+        if Ki is None:
             break
 
         # predictor (affine scaling), then the corrector with Mehrotra's centring
-        sys_ = (L, hss, cross, rd_v, rd_s, rp, lam, w)
+        sys_ = (Ki, hss, cross, rd_v, rd_s, rp, lam, w)
         dv, ds, dw, dlam = newton(w * lam, *sys_)
         a_aff = min(_max_step(w, dw), _max_step(lam, dlam))
         mu_aff = float((w + a_aff * dw) @ (lam + a_aff * dlam)) / m
@@ -148,4 +153,7 @@ def solve_qp(H: np.ndarray, c: np.ndarray, lb: np.ndarray, ub: np.ndarray, G: np
         dv, ds, dw, dlam = newton(w * lam + dw * dlam - sigma * mu, *sys_)
         a = 0.995 * min(_max_step(w, dw), _max_step(lam, dlam))
         v, s, w, lam = v + a * dv, s + a * ds, w + a * dw, lam + a * dlam
-    return QPResult(v, s, objective(v, s), it, converged)
+    y_dual = np.zeros(M)
+    y_dual[isu] += lam[sizes[3]:sizes[4]]
+    y_dual[isl] -= lam[sizes[4]:sizes[5]]
+    return QPResult(v, s, objective(v, s), it, converged, y_dual)
