@@ -47,6 +47,11 @@ from controller.mpc.problem import MPCData, MPCProblem
 from controller.mpc.result import MPCResult, Status
 
 
+# Below a hundredth of a cent, "relative" objective changes mean nothing: the stopping tests are relative to
+# max(|objective|, this) (a plan for a mild night may cost next to nothing).
+_USD_FLOOR = 1e-4
+
+
 @dataclass(frozen=True)
 class SQPOptions:
     tol: float = 1e-4          # relative objective change and relative predicted decrease
@@ -333,7 +338,7 @@ class SQPSolver:
             m_old = objective_terms(prob, zero, u, y0.reshape(K, nz))
             pred = float(gE @ dv + 0.5 * dv @ Bq @ dv + (m_new["comfort"] + m_new["move"])
                          - (m_old["comfort"] + m_old["move"]))
-            scale = max(abs(terms["total"]), 1e-9)
+            scale = max(abs(terms["total"]), _USD_FLOOR)
             length = float(np.max(np.abs(dv))) if N else 0.0
             inside = not math.isfinite(radius) or length < 0.99 * radius
             if not feasible:  # the start breaks a rate limit: the QP's plan is the first feasible iterate
