@@ -60,8 +60,6 @@ class SQPOptions:
     armijo: float = 1e-4
     min_step: float = 1.0 / 64
     qp_tol: float = 1e-10      # the QPs are solved far below tol, so that the stopping test means something
-    curvature: str = "exact"   # "exact": FD Hessian every iteration; "bfgs": secant model from zero;
-    #                            "hybrid": the secant model until the first shortened step, then exact
     trace: bool = False        # keep (objective, predicted decrease, step, trust radius) per iteration in info
 
 
@@ -284,9 +282,6 @@ class SQPSolver:
         message = ""
         trace: list[tuple] = []
         y_dual: np.ndarray | None = None
-        Bq = np.zeros((N, N))
-        prev: np.ndarray | None = None
-        exact_now = False
         while iters < opts.max_iter:
             if iters and left() <= 0:
                 status = Status.DEADLINE
@@ -298,14 +293,7 @@ class SQPSolver:
             # the outputs' weights in the Lagrangian: the last QP's multipliers of the comfort rows (at the band's
             # edge they carry the curvature that the slopes there, zero, would miss); the slopes at the start
             lam_y = self.comfort_slopes(data, y0.reshape(K, nz)) if y_dual is None else y_dual.reshape(K, nz)
-            if opts.curvature == "exact" or (opts.curvature == "hybrid" and exact_now):
-                Bq = self.hessian(data, u, lam_y, span_f)
-            else:
-                gL = self.lagrangian_gradient(data, u[None], lam_y)[0].reshape(-1) * span_f
-                if prev is not None:
-                    gL_prev = self.lagrangian_gradient(data, prev[None], lam_y)[0].reshape(-1) * span_f
-                    Bq = _bfgs(Bq, v - prev.reshape(-1) / span_f, gL - gL_prev)
-                prev = u.copy()
+            Bq = self.hessian(data, u, lam_y, span_f)
             G = self.sensitivities(traj) * span_f[None, :]
             e0 = y0 - G @ v
             lo_u, hi_u = self.capacity(data, traj)
@@ -331,7 +319,7 @@ class SQPSolver:
             cand_v = np.clip(qp.v, lb, ub)
             cand = (cand_v * span_f).reshape(K, nu)
             dv = cand_v - v
-            # predicted change of the model: energy (linear + BFGS) + the exact comfort of the linearised
+            # predicted change of the model: energy (linear + curvature) + the exact comfort of the linearised
             # outputs + the exact move term, minus the same at v (<= 0; 0 exactly at a KKT point)
             zero = replace(data, energy_cost=(np.zeros((K, nu)), np.zeros((K, nu))))
             y_lin = (G @ cand_v + e0).reshape(K, nz)
@@ -363,7 +351,6 @@ class SQPSolver:
                     status = Status.KKT
                     break
                 radius = 0.25 * length
-                exact_now = True
                 if radius < 1e-9:
                     message = "trust region collapsed"
                     break
@@ -375,7 +362,6 @@ class SQPSolver:
                 status = Status.KKT
                 break
             if step < 1.0:
-                exact_now = True
                 radius = step * length
             elif math.isfinite(radius) and not inside:
                 radius *= 2.0
@@ -426,16 +412,3 @@ def step_jacobians(sim: Any, traj: Any) -> tuple[np.ndarray, np.ndarray]:
     Bu = np.transpose(diff[:, n:] / (2 * hu[None, :, None]), (0, 2, 1))
     return A, Bu
 
-
-def _bfgs(B: np.ndarray, s: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """BFGS update of a positive semidefinite B with step s and gradient change y; pairs without positive
-    curvature are skipped."""
-    sy = float(s @ y)
-    if not sy > 1e-12 * float(np.linalg.norm(s) * np.linalg.norm(y)):
-        return B
-    Bs = B @ s
-    sBs = float(s @ Bs)
-    out = B + np.outer(y, y) / sy
-    if sBs > 1e-14 * float(s @ s):
-        out -= np.outer(Bs, Bs) / sBs
-    return 0.5 * (out + out.T)
