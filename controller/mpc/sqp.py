@@ -227,6 +227,28 @@ class SQPSolver:
         du = np.diff(u, axis=0, prepend=data.u_last[None])
         return bool(np.all(np.abs(du) <= self.prob.rate_limit + 1e-7 * span))
 
+    def _extrapolate(self, data: MPCData, u: np.ndarray, j_u: float, cand: np.ndarray, accepted: tuple,
+                     pred: float) -> tuple:
+        """Longer steps (2, 4, 8, 16 times) along a full step that did more than twice what the model
+        predicted: the model's curvature overstates the true one (e.g. where the COP bends over to its cap
+        within a kelvin or two and is flat beyond), and the plan would otherwise crawl along the valley. Kept
+        while they improve and stay within bounds and rate limits."""
+        best = accepted
+        if not (pred < 0 and j_u - best[1]["total"] > 2.0 * -pred):
+            return best
+        step = 1.0
+        while step < 16.0:
+            step *= 2.0
+            trial = np.clip(u + step * (cand - u), data.u_min, data.u_max)
+            if not self._feasible(data, trial):
+                break
+            tr = self.simulate(data, trial)
+            tt = self.terms(data, trial, tr)
+            if tt["total"] >= best[1]["total"]:
+                break
+            best = (trial, tt, tr)
+        return best
+
     # -- the iteration ------------------------------------------------------------------------------
     def solve(self, data: MPCData, u0: np.ndarray | None = None, *, active: Any = None,
               timer: Callable[[], float] | None = None, deadline_s: float = math.inf) -> MPCResult:
@@ -348,6 +370,8 @@ class SQPSolver:
                     accepted = (trial, tt, tr)
                     break
                 step *= 0.5
+            if accepted is not None and step == 1.0 and not math.isfinite(radius):
+                accepted = self._extrapolate(data, u, terms["total"], cand, accepted, pred)
             if accepted is None:
                 if abs(pred) <= opts.tol * scale and inside:
                     status = Status.KKT
