@@ -22,11 +22,12 @@ import numpy as np
 
 from controller import device_signals
 from controller.disturbances import PRICE_FORECASTS, DisturbanceBuilder, prices_over
-from controller.estimator import KalmanEstimator, pack_array, unpack_array
+from controller.estimator import ExtendedKalmanEstimator, KalmanEstimator, pack_array, unpack_array
 from controller.mpc.lqsolver import LQOptions, LQSolver
 from controller.mpc.problem import MPCProblem, PowerCoeffs, Weights
 from controller.mpc.result import shift_plan
 from controller.mpc.scp import SCPOptions, SCPSolver
+from controller.mpc.sqp import SQPOptions, SQPSolver, step_jacobians
 from controller.site_config import SiteConfig
 from models.errors import ConfigError
 from models.network import Network
@@ -157,11 +158,6 @@ class SiteController:
             self._offset_cols.append(j)
         self.sim = self.net.compile(ctl.step_s, backend=ctl.backend, dtype=ctl.dtype)
         sim = self.sim
-        if sim.linear is None:
-            raise ConfigError("this site's model has bilinear actuators (flow x temperature); the daemon's MPC "
-                              "needs a linear thermal network", file=str(site.model_path),
-                              expected="actuators that deliver heat (ideal_hvac, boiler, heat_pump, chiller)",
-                              found=[a.kind for a in sim.net.actuators])
         if not sim.net.zones:
             # The model language accepts plant-only models (for simulation and benchmarks); comfort control
             # needs at least one zone.
@@ -169,6 +165,10 @@ class SiteController:
                               file=str(site.model_path), expected="at least one zone", found=None)
         # Meters that depend on temperatures (rated heat pumps, COP against the sink): sequential convex
         # programming over the same linear network (controller.mpc.scp); otherwise the convex QP directly.
+        # A network that is not linear in the inputs (pumped loops, VAV: flow x temperature; custom
+        # components): sequential quadratic programming over the exact nonlinear step (controller.mpc.sqp)
+        # and an extended Kalman filter.
+        self.nonlinear_network = sim.linear is None
         self.nonlinear_meters = sim.power_coeffs is None
         self._zone_rows = np.asarray(sim._zone_rows)
         self.zone_names = sim.zone_names
@@ -214,16 +214,31 @@ class SiteController:
         hi = np.array([a.heat_max for a in self.actuators])
         rate = np.array([device_signals.heat_rate(a.signal, a.rate_limit, max(abs(a.heat_min), abs(a.heat_max)),
                                                   a.emitter_ua) for a in self.actuators])
+        if self.nonlinear_network and ctl.move_blocking:
+            raise ConfigError("move blocking is not available for models that are not linear in the inputs",
+                              file=str(site.path), field="control.move_blocking", expected="no move_blocking",
+                              found=ctl.move_blocking)
         self.problem = MPCProblem(model=sim.linear, horizon=ctl.horizon, dt=ctl.step_s, u_min=lo, u_max=hi,
                                   power=PowerCoeffs.from_dict(sim.power_coeffs or {}, sim.nu), weights=weights,
-                                  rate_limit=rate, move_blocking=ctl.move_blocking or None)
+                                  rate_limit=rate, move_blocking=ctl.move_blocking or None,
+                                  nu=sim.nu if self.nonlinear_network else 0,
+                                  nz=sim.nz if self.nonlinear_network else 0)
         # A relative gap of 1e-4 is far below what model error and forecast error leave on the table.
-        self.solver = (SCPSolver(self.problem, sim, SCPOptions(tol=1e-4)) if self.nonlinear_meters
-                       else LQSolver(self.problem, LQOptions(tol=1e-4)))
-        A, B, E = sim.linear.discrete()
+        if self.nonlinear_network:
+            # a tenth of the others' gap: its stopping tests bound one iteration's progress, not the gap
+            self.solver: Any = SQPSolver(self.problem, sim, SQPOptions(tol=1e-5))
+        elif self.nonlinear_meters:
+            self.solver = SCPSolver(self.problem, sim, SCPOptions(tol=1e-4))
+        else:
+            self.solver = LQSolver(self.problem, LQOptions(tol=1e-4))
         self._zone_nodes = [z.node for z in sim.net.zones]
         self._known_cols = [j for j in range(sim.nd) if j not in self._offset_cols]
-        self.estimator = KalmanEstimator(A, B, E[:, self._known_cols], sim.Cs, E[:, self._offset_cols])
+        if self.nonlinear_network:
+            self.estimator: KalmanEstimator = ExtendedKalmanEstimator(self._nonlinear_step, sim.n, sim.nu, sim.Cs,
+                                                                      len(self._offset_cols))
+        else:
+            A, B, E = sim.linear.discrete()
+            self.estimator = KalmanEstimator(A, B, E[:, self._known_cols], sim.Cs, E[:, self._offset_cols])
         self.estimator.reset(sim.x_initial)
         self.last_plan: np.ndarray | None = None
         self.last_active: Any = None  # the last plan's classification (warm starts; not persisted)
@@ -289,7 +304,10 @@ class SiteController:
             if not self._reports_applied:  # nobody says what was applied: assume the plan's first step
                 self._remember(AppliedInputs(t, np.array(res.u[0], dtype=float), np.ones(self.sim.nu, bool)))
         self.d_prev, self.t_last = np.array(d[:, self._known_cols]), t
-        zone_pred = np.asarray(res.zone_temps)[:, self._zone_rows] if res.zone_temps is not None else None
+        zone_pred = None
+        if res.zone_temps is not None:  # the SQP predicts the zones themselves, the linear path all outputs
+            zone_pred = np.asarray(res.zone_temps)
+            zone_pred = zone_pred if self.nonlinear_network else zone_pred[:, self._zone_rows]
         zone_est = x0[self._zone_nodes]
         price_sources = {PRICE_FORECASTS[c]: "mqtt" if cover > 0.5 else "tariff"
                          for c, cover in (("electricity", el_cover), ("gas", gas_cover))
@@ -337,6 +355,29 @@ class SiteController:
         setpoints = ({a.name: float(v) for a, v in zip(self.actuators, signals[0], strict=True)} if usable else {})
         return CycleOutput(setpoints, self.units, plan, str(res.status), ok, reason, diagnostics,
                            signals if usable else None)
+
+    def _nonlinear_step(self, x: np.ndarray, u: np.ndarray, d_known: np.ndarray, offsets: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The extended Kalman filter's step: the exact nonlinear step from x and its Jacobians wrt state, inputs
+        and offset heats. The offsets enter the zero-order hold affinely (through the held drive), so a 100 W
+        difference gives their columns exactly (to rounding), in the same batched simulation."""
+        sim, no = self.sim, len(self._offset_cols)
+        if not (np.all(np.isfinite(x)) and np.all(np.isfinite(u)) and np.all(np.isfinite(d_known))
+                and np.all(np.isfinite(offsets))):
+            nan = np.full((sim.n, sim.n), np.nan)
+            return np.full(sim.n, np.nan), nan, np.full((sim.n, sim.nu), np.nan), np.full((sim.n, no), np.nan)
+        d = np.zeros(sim.nd)
+        d[self._known_cols] = d_known
+        d[self._offset_cols] = offsets
+        B = 1 + no
+        D = np.repeat(d[None, None], B, axis=0)
+        for i, j in enumerate(self._offset_cols):
+            D[1 + i, 0, j] += 100.0
+        u = np.clip(u, sim.u_min, sim.u_max)   # the model is only valid (and its fast path only defined) in range
+        traj = sim.simulate(np.repeat(x[None], B, axis=0), np.repeat(u[None, None], B, axis=0), D)
+        xs = np.asarray(traj.x, float)[:, 1]
+        A, Bu = step_jacobians(sim, traj)
+        return xs[0], A[0], Bu[0], (xs[1:] - xs[0]).T / 100.0
 
     def _outputs(self, band: np.ndarray, free: float) -> np.ndarray:
         """A per-zone band (K, nz) on the model's outputs: a sensor that reads no zone (a slab, a tank) is

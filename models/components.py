@@ -31,6 +31,15 @@ def pos(v: Any, xp: Any = np) -> Any:
     return xp.where(xp.real(v) > 0, v, 0)
 
 
+_COP_CAP_K = 1.0  # width of the smooth COP cap of HeatPump, in kelvin of lift
+
+
+def _softplus(z: Any, xp: Any = np) -> Any:
+    """log(1 + e^z), analytic (complex-step safe) and without overflow: max(z, 0) + log1p(e^-|z|)."""
+    a = xp.where(re(z, xp) > 0, z, -z)
+    return xp.where(re(z, xp) > 0, z, 0 * z) + xp.log1p(xp.exp(-a))
+
+
 def re(v: Any, xp: Any = np) -> Any:
     """The real part of a possibly complex-step-perturbed array (an attribute on NumPy, a function in the standard)."""
     if hasattr(v, "real"):
@@ -119,14 +128,18 @@ class HeatPump(Actuator):
     """Air-to-water heat pump delivering u W to a water node.
 
     COP = carnot_efficiency * T_supply / (T_supply - T_source) in kelvin, with T_supply the water node
-    plus a condenser approach, capped at max_cop (a real unit's COP does not diverge at small lifts).
+    plus a condenser approach, capped at max_cop (a real unit's COP does not diverge at small lifts). The cap
+    is smooth: the lift is min_lift + w softplus((lift - min_lift) / w) with w = 1 K, so the COP bends over to
+    max_cop within a few kelvin instead of at a corner (a corner in the meter is a kink that gradient-based
+    planners, which like to sit right on it, cannot converge at; 5 K above it the two differ by 7e-3 K of
+    lift, 10 K above by 5e-5 K).
     """
 
     def cop(self, theta, t_water, t_source, xp=np):
         t_sup = t_water + self.p(theta, "supply_offset") + KELVIN
         lift = t_sup - (t_source + KELVIN)
         min_lift = t_sup * self.p(theta, "carnot_efficiency") / self.p(theta, "max_cop")
-        lift = xp.where(re(lift, xp) > re(min_lift, xp), lift, min_lift)
+        lift = min_lift + _COP_CAP_K * _softplus((lift - min_lift) / _COP_CAP_K, xp)
         return self.p(theta, "carnot_efficiency") * t_sup / lift
 
     def power(self, theta, u, x, d, xp=np):

@@ -91,7 +91,7 @@ def test_radiant_site_model_loads_as_a_linear_network_with_a_nonlinear_meter():
     assert sim.linear is not None and sim.power_coeffs is None
 
 
-@pytest.mark.parametrize("building,says", [("radiant", "not supported yet: the thermal network is not linear"),
+@pytest.mark.parametrize("building,says", [("radiant", "supported: the thermal network is not linear in the inputs"),
                                            ("passivelogic", "not applicable: a plant-only model without zones"),
                                            ("radiant-hp", "supported: meters depend on temperatures"),
                                            ("house-1", "supported: linear network and meters")])

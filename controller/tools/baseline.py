@@ -20,6 +20,7 @@ ASHRAE Guideline 36 (section 5.3 zone setpoints and modes, with separate heating
 
 from __future__ import annotations
 
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -227,3 +228,52 @@ class HysteresisThermostat:
                       tz: ZoneInfo) -> np.ndarray:
         now, soon = occupancy_flags(schedule, np.array([t_unix]), tz, self.warmup_s)
         return self.step(zone_temps_c, bool(now[0]), bool(soon[0]))
+
+
+class LoopThermostat:
+    """Conventional control of a hydronic loop (a heat source charging a buffer tank, circulators driving
+    emitters from it), the baseline for models that are not linear in the inputs (pump flow x temperature).
+
+    - The zone thermostat (`Guideline36Thermostat` with capacity 1, or `HysteresisThermostat` with on value
+      1) gives each zone a demand in 0..1; each circulator runs at that fraction of its largest flow (the
+      largest demand over the zones when there are several).
+    - Each heat source that heats a non-zone node (the tank) keeps it between ``tank_setpoint`` -+
+      ``tank_differential``/2 by running at full output or not at all, with ``min_on_s`` / ``min_off_s``
+      (how a heat pump charging a buffer is run); it reads the tank's own sensor (the true temperature).
+    - A heat source that heats a zone directly gets the zone demand times its capacity.
+    """
+
+    def __init__(self, sim: Any, zone_stat: Any, dt: float, *, tank_setpoint: float = 35.0,
+                 tank_differential: float = 5.0, min_on_s: float = 300.0, min_off_s: float = 300.0) -> None:
+        self.zone_stat, self.dt = zone_stat, float(dt)
+        self.nu = sim.nu
+        self.u_max = np.asarray(sim.u_max, dtype=float)
+        self.flow_inputs = sorted({f.input for f in sim.net.flows})
+        zone_node = {z.node: i for i, z in enumerate(sim.net.zones)}
+        heats = {j: i for i, j, _ in sim.net.input_heat if sim.input_units[j] == "W"}
+        self.direct = {j: zone_node[i] for j, i in heats.items() if i in zone_node}
+        self.tanks = {j: i for j, i in heats.items() if i not in zone_node}
+        self.setpoint, self.differential = float(tank_setpoint), float(tank_differential)
+        self.min_on_s, self.min_off_s = float(min_on_s), float(min_off_s)
+        self.on = dict.fromkeys(self.tanks, False)
+        self._held = dict.fromkeys(self.tanks, np.inf)
+        self.warmup_s = zone_stat.warmup_s
+
+    def step(self, zone_temps_c: np.ndarray, occupied_now: bool, occupied_soon: bool, x: np.ndarray) -> np.ndarray:
+        """Zone temperatures (Z,), modes and the plant's state (n,) -> inputs (nu,) in the model's units."""
+        demand = np.clip(np.asarray(self.zone_stat.step(zone_temps_c, occupied_now, occupied_soon), float), 0, 1)
+        u = np.zeros(self.nu)
+        for j in self.flow_inputs:
+            u[j] = float(np.max(demand)) * self.u_max[j]
+        for j, zi in self.direct.items():
+            u[j] = demand[zi] * self.u_max[j]
+        for j, i in self.tanks.items():
+            t = float(x[i])
+            if self.on[j]:
+                new = not (t >= self.setpoint + self.differential / 2 and self._held[j] >= self.min_on_s)
+            else:
+                new = t <= self.setpoint - self.differential / 2 and self._held[j] >= self.min_off_s
+            self._held[j] = self._held[j] + self.dt if new == self.on[j] else self.dt
+            self.on[j] = new
+            u[j] = self.u_max[j] if new else 0.0
+        return u

@@ -43,8 +43,9 @@ def _controllable(net: object) -> str:
     bilinear = sorted({f.input for f in net.flows})
     if bilinear or net.custom:
         names = [net.inputs[j].name for j in bilinear] + [type(c).__name__ for c in net.custom]
-        return ("not supported yet: the thermal network is not linear in the inputs (flow x temperature inputs "
-                f"or custom components: {', '.join(names)}); simulate and calibrate work, the daemon refuses it")
+        return ("supported: the thermal network is not linear in the inputs (flow x temperature inputs or custom "
+                f"components: {', '.join(names)}), solved by nonlinear MPC (SQP) over the exact step, with an "
+                "extended Kalman filter")
     if any(len(a.inputs) != 1 or a.reads_x or a.reads_d for a in net.actuators):
         return "supported: meters depend on temperatures, solved by sequential convex programming"
     return "supported: linear network and meters, solved as one convex QP per cycle"

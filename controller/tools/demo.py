@@ -43,7 +43,7 @@ from controller.daemon.settings import load_site
 from controller.disturbances import DisturbanceBuilder, Source
 from controller.fallback import FallbackPolicy, HeldPlan, SetpointGate, classify
 from controller.tools import paths
-from controller.tools.baseline import Guideline36Thermostat, HysteresisThermostat, occupancy_flags
+from controller.tools.baseline import Guideline36Thermostat, HysteresisThermostat, LoopThermostat, occupancy_flags
 from controller.tools.emulator import LocalThermostat
 from controller.tools.forecast_error import NoisyForecaster
 from controller.tools.kpi import comfort_band, compute_kpis, format_comparison
@@ -52,7 +52,7 @@ from drivers.payloads import Forecast
 from drivers.virtual_building import VirtualBuilding, mismatch_scale
 from models.series import currency_of
 
-SITES = {name: paths.SITES / f"{name}.yaml" for name in ("office-20", "house-1", "radiant")}
+SITES = {name: paths.SITES / f"{name}.yaml" for name in ("office-20", "house-1", "radiant", "radiant-loop")}
 SEASONS = {"winter": (1, 12), "shoulder": (4, 6), "summer": (7, 13)}   # month, day: a Monday-ish start
 PRICES = {"dynamic": "PriceElectricPowerDynamic", "highly-dynamic": "PriceElectricPowerHighlyDynamic",
           "constant": "PriceElectricPowerConstant"}
@@ -181,7 +181,16 @@ def run_thermostat(site: Any, plant: VirtualBuilding, t0: float, steps: int, sim
     caps_heat = np.clip(sim.u_max, 0, None)
     caps_cool = np.clip(-sim.u_min, 0, None)
     cs = site.comfort
-    if hysteresis:  # on/off at full output: a duty of 1 for thermal-power inputs (heating only)
+    loop = bool(sim.net.flows)  # a hydronic loop: the zone demand drives the pumps, the tank is kept charged
+    if loop:
+        zone_stat = (HysteresisThermostat(list(sim.zone_names), THERMOSTAT_STEP_S, occupied=(cs.occupied.low,
+                                          cs.occupied.high), unoccupied=(cs.unoccupied.low, cs.unoccupied.high),
+                                          min_on_s=300.0, min_off_s=300.0) if hysteresis else
+                     Guideline36Thermostat(list(sim.zone_names), 1.0, 0.0, THERMOSTAT_STEP_S,
+                                           occupied=(cs.occupied.low, cs.occupied.high),
+                                           unoccupied=(cs.unoccupied.low, cs.unoccupied.high), margin_k=margin_k))
+        stat = LoopThermostat(sim, zone_stat, THERMOSTAT_STEP_S)
+    elif hysteresis:  # on/off at full output: a duty of 1 for thermal-power inputs (heating only)
         plant.set_signals(dict.fromkeys([n for n, u in zip(sim.input_names, sim.input_units, strict=True)
                                          if u == "W"], "duty"))
         stat = HysteresisThermostat(list(sim.zone_names), THERMOSTAT_STEP_S, occupied=(cs.occupied.low,
@@ -196,8 +205,13 @@ def run_thermostat(site: Any, plant: VirtualBuilding, t0: float, steps: int, sim
     schedule = parse_schedules(site.schedules)[cs.schedule]
     ts = t0 + THERMOSTAT_STEP_S * np.arange(steps)
     now, soon = occupancy_flags(schedule, ts, site.timezone, stat.warmup_s)
-    zone_idx = [list(sim.sensor_names).index(f"{z}_temperature") if f"{z}_temperature" in sim.sensor_names
-                else None for z in sim.zone_names]
+    # Each zone's own sensor: named "<zone>_temperature", else one that reads the zone's air node alone (else
+    # the thermostat's own sensor, the true zone temperature).
+    exact = {next(iter(w)): name for name, w in sim.net.sensors if len(w) == 1 and next(iter(w.values())) == 1.0}
+    zone_sensor = {z.name: f"{z.name}_temperature" if f"{z.name}_temperature" in sim.sensor_names
+                   else exact.get(z.node) for z in sim.net.zones}
+    zone_idx = [list(sim.sensor_names).index(zone_sensor[z]) if zone_sensor[z] is not None else None
+                for z in sim.zone_names]
     compute = np.zeros(steps)
     prog = Progress(steps, "thermostat")
     temps = np.array(list(plant.zone_temperatures().values()))
@@ -207,10 +221,11 @@ def run_thermostat(site: Any, plant: VirtualBuilding, t0: float, steps: int, sim
         meas = np.array([vals[i] if i is not None and vals[i] is not None else temps[j]
                          for j, i in enumerate(zone_idx)], dtype=float)
         c0 = time.perf_counter()
-        u = stat.step(meas, bool(now[k]), bool(soon[k]))
+        u = (stat.step(meas, bool(now[k]), bool(soon[k]), plant.state) if loop else
+             stat.step(meas, bool(now[k]), bool(soon[k])))
         compute[k] = time.perf_counter() - c0
         readings = plant.step(u, ts[k])
-        temps = meas
+        temps = np.array(list(plant.zone_temperatures().values()))
         if k % 50 == 0:
             prog.update(k + 1)
     prog.update(steps)

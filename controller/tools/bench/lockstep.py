@@ -51,7 +51,7 @@ from controller.tools import paths
 from controller.tools.harness import Broker, DaemonProcess, mosquitto_binary
 
 SITES = {"office-20": paths.SITES / "office-20.yaml", "house-1": paths.SITES / "house-1.yaml",
-         "radiant": paths.SITES / "radiant.yaml"}
+         "radiant": paths.SITES / "radiant.yaml", "radiant-loop": paths.SITES / "radiant-loop.yaml"}
 ROOT = paths.ROOT
 PROBLEM = {"office-20": "R1", "house-1": "house-1"}
 START = _dt.datetime(2026, 1, 12, tzinfo=ZoneInfo("America/Chicago")).timestamp()  # a winter Monday
