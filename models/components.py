@@ -147,20 +147,21 @@ class HeatPump(Actuator):
         return q / self.cop(theta, x[..., 0], d[..., 0], xp), 0 * q, q
 
     def power_partials(self, theta, u, x, d, xp=np):
-        # el = q lift / (eta T_sup) with lift = T_sup - T_source; below the minimum lift el = q / max_cop.
+        # el = q L / (eta T_sup), L = m + w softplus((lift - m) / w), m = T_sup eta / max_cop, lift = T_sup - T_src.
         q = u[..., 0]
+        eta = self.p(theta, "carnot_efficiency")
         t_sup = x[..., 0] + (self.p(theta, "supply_offset") + KELVIN)
         t_src = d[..., 0] + KELVIN
-        inv = 1.0 / (self.p(theta, "carnot_efficiency") * t_sup)
-        d_q = (t_sup - t_src) * inv
-        d_source = -q * inv
-        d_water = -d_source * t_src / t_sup
-        cop_cap = 1.0 / self.p(theta, "max_cop")
-        capped = d_q <= cop_cap  # the lift is at its minimum: COP = max_cop, no temperature dependence
-        if bool(xp.any(capped)):
-            d_q = xp.where(capped, cop_cap, d_q)
-            d_water = xp.where(capped, 0.0, d_water)
-            d_source = xp.where(capped, 0.0, d_source)
+        slope_m = eta / self.p(theta, "max_cop")          # dm / dT_sup
+        m = t_sup * slope_m
+        z = (t_sup - t_src - m) / _COP_CAP_K
+        sig = 0.5 * (1.0 + xp.tanh(0.5 * z))              # softplus' = logistic, without overflow
+        lift = m + _COP_CAP_K * _softplus(z, xp)
+        inv = 1.0 / (eta * t_sup)
+        d_q = lift * inv
+        q_inv = q * inv
+        d_water = q_inv * (slope_m + sig * (1.0 - slope_m) - lift / t_sup)
+        d_source = -q_inv * sig
         return ((d_q, None),), ((d_water, None),), ((d_source, None),)
 
 
