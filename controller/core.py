@@ -254,6 +254,7 @@ class SiteController:
         # Whether the caller reports what it applied; until it does, the plan's first step is assumed.
         self._reports_applied = False
         self.d_prev: np.ndarray | None = None  # (K, known disturbances) the last cycle's horizon, step by step
+        self._step_now: tuple[float, np.ndarray, np.ndarray] | None = None  # (t, estimate, disturbances) at t
         self.t_last: float | None = None
 
     # -- the cycle ------------------------------------------------------------------------------------
@@ -271,6 +272,8 @@ class SiteController:
         d = np.zeros((K, self.sim.nd))
         d[:, self._known_cols] = report.values
         d[:, self._offset_cols] = self.estimator.offsets
+        # The estimate and disturbances at t: `record_applied` maps device signals back to heat with them.
+        self._step_now = (t, np.array(x0, dtype=float), np.array(d[0], dtype=float))
         t_mid = t + dt * (np.arange(K) + 0.5)
         t_end = t + dt * (np.arange(K) + 1.0)
         fcs = inputs.forecasts or {}
@@ -392,11 +395,22 @@ class SiteController:
         """The plan u (K, nu) of heat in each device's unit (a copy of u when every device takes watts)."""
         if all(a.signal == "power" for a in self.actuators):
             return np.array(u, dtype=float)
-        heat_max = np.array([max(abs(a.heat_min), abs(a.heat_max)) for a in self.actuators])
-        ua = np.array([a.emitter_ua or np.nan for a in self.actuators])
-        ctx = device_signals.context(self.sim, x0, u, d, heat_max, ua)
+        ctx = self._signal_context(x0, u, d)
         return np.stack([device_signals.to_signal(a.signal, u[:, j], ctx, j)
                          for j, a in enumerate(self.actuators)], axis=1)
+
+    def _signal_context(self, x0: np.ndarray, u: np.ndarray, d: np.ndarray) -> device_signals.SignalContext:
+        heat_max = np.array([max(abs(a.heat_min), abs(a.heat_max)) for a in self.actuators])
+        ua = np.array([a.emitter_ua or np.nan for a in self.actuators])
+        return device_signals.context(self.sim, x0, u, d, heat_max, ua)
+
+    def _signal_context_at(self, t: float) -> device_signals.SignalContext | None:
+        """The device mapping's context for the step that starts at t (the last cycle's), or None."""
+        if self._step_now is None or abs(self._step_now[0] - t) > 1e-6:
+            return None
+        _, x0, d0 = self._step_now
+        # The zone response is linear in this step's heat, so any heat gives the same mapping: mid-range.
+        return self._signal_context(x0, self._u_guess[None, :], d0[None, :])
 
     # -- what reached the plant ------------------------------------------------------------------------
     def record_applied(self, t: float, values: Mapping[str, float | None], valid_until: float = math.inf) -> None:
@@ -404,10 +418,19 @@ class SiteController:
         missing name means relinquished (unknown to the estimator). The next cycles' predictions use them
         from `t` until `valid_until` (after which the plant's consumers drop them)."""
         u, known = self._u_guess.copy(), np.zeros(self.sim.nu, bool)
+        ctx = None
         for j, a in enumerate(self.actuators):
             v = values.get(a.name)
-            if v is not None and math.isfinite(v):
-                u[j], known[j] = float(v), True
+            if v is None or not math.isfinite(v):
+                continue
+            if a.signal != "power":
+                # Published in the device's unit (a duty, a supply temperature): the model's input is the heat
+                # that signal delivers at the step's temperatures (controller.device_signals.to_heat).
+                ctx = ctx if ctx is not None else self._signal_context_at(t)
+                if ctx is None:  # no estimate for that time: what heat the signal stands for is unknown
+                    continue
+                v = float(device_signals.to_heat(a.signal, np.array([v], dtype=float), ctx, j)[0])
+            u[j], known[j] = float(v), True
         self._reports_applied = True
         self._remember(AppliedInputs(float(t), u, known, float(valid_until)))
 

@@ -147,3 +147,31 @@ def test_applied_inputs_and_past_disturbances_survive_a_restart():
     assert fresh.d_prev.shape == (1, loop.ctrl.d_prev.shape[1]) and not fresh._applied
     u, var = fresh._input_at(T0)
     assert var is None and np.array_equal(u, fresh.u_last)
+
+
+def test_device_signals_reach_the_estimator_as_heat():
+    """A site whose heat pump takes a duty (config/sites/radiant.yaml): the published duty is mapped back to
+    the heat it delivers before the estimator predicts with it (a duty of 0.6 is kilowatts, not 0.6 W)."""
+    site = load_site("config/sites/radiant.yaml", [], environ={})
+    ctrl = build_site_controller(site)
+    assert {a.signal for a in ctrl.actuators} == {"duty"}
+    y = np.asarray(ctrl.sim.Cs) @ ctrl.sim.x_initial
+    for k in range(96):  # a house 2 K too cold, until a step whose plan runs the heat pump part of the step
+        t = T0 + 900.0 * k
+        sensors = {s: (float(v) - 2.0, t) for s, v in zip(ctrl.sensor_ids, y, strict=True)}
+        out = ctrl.cycle(CycleInputs(t, sensors, {}), time.perf_counter, math.inf)
+        assert out.ok, out.reason
+        heat = np.asarray(out.plan["heat_w"][0])
+        duty = np.array([out.setpoints[a.name] for a in ctrl.actuators])
+        if np.all(heat > 100.0) and np.all((duty > 0.0) & (duty < 1.0)):
+            break
+        ctrl.record_applied(t, out.setpoints, valid_until=t + 1800)
+    else:
+        raise AssertionError("the plan never ran the heat pump part of a step")
+    ctrl.record_applied(t, out.setpoints, valid_until=t + 1800)
+    applied = ctrl._applied[-1]
+    assert applied.known.all()
+    np.testing.assert_allclose(applied.u, heat, rtol=1e-3)  # the duty is rounded to 1e-3 in the plan only
+    # Another time than the last cycle's: no context to map it with, so the input counts as unknown.
+    ctrl.record_applied(t + 900, out.setpoints, valid_until=t + 2700)
+    assert not ctrl._applied[-1].known.any()
