@@ -260,6 +260,14 @@ class _Builder(EnvelopeParser, PlantParser):
 
             for i, cur in enumerate(d.get("custom")):
                 parse_custom(self, cur, i)
+                added = self.net.custom[-1] if self.net.custom else None
+                if added is not None and getattr(added, "kind", "heat") == "step" and self.net.flows:
+                    # The step-map path holds the linear network's exact step; with flows the network's step
+                    # depends on the input, and no path combines the two yet.
+                    raise cur.error(f"step component '{added.name}' cannot be combined with pumped loops or VAV "
+                                    "(flow x temperature inputs) in one model yet",
+                                    expected="a step component in a model without pumps or VAV, or a heat "
+                                    "component (models.custom.CustomComponent)", found=added.name)
         self._check_physics()
         return self.net
 

@@ -356,3 +356,15 @@ def test_step_jacobians_of_flow_heat_and_linear_models(which: str):
     w = rng.normal(size=(B, sim.nu)) * (sim.u_max - sim.u_min) * 1e-3
     fd = (one_step(xk, u[:, k] + w) - one_step(xk, u[:, k] - w)) / 2
     np.testing.assert_allclose(np.einsum("bij,bj->bi", Bu[:, k], w), fd, rtol=1e-6, atol=1e-9)
+
+
+def test_step_component_beside_a_vav_box_is_refused_with_its_place():
+    text = RADIATOR.replace("  valve: {type: ideal_hvac, zone: room, heating_capacity: 1 kW}\n",
+                            "  valve: {type: ideal_hvac, zone: room, heating_capacity: 1 kW}\n"
+                            "  ahu: {type: vav, zone: room, max_flow: 0.3 kg/s, supply_min: 14, supply_max: 35, "
+                            "outdoor: outdoor_temperature}\n")
+    with pytest.raises(ConfigError) as e:
+        building_from_text(text, "radiator-vav.yaml")
+    msg = str(e.value)
+    assert "radiator-vav.yaml" in msg and "custom[0]" in msg and "cannot be combined" in msg, msg
+    assert e.value.line == text.splitlines().index("custom:") + 2, msg
