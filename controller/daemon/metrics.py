@@ -191,6 +191,13 @@ class Health:
             silence = None if period_s is None else 2 * period_s + deadline_s
             self._sites[site] = _SiteHealth(silence, 2 * deadline_s + 10.0, self._now(), deadline_s)
 
+    def update(self, site: str, *, period_s: float | None, deadline_s: float) -> None:
+        """A reloaded site's period and deadline; what the site is doing (in flight, stuck) is kept."""
+        with self._lock:
+            h = self._sites[site]
+            h.max_silence_s = None if period_s is None else 2 * period_s + deadline_s
+            h.hung_after_s, h.deadline_s = 2 * deadline_s + 10.0, deadline_s
+
     def started(self, site: str) -> None:
         with self._lock:
             h = self._sites[site]

@@ -245,6 +245,11 @@ class Service:
             later = site.swap(s, ctrl)
             if later:
                 log.warning("%s: changes to %s take effect after a restart", site.name, ", ".join(later))
+            # What alerts and /healthz compare against: the site's new deadline and period.
+            if self.metrics is not None:
+                self.metrics.deadline.labels(s.site).set(site.cfg.control.deadline_s)
+            self.health.update(s.site, period_s=site.cfg.control.step_s if site.cfg.clock.mode == "wall" else None,
+                               deadline_s=site.cfg.control.deadline_s)
         log.info("configuration reloaded from %s", self.config_path)
         sdnotify.ready(self.environ)
         self._status("running; configuration reloaded")

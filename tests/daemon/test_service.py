@@ -255,9 +255,14 @@ def test_sighup_reload(site_file, notify_socket, tmp_path):
         assert h.svc.reload() is False
         assert notify_socket.wait_for("reload rejected")
         assert h.tick(T0 + 900)["status"] == "mpc"  # still running the old config
-        site_file.write_text(good.replace("max_plan_age: 2 h", "max_plan_age: 3 h"))
+        assert 'edge_mpc_deadline_seconds{site="office-20"} 1.0' in h.metrics()
+        assert "  deadline: 1 s " in good
+        site_file.write_text(good.replace("max_plan_age: 2 h", "max_plan_age: 3 h")
+                             .replace("  deadline: 1 s ", "  deadline: 2 s "))
         assert h.svc.reload() is True
         assert h.svc.sites[0].cfg.fallback.max_plan_age_s == 3 * 3600
+        # Alerts compare solve times with the deadline gauge: it follows the reload.
+        assert 'edge_mpc_deadline_seconds{site="office-20"} 2.0' in h.metrics()
         h.sensors(T0 + 1700)
         assert h.tick(T0 + 1800)["status"] == "mpc"
     finally:
