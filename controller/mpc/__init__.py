@@ -5,7 +5,8 @@
   starts (polish.py), to a gap certified by a dual bound (dual_bound.py).
 - `SCPSolver` (scp.py): sequential convex programming for temperature-dependent meters on a linear network.
 - `SQPSolver` (sqp.py): sequential quadratic programming over the exact nonlinear step, for networks that are
-  not linear in the inputs (pumped loops, VAV), its condensed QPs solved by denseqp.py.
+  not linear in the inputs (pumped loops, VAV), its condensed QPs solved by denseqp.py. Both judge plans
+  by their simulation (shooting.py: the true objective and rated devices' capacity).
 - `GenericSolver` (generic.py): projected quasi-Newton for nonlinear models driven by f_and_grad.
 - `MPCResult`, `Status`, `shift_plan` (result.py).
 """

@@ -34,6 +34,7 @@ from controller.mpc.lqsolver import LQOptions, LQSolver
 from controller.mpc.objective import objective_terms
 from controller.mpc.problem import MPCData, MPCProblem
 from controller.mpc.result import MPCResult, Status
+from controller.mpc.shooting import ShootingObjective
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class SCPOptions:
     qp_tol: float = 1e-7       # the QPs must be solved well below tol for the stopping test to mean anything
 
 
-class SCPSolver:
+class SCPSolver(ShootingObjective):
     """Nonlinear-meter MPC: `prob` must carry zero power coefficients (all energy comes from `sim`'s meters)."""
 
     def __init__(self, prob: MPCProblem, sim: Any, opts: SCPOptions | None = None) -> None:
@@ -56,21 +57,7 @@ class SCPSolver:
         self.qp = LQSolver(prob, LQOptions(tol=self.opts.qp_tol))
         self._usd = prob.weights.energy_cost * prob.dt_h / 1000.0  # USD per W held one step per USD/kWh
 
-    # -- the true objective and its gradient ----------------------------------------------------------
-    def simulate(self, data: MPCData, u: np.ndarray) -> Any:
-        return self.sim.simulate(data.x0[None], np.asarray(u, float)[None], data.d[None])
-
-    def energy(self, data: MPCData, traj: Any) -> float:
-        el, gas = np.asarray(traj.p_el)[0].sum(-1), np.asarray(traj.p_gas)[0].sum(-1)
-        return float(self._usd * (el @ data.price_el + gas @ data.price_gas))
-
-    def terms(self, data: MPCData, u: np.ndarray, traj: Any) -> dict[str, float]:
-        """The true objective terms (USD) of plan u whose simulation is traj."""
-        t = {k: float(v) for k, v in objective_terms(self.prob, data, u, np.asarray(traj.zones)[0]).items()}
-        t["energy"] = self.energy(data, traj)
-        t["total"] = t["energy"] + t["comfort"] + t["peak"] + t["move"]
-        return t
-
+    # -- the true objective's gradient (the objective itself: controller.mpc.shooting) ---------------
     def gradient(self, data: MPCData, u: np.ndarray) -> np.ndarray:
         """d(true energy cost)/du (K, nu), USD per W. At u = 0 the one-sided derivative towards the bounds'
         open side (the chord of the envelope), so that a plan at rest still sees what heat would cost."""
@@ -83,24 +70,10 @@ class SCPSolver:
         return np.asarray(self.sim.gradient(traj, g_el=np.array(g_el), g_gas=np.array(g_gas)).u)[0]
 
     def capacity(self, data: MPCData, u: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Bounds tightened by rated devices' full-load capacity at the temperatures along plan u (the
-        capacity falls with outdoor temperature and rises with the sink: a state constraint, held at the
-        linearisation point)."""
-        lo, hi = data.u_min.copy(), data.u_max.copy()
-        rated = [a for a in self.sim.net.actuators if hasattr(a, "rated")]
-        if not rated:
-            return lo, hi
-        xs = np.asarray(self.simulate(data, u).x)[0, :-1]
-        th = np.asarray(self.sim.theta, float)
-        for a in rated:
-            j = a.inputs[0]
-            ts, tk = a.temperatures(th, xs[:, a.reads_x], data.d[:, a.reads_d])
-            q_max = np.asarray(a.rated(th, ts, tk)[0], float)
-            if a.sign > 0:
-                hi[:, j] = np.maximum(np.minimum(hi[:, j], q_max), lo[:, j])
-            else:
-                lo[:, j] = np.minimum(np.maximum(lo[:, j], -q_max), hi[:, j])
-        return lo, hi
+        """Bounds tightened by rated devices' full-load capacity along plan u (ShootingObjective.rated_bounds)."""
+        if not any(hasattr(a, "rated") for a in self.sim.net.actuators):
+            return data.u_min.copy(), data.u_max.copy()
+        return self.rated_bounds(data, self.simulate(data, u))
 
     def capacity_correction(self, data: MPCData, u: np.ndarray, g_energy: np.ndarray, hi: np.ndarray,
                             lo: np.ndarray) -> np.ndarray:

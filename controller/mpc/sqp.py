@@ -46,6 +46,7 @@ from controller.mpc.denseqp import solve_qp
 from controller.mpc.objective import objective_terms
 from controller.mpc.problem import MPCData, MPCProblem
 from controller.mpc.result import MPCResult, Status
+from controller.mpc.shooting import ShootingObjective
 
 # The stopping tests are relative to max(|objective|, this), in USD: a plan that costs next to nothing (a
 # mild evening coasting on the tank, only the pump's cubic power left to trim) would otherwise chase changes
@@ -65,7 +66,7 @@ class SQPOptions:
     trace: bool = False        # keep (objective, predicted decrease, step, trust radius) per iteration in info
 
 
-class SQPSolver:
+class SQPSolver(ShootingObjective):
     """Nonlinear MPC over `sim` (a models.simulator.Simulator, host NumPy); `prob` gives horizon, step,
     bounds, weights and rate limits, its outputs (nz) being the simulator's zones."""
 
@@ -90,23 +91,8 @@ class SQPSolver:
         # zero flow the loop moves no heat, and the linearisation sees no way to heat through it). Full flow
         # also led to the better of two local optima on R2-loop where mid-range did not (seed 1: 2.9e-4).
         self._flow_inputs = sorted({f.input for f in getattr(sim.net, "flows", [])})
-        self._rated = [a for a in sim.net.actuators if hasattr(a, "rated")]
 
-    # -- the true objective ---------------------------------------------------------------------------
-    def simulate(self, data: MPCData, u: np.ndarray) -> Any:
-        return self.sim.simulate(data.x0[None], np.asarray(u, float)[None], data.d[None])
-
-    def energy(self, data: MPCData, traj: Any) -> float:
-        el, gas = np.asarray(traj.p_el)[0].sum(-1), np.asarray(traj.p_gas)[0].sum(-1)
-        return float(self._usd * (el @ data.price_el + gas @ data.price_gas))
-
-    def terms(self, data: MPCData, u: np.ndarray, traj: Any) -> dict[str, float]:
-        """The true objective terms (USD) of plan u whose simulation is traj."""
-        t = {k: float(v) for k, v in objective_terms(self.prob, data, u, np.asarray(traj.zones)[0]).items()}
-        t["energy"] = self.energy(data, traj)
-        t["total"] = t["energy"] + t["comfort"] + t["peak"] + t["move"]
-        return t
-
+    # -- the true objective (simulate, energy, terms: controller.mpc.shooting) and its gradients -------
     def energy_gradient(self, data: MPCData, traj: Any) -> np.ndarray:
         """d(energy cost)/du (K, nu), USD per input unit, through the meters' inputs and the states they read."""
         na = len(self.sim.net.actuators)
@@ -171,24 +157,6 @@ class SQPSolver:
             S[:, k * nu:hi] += B[k]
             G[k * nz:(k + 1) * nz, :hi] = self.Cz @ S[:, :hi]
         return G
-
-    def capacity(self, data: MPCData, traj: Any) -> tuple[np.ndarray, np.ndarray]:
-        """Bounds tightened by rated devices' full-load capacity at the temperatures along the plan (held at
-        the linearisation point, as in controller.mpc.scp)."""
-        lo, hi = data.u_min.copy(), data.u_max.copy()
-        if not self._rated:
-            return lo, hi
-        xs = np.asarray(traj.x)[0, :-1]
-        th = np.asarray(self.sim.theta, float)
-        for a in self._rated:
-            j = a.inputs[0]
-            ts, tk = a.temperatures(th, xs[:, a.reads_x], data.d[:, a.reads_d])
-            q_max = np.asarray(a.rated(th, ts, tk)[0], float)
-            if a.sign > 0:
-                hi[:, j] = np.maximum(np.minimum(hi[:, j], q_max), lo[:, j])
-            else:
-                lo[:, j] = np.minimum(np.maximum(lo[:, j], -q_max), hi[:, j])
-        return lo, hi
 
     def cold_start(self, data: MPCData, heat: str = "off") -> np.ndarray:
         """Flows at their largest, the other inputs off (0 within bounds) or, with heat="full", at their
@@ -320,7 +288,7 @@ class SQPSolver:
             Bq = self.hessian(data, u, lam_y, span_f)
             G = self.sensitivities(traj) * span_f[None, :]
             e0 = y0 - G @ v
-            lo_u, hi_u = self.capacity(data, traj)
+            lo_u, hi_u = self.rated_bounds(data, traj)
             lb, ub = lo_u.reshape(-1) / span_f, hi_u.reshape(-1) / span_f
             if math.isfinite(radius):
                 lb, ub = np.maximum(lb, v - radius), np.minimum(ub, v + radius)
