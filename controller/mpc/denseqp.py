@@ -11,12 +11,13 @@ Infinite bounds drop their rows. This is the exact piecewise comfort penalty of 
 (q = weight_quadratic * dt_h, l = weight_linear * dt_h) on outputs that are affine in v. Mehrotra's
 predictor-corrector on the slack form C z + w = d, w >= 0; each Newton system is reduced onto v: the slacks'
 block is diagonal, so their elimination costs one G' diag G product, and the reduced matrix (N x N) is
-inverted once per iteration. N = horizon x inputs (a few hundred), so every step is a few small dense
-products. Pure NumPy (host): no clocks, no I/O.
+solved twice per iteration (predictor and corrector). N = horizon x inputs (a few hundred), so every step is a
+few small dense products. Pure NumPy (host): no clocks, no I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,21 +31,33 @@ class QPResult:
     iterations: int
     converged: bool
     y_dual: np.ndarray     # (M,) multipliers of the soft rows, upper minus lower: d(objective)/d(output)
+    r_dual: np.ndarray     # multipliers of the hard rows
+    pinned: np.ndarray     # (N,) -1 / +1 where v sits at its lower / upper bound with a clearly positive
+                           # multiplier (strictly active), 0 elsewhere: the next QP's guess of `fixed`
 
 
-def _inverse(K: np.ndarray, scale: float) -> np.ndarray | None:
-    """Inverse of the symmetric positive definite K, regularised just enough (late interior point iterations
-    are ill-conditioned). One inverse serves the predictor's and the corrector's solves as two products."""
+def _regularised(K: np.ndarray, scale: float) -> Iterator[np.ndarray]:
+    """K (symmetric positive definite) with a growing multiple of the identity added, to try in turn: late
+    interior point iterations are ill-conditioned. Each Newton system is one LU solve of it; the predictor's and
+    the corrector's together cost 0.6 ms at N = 192, where the inverse they shared cost 0.8 ms (NumPy has no
+    triangular solve that would reuse one Cholesky factor)."""
     reg = 1e-12 * scale
+    diag = K.reshape(-1)[::len(K) + 1]   # a view: K is a fresh contiguous matrix
     for _ in range(6):
-        try:
-            Ki = np.linalg.inv(K + reg * np.eye(len(K)))
-            if np.all(np.isfinite(Ki)):
-                return Ki
-        except np.linalg.LinAlgError:
-            pass
+        diag += reg
+        yield K
+        diag -= reg
         reg *= 100.0
-    return None
+
+
+# A bound's multiplier above this (relative to the data's scale) counts as strictly active for `pinned`
+_PIN = 1e-6
+
+
+def _scale(H: np.ndarray, c: np.ndarray, lin: np.ndarray) -> float:
+    """The data's magnitude, for relative tolerances."""
+    return 1.0 + max(float(np.max(np.abs(c), initial=0.0)), float(np.max(np.abs(H), initial=0.0)),
+                     float(np.max(lin, initial=0.0)))
 
 
 def _max_step(x: np.ndarray, dx: np.ndarray) -> float:
@@ -58,11 +71,68 @@ def _finite(a: np.ndarray) -> np.ndarray:
 
 def solve_qp(H: np.ndarray, c: np.ndarray, lb: np.ndarray, ub: np.ndarray, G: np.ndarray, e: np.ndarray,
              lo: np.ndarray, hi: np.ndarray, q: np.ndarray, lin: np.ndarray, R: np.ndarray | None = None,
-             r: np.ndarray | None = None, *, tol: float = 1e-10, max_iter: int = 80) -> QPResult:
-    """Solve the QP above (H positive semidefinite, q >= 0, lin >= 0, lb <= ub)."""
-    N, M = len(c), len(e)
+             r: np.ndarray | None = None, *, tol: float = 1e-10, max_iter: int = 80,
+             pinned: np.ndarray | None = None) -> QPResult:
+    """Solve the QP above (H positive semidefinite, q >= 0, lin >= 0, lb <= ub).
+
+    pinned (N,) in {-1, 0, +1}: a guess that these variables sit at their lower / upper bound at the solution
+    (the last QP's `pinned`, in sequential QP the active set settles early). They are taken out and the smaller
+    QP is solved; the guess is then checked on the whole QP's optimality conditions (each pinned variable's
+    multiplier, the Lagrangian's slope along it, must hold it against its bound) and, where it fails, the
+    whole QP is solved. On R2-loop about half of the 192 inputs are pinned (the pump off most steps), and the
+    reduced solve costs a third as much."""
+    N = len(c)
     R = np.zeros((0, N)) if R is None else np.asarray(R, float)
     r = np.zeros(0) if r is None else np.asarray(r, float)
+    pin = None if pinned is None else np.asarray(pinned).copy()
+    for _ in range(3):  # each failed guess frees the variables whose multipliers came out of the wrong sign
+        if pin is None or not np.any(pin):
+            break
+        res, wrong = _solve_pinned(H, c, lb, ub, G, e, lo, hi, q, lin, R, r, tol, max_iter, pin)
+        if res is not None:
+            return res
+        if wrong is None:
+            break
+        pin[wrong] = 0
+    return _solve(H, c, lb, ub, G, e, lo, hi, q, lin, R, r, tol, max_iter)
+
+
+def _solve_pinned(H: np.ndarray, c: np.ndarray, lb: np.ndarray, ub: np.ndarray, G: np.ndarray, e: np.ndarray,
+                  lo: np.ndarray, hi: np.ndarray, q: np.ndarray, lin: np.ndarray, R: np.ndarray, r: np.ndarray,
+                  tol: float, max_iter: int, pinned: np.ndarray) -> tuple[QPResult | None, np.ndarray | None]:
+    """solve_qp with the pinned variables held at their bounds: (the result, None) where that is the solution,
+    else (None, the pinned variables whose multipliers have the wrong sign; None if the smaller QP failed)."""
+    at = np.where(pinned < 0, lb, np.where(pinned > 0, ub, np.nan))
+    X = np.isfinite(at) & (pinned != 0)
+    if not X.any():
+        return None, None
+    F = ~X
+    fx = at[X]
+    HF = H[F]
+    sub = _solve(HF[:, F], c[F] + HF[:, X] @ fx, lb[F], ub[F], G[:, F], e + G[:, X] @ fx, lo, hi, q, lin,
+                 R[:, F], r - R[:, X] @ fx, tol, max_iter)
+    if not sub.converged:
+        return None, None
+    v = np.empty(len(c))
+    v[F], v[X] = sub.v, fx
+    slope = (H[X] @ v + c[X] + G[:, X].T @ sub.y_dual + R[:, X].T @ sub.r_dual)
+    scale = _scale(H, c, lin)
+    side = pinned[X]
+    # at a lower bound the objective must rise going up (slope >= 0), at an upper bound going down
+    wrong = side * slope > 10.0 * tol * scale
+    if np.any(wrong):
+        return None, np.flatnonzero(X)[wrong]
+    pin = np.zeros(len(c), np.int8)
+    pin[F] = sub.pinned
+    pin[np.flatnonzero(X)] = np.where(-side * slope > _PIN * scale, side, 0)
+    return QPResult(v, sub.s, float(0.5 * v @ H @ v + c @ v + q @ (sub.s * sub.s) + lin @ sub.s),
+                    sub.iterations, True, sub.y_dual, sub.r_dual, pin), None
+
+
+def _solve(H: np.ndarray, c: np.ndarray, lb: np.ndarray, ub: np.ndarray, G: np.ndarray, e: np.ndarray,
+           lo: np.ndarray, hi: np.ndarray, q: np.ndarray, lin: np.ndarray, R: np.ndarray, r: np.ndarray,
+           tol: float, max_iter: int) -> QPResult:
+    N, M = len(c), len(e)
     iu, il = _finite(ub), _finite(lb)
     isu, isl = _finite(hi), _finite(lo)
     nbu, nbl, nsu, nsl, nh = len(iu), len(il), len(isu), len(isl), len(r)
@@ -77,13 +147,13 @@ def solve_qp(H: np.ndarray, c: np.ndarray, lb: np.ndarray, ub: np.ndarray, G: np
 
     def CTmul(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         p = [w[sizes[i]:sizes[i + 1]] for i in range(6)]
-        gv = np.zeros(N)
-        np.add.at(gv, iu, p[0])
-        np.add.at(gv, il, -p[1])
+        gv = R.T @ p[5] if nh else np.zeros(N)
+        gv[iu] += p[0]          # each index set is unique, so fancy += adds every entry
+        gv[il] -= p[1]
         ys = np.zeros(M)
         ys[isu] += p[3]
         ys[isl] -= p[4]
-        gv += G.T @ ys + R.T @ p[5]
+        gv += G.T @ ys
         gs = -p[2]
         gs[isu] -= p[3]
         gs[isl] -= p[4]
@@ -95,7 +165,7 @@ def solve_qp(H: np.ndarray, c: np.ndarray, lb: np.ndarray, ub: np.ndarray, G: np
         # (Q + C'DC) dz = -rd - C'((lam rp - rc) / w), the slacks eliminated (their block is diagonal)
         tv, ts = CTmul((lam * rp - rc) / w)
         bv, bs = -rd_v - tv, -rd_s - ts
-        dv = Ki @ (bv - G.T @ (cross * bs / hss))
+        dv = np.linalg.solve(Ki, bv - G.T @ (cross * bs / hss))
         ds = (bs - cross * (G @ dv)) / hss
         dw = -rp - Cmul(dv, ds)
         dlam = (-rc - lam * dw) / w
@@ -113,8 +183,7 @@ def solve_qp(H: np.ndarray, c: np.ndarray, lb: np.ndarray, ub: np.ndarray, G: np
     w = np.maximum(d - Cmul(v, s), 1.0)
     lam = np.ones(m)
     two_q = 2.0 * q
-    scale = 1.0 + max(float(np.max(np.abs(c), initial=0.0)), float(np.max(np.abs(H), initial=0.0)),
-                      float(np.max(lin, initial=0.0)))
+    scale = _scale(H, c, lin)
     converged = False
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007
@@ -131,22 +200,31 @@ def solve_qp(H: np.ndarray, c: np.ndarray, lb: np.ndarray, ub: np.ndarray, G: np
         D = lam / w
         Dp = [D[sizes[i]:sizes[i + 1]] for i in range(6)]
         dv_diag = np.zeros(N)
-        np.add.at(dv_diag, iu, Dp[0])
-        np.add.at(dv_diag, il, Dp[1])
+        dv_diag[iu] += Dp[0]
+        dv_diag[il] += Dp[1]
         du_, dl_ = np.zeros(M), np.zeros(M)
         du_[isu], dl_[isl] = Dp[3], Dp[4]
         hss = two_q + Dp[2] + du_ + dl_
         cross = dl_ - du_                                  # H_vs = G' diag(cross)
-        Kmat = H + np.diag(dv_diag) + (G.T * (du_ + dl_ - cross * cross / hss)) @ G
+        Kmat = (G.T * (du_ + dl_ - cross * cross / hss)) @ G
+        Kmat += H
+        Kmat.flat[::N + 1] += dv_diag
         if nh:
             Kmat += (R.T * Dp[5]) @ R
-        Ki = _inverse(Kmat, scale)
-        if Ki is None:
-            break
-
         # predictor (affine scaling), then the corrector with Mehrotra's centring
-        sys_ = (Ki, hss, cross, rd_v, rd_s, rp, lam, w)
-        dv, ds, dw, dlam = newton(w * lam, *sys_)
+        step = None
+        for Kr in _regularised(Kmat, scale):
+            sys_ = (Kr, hss, cross, rd_v, rd_s, rp, lam, w)
+            try:
+                step = newton(w * lam, *sys_)
+            except np.linalg.LinAlgError:
+                continue
+            if all(np.all(np.isfinite(p)) for p in step):
+                break
+            step = None
+        if step is None:
+            break
+        dv, ds, dw, dlam = step
         a_aff = min(_max_step(w, dw), _max_step(lam, dlam))
         mu_aff = float((w + a_aff * dw) @ (lam + a_aff * dlam)) / m
         sigma = (mu_aff / mu) ** 3 if mu > 0 else 0.0
@@ -156,4 +234,7 @@ def solve_qp(H: np.ndarray, c: np.ndarray, lb: np.ndarray, ub: np.ndarray, G: np
     y_dual = np.zeros(M)
     y_dual[isu] += lam[sizes[3]:sizes[4]]
     y_dual[isl] -= lam[sizes[4]:sizes[5]]
-    return QPResult(v, s, objective(v, s), it, converged, y_dual)
+    pin = np.zeros(N, np.int8)
+    pin[iu[lam[sizes[0]:sizes[1]] > _PIN * scale]] = 1
+    pin[il[lam[sizes[1]:sizes[2]] > _PIN * scale]] = -1
+    return QPResult(v, s, objective(v, s), it, converged, y_dual, lam[sizes[5]:], pin)
