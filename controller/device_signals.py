@@ -7,7 +7,8 @@ site's `actuators:` section):
 |--------------------|---------------------|-----------------------------------------------------------|
 | power              | W                   | thermal power (the planned heat itself)                   |
 | modulation         | modulation          | step-average part-load ratio q / Q_max(T) in 0..1; below  |
-|                    |                     | its minimum modulation the unit cycles by itself          |
+|                    |                     | its minimum modulation the unit cycles by itself. For a   |
+|                    |                     | pump's or fan's flow input: speed = flow / max flow       |
 | duty               | duty                | fraction of the step to run at its best-efficiency point  |
 |                    |                     | r_t Q_max(T) (full load for an affine part-load curve)    |
 | supply_temperature | degC                | supply-water setpoint T_node + q / emitter_ua             |
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from models.units import FLOW_UNITS
 from models.yamlio import Cursor
 
 SIGNALS = ("power", "modulation", "duty", "supply_temperature", "zone_temperature")
@@ -65,9 +67,11 @@ def parse_spec(o: Cursor, name: str, heat_unit: str, heat_lo: float, heat_hi: fl
     signal = o.get("signal").as_str()
     if signal not in SIGNALS:
         raise o.get("signal").error(f"unknown device signal '{signal}'", expected=" | ".join(SIGNALS))
-    if heat_unit != "W":
+    # A circulator or fan told a speed: in a closed loop (no static head) flow is proportional to speed (the
+    # affinity laws), so a flow input's modulation is flow / max flow. Other signals are defined by heat.
+    if heat_unit != "W" and not (heat_unit in FLOW_UNITS and signal == "modulation"):
         raise o.get("signal").error(f"actuator '{name}' is not a thermal power input ({heat_unit})",
-                                    expected="signal: power for flow or temperature inputs", found=signal)
+                                    expected="signal: power (or modulation for a pump's or fan's flow)", found=signal)
     unit = UNITS[signal]
     conv = "degC" if unit == "degC" else None
     d_lo, d_hi = DEFAULT_RANGE[signal]

@@ -40,6 +40,7 @@ import numpy as np
 
 from models import load_building
 from models.network import Network
+from models.units import FLOW_UNITS
 
 DisturbanceSource = Callable[[np.ndarray], np.ndarray]
 # What a device may be told (the names of controller.device_signals.SIGNALS; drivers do not import the core).
@@ -168,8 +169,10 @@ class VirtualBuilding:
                 raise ValueError(f"signals: unknown input {name!r} (inputs: {', '.join(self.input_names)})")
             if kind not in DEVICE_SIGNALS:
                 raise ValueError(f"signals[{name!r}] = {kind!r}; expected one of {', '.join(DEVICE_SIGNALS)}")
-            if kind != "power" and self.sim.input_units[self.input_names.index(name)] != "W":
-                raise ValueError(f"signals[{name!r}]: only thermal power inputs take device signals")
+            unit = self.sim.input_units[self.input_names.index(name)]
+            if kind != "power" and unit != "W" and not (kind == "modulation" and unit in FLOW_UNITS):
+                raise ValueError(f"signals[{name!r}]: only thermal power inputs take device signals (flows: "
+                                 f"modulation, a speed)")
             if kind == "supply_temperature" and not (ua.get(name, 0.0) > 0 and np.isfinite(ua[name])):
                 raise ValueError(f"signals[{name!r}] = supply_temperature needs emitter_ua[{name!r}] > 0 W/K")
         self.signals = dict(signals)

@@ -45,6 +45,9 @@ _BASE: dict[str, tuple[float, tuple[int, int, int, int]]] = {
     "degC": (1.0, (0, 0, 0, 1)),
     "°C": (1.0, (0, 0, 0, 1)),
 }
+# Units of flow inputs (circulators, fans): besides the flow itself their devices take a speed (0..1).
+FLOW_UNITS = ("kg/s",)
+
 _CELSIUS = ("degC", "°C")  # absolute temperatures; "K" in such a field is converted with the offset
 # Dimensions by exponent (kg, m, s, K) for products of base units.
 _NUMBER = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?inf|nan)\s*(.*?)\s*$")

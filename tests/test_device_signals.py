@@ -139,3 +139,29 @@ def test_a_heat_pump_told_watts_plans_with_continuous_part_load():
     p_duty = duty.sim.simulate(x0, u, d).p_el.sum()
     p_watts = watts.sim.simulate(x0, u, d).p_el.sum()
     assert p_watts > 1.2 * p_duty
+
+
+def _pump_sim():
+    """A circulator's flow input, as parse_actuators reads it."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(input_names=["pump"], input_units=["kg/s"], u_min=np.array([0.0]),
+                           u_max=np.array([0.25]), net=SimpleNamespace(zones=[], input_heat=[]))
+
+
+def test_a_pump_takes_a_speed_and_nothing_else_but_its_flow():
+    cur = Cursor(loads_yaml("pump: {signal: modulation, rate_limit: 0.5}", "site.yaml"), "site.yaml", "actuators")
+    (spec,) = parse_actuators(cur, _pump_sim())
+    assert (spec.unit, spec.min, spec.max, spec.heat_max) == ("modulation", 0.0, 1.0, 0.25)
+    assert ds.heat_rate(spec.signal, spec.rate_limit, spec.heat_max, None) == pytest.approx(0.125)  # kg/s per step
+    # speed = flow / max flow (the affinity laws in a closed loop), and back
+    ctx = ds.SignalContext(q_max=np.full((3, 1), 0.25), q_best=np.full((3, 1), 0.25), node_temp=np.full((3, 1), np.nan),
+                           emitter_ua=np.array([np.nan]), zone_free=np.full((3, 1), np.nan), zone_gain=np.zeros((3, 1)))
+    flow = np.array([0.0, 0.1, 0.25])
+    speed = ds.to_signal("modulation", flow, ctx, 0)
+    assert np.allclose(speed, [0.0, 0.4, 1.0]) and np.allclose(ds.to_heat("modulation", speed, ctx, 0), flow)
+    for other in ("duty", "supply_temperature", "zone_temperature"):
+        cur = Cursor(loads_yaml(f"pump: {{signal: {other}}}", "site.yaml"), "site.yaml", "actuators")
+        with pytest.raises(ConfigError) as e:
+            parse_actuators(cur, _pump_sim())
+        assert e.value.field == "actuators.pump.signal" and "kg/s" in str(e.value)

@@ -61,8 +61,8 @@ def test_run_once_plans_the_pumped_loop_and_publishes_device_units(broker, tmp_p
         c.loop_stop()
         c.disconnect()
     assert json.loads(health[0])["outcome"] == "mpc", health
-    assert points["heat_pump"]["unit"] == "W" and points["floor.pump"]["unit"] == "kg/s"
-    assert 0.0 <= points["heat_pump"]["value"] <= 9000.0 and 0.0 <= points["floor.pump"]["value"] <= 0.25
+    assert points["heat_pump"]["unit"] == "W" and points["floor.pump"]["unit"] == "modulation"
+    assert 0.0 <= points["heat_pump"]["value"] <= 9000.0 and 0.0 <= points["floor.pump"]["value"] <= 1.0
     assert "solver=kkt" in out or "solver=deadline" in out, out
 
 
@@ -70,8 +70,8 @@ def test_lockstep_pumped_radiant_loop_half_a_day(broker, tmp_path):
     """Half a day of lockstep from Monday 00:00 (the night setback, then the morning's occupied band): every
     cycle acked and `mpc`, the plant (the model with its physics off by 10-20 %) comfortable without
     overheating."""
-    run = run_lockstep("radiant-loop", 0.5, broker, tmp_path)
+    run = run_lockstep("radiant-loop", 0.5, broker, tmp_path, signals={"floor.pump": "modulation"})
     check_run(run, 0.5)
     units = {sp.unit for _, _, sp in run["setpoints"]}
-    assert units == {"W", "kg/s"}
+    assert units == {"W", "modulation"}
     assert max(sp.value or 0.0 for _, name, sp in run["setpoints"] if name == "heat_pump") > 1000.0  # it heats
