@@ -27,7 +27,7 @@ from controller.mpc.lqsolver import LQOptions, LQSolver
 from controller.mpc.problem import MPCProblem, PowerCoeffs, Weights
 from controller.mpc.result import shift_plan
 from controller.mpc.scp import SCPOptions, SCPSolver
-from controller.mpc.sqp import SQPOptions, SQPSolver, step_jacobians
+from controller.mpc.sqp import SQPSolver, step_jacobians
 from controller.site_config import SiteConfig
 from models.errors import ConfigError
 from models.network import Network
@@ -218,6 +218,12 @@ class SiteController:
             raise ConfigError("move blocking is not available for models that are not linear in the inputs",
                               file=str(site.path), field="control.move_blocking", expected="no move_blocking",
                               found=ctl.move_blocking)
+        if (self.nonlinear_network or self.nonlinear_meters) and weights.peak_demand > 0:
+            # the sequential solvers' local models have no peak term: it would be in the plan's cost and
+            # nowhere in the steps that improve it
+            raise ConfigError("a peak-demand weight is not available for models with nonlinear devices or networks",
+                              file=str(site.path), field="weights.peak_demand", expected="0 or no peak_demand",
+                              found=weights.peak_demand)
         self.problem = MPCProblem(model=sim.linear, horizon=ctl.horizon, dt=ctl.step_s, u_min=lo, u_max=hi,
                                   power=PowerCoeffs.from_dict(sim.power_coeffs or {}, sim.nu), weights=weights,
                                   rate_limit=rate, move_blocking=ctl.move_blocking or None,
@@ -225,8 +231,7 @@ class SiteController:
                                   nz=sim.nz if self.nonlinear_network else 0)
         # A relative gap of 1e-4 is far below what model error and forecast error leave on the table.
         if self.nonlinear_network:
-            # a tenth of the others' gap: its stopping tests bound one iteration's progress, not the gap
-            self.solver: Any = SQPSolver(self.problem, sim, SQPOptions(tol=1e-5))
+            self.solver: Any = SQPSolver(self.problem, sim)
         elif self.nonlinear_meters:
             self.solver = SCPSolver(self.problem, sim, SCPOptions(tol=1e-4))
         else:

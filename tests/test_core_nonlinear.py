@@ -114,3 +114,16 @@ def test_cycles_publish_device_units_within_bounds_and_carry_the_plan(ctrl):
     d = build_site_controller(load_site(SITES / "radiant-loop.yaml", short, environ={}))
     d.import_state(saved)
     assert np.array_equal(d.estimator.P, c.estimator.P) and d.last_plan.shape == (c.horizon, 2)
+
+
+@pytest.mark.parametrize("override,field", [("control.move_blocking=[1, 1, 2, 4]", "control.move_blocking"),
+                                            ("weights.peak_demand=2.0", "weights.peak_demand")])
+def test_what_the_nonlinear_path_cannot_honour_is_refused_with_its_field(override, field):
+    from models.errors import ConfigError
+
+    for site in ("radiant-loop.yaml", "radiant.yaml"):   # SQP (pumped loop) and SCP (rated heat pump)
+        if site == "radiant.yaml" and "move_blocking" in override:
+            continue  # the rated heat pump keeps the linear network: move blocking works there
+        with pytest.raises(ConfigError) as e:
+            build_site_controller(load_site(SITES / site, [override], environ={}))
+        assert e.value.field == field and str(SITES / site) in str(e.value)

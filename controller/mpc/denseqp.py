@@ -79,7 +79,7 @@ def solve_qp(H: np.ndarray, c: np.ndarray, lb: np.ndarray, ub: np.ndarray, G: np
     (the last QP's `pinned`, in sequential QP the active set settles early). They are taken out and the smaller
     QP is solved; the guess is then checked on the whole QP's optimality conditions (each pinned variable's
     multiplier, the Lagrangian's slope along it, must hold it against its bound) and, where it fails, the
-    whole QP is solved. On R2-loop about half of the 192 inputs are pinned (the pump off most steps), and the
+    whole QP is solved. On R2 about half of the 192 inputs are pinned (the pump off most steps), and the
     reduced solve costs a third as much."""
     N = len(c)
     R = np.zeros((0, N)) if R is None else np.asarray(R, float)

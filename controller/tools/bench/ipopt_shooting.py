@@ -24,7 +24,7 @@ from controller.mpc.problem import MPCData, MPCProblem
 
 def radiant_loop_case(K: int = 96, dt: float = 900.0, seed: int = 0, start: dict[str, float] | None = None
                       ) -> tuple[Any, MPCProblem, MPCData]:
-    """R2-loop: config/buildings/radiant.yaml (heat pump -> 300 l buffer tank -> pumped radiant slab loop), a
+    """R2: config/buildings/radiant.yaml (heat pump -> 300 l buffer tank -> pumped radiant slab loop), a
     cold day (-4 +- 6 degC with noise), evening peak prices, occupied 06-22 h, the house at 19.5 degC, the slab
     and its water at 22.5 degC, the tank at 35 degC (or `start`). Returns (simulator, problem, data)."""
     from controller.mpc.problem import PowerCoeffs, Weights
