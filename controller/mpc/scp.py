@@ -34,7 +34,7 @@ from controller.mpc.lqsolver import LQOptions, LQSolver
 from controller.mpc.objective import objective_terms
 from controller.mpc.problem import MPCData, MPCProblem
 from controller.mpc.result import MPCResult, Status
-from controller.mpc.shooting import ShootingObjective
+from controller.mpc.shooting import ShootingObjective, trust_region
 
 
 @dataclass(frozen=True)
@@ -189,11 +189,12 @@ class SCPSolver(ShootingObjective):
             scale = max(abs(terms["total"]), 1e-9)
             length = float(np.max(np.abs(cand - u)))
             inside = not math.isfinite(radius) or length < 0.99 * radius
+            pred_small = abs(pred) <= opts.tol * scale
             if accepted is None:
-                if abs(pred) <= opts.tol * scale and inside:
+                kkt, radius = trust_region(radius, length, None, inside, pred_small, False)
+                if kkt:
                     status = Status.KKT
                     break
-                radius = 0.25 * length
                 if radius < 1e-9 * span:
                     break
                 continue
@@ -201,13 +202,10 @@ class SCPSolver(ShootingObjective):
             u, terms, traj = accepted
             best = accepted
             u_lin = u
-            if change <= opts.tol and abs(pred) <= opts.tol * scale and inside:
+            kkt, radius = trust_region(radius, length, step, inside, pred_small, change <= opts.tol)
+            if kkt:
                 status = Status.KKT
                 break
-            if step < 1.0:
-                radius = step * length
-            elif math.isfinite(radius) and not inside:
-                radius *= 2.0
         if best is None:
             return self.qp.solve(replace(data, energy_cost=(np.zeros_like(u_lin), np.zeros_like(u_lin))), None,
                                  timer=timer, deadline_s=0.0)

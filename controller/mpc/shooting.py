@@ -10,6 +10,7 @@ Pure array code (host NumPy): no clocks, no I/O.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -59,3 +60,22 @@ class ShootingObjective:
             else:
                 lo[:, j] = np.minimum(np.maximum(lo[:, j], -q_max), hi[:, j])
         return lo, hi
+
+
+def trust_region(radius: float, length: float, step: float | None, inside: bool, pred_small: bool,
+                 change_small: bool) -> tuple[bool, float]:
+    """After a line search along a QP step of `length` (the largest input change, in the trust region's
+    units): whether the iterate is a KKT point, and the next radius. `step` is the accepted step length (None:
+    none was accepted, the region shrinks to a quarter of the step). A KKT point needs a predicted decrease
+    that is small (`pred_small`) for a step that the region did not cut short (`inside`), and, after an
+    accepted step, a small objective change. A cut-back step sets the radius to what was accepted; a full step
+    that reached the edge doubles it."""
+    if step is None:
+        return (True, radius) if pred_small and inside else (False, 0.25 * length)
+    if change_small and pred_small and inside:
+        return True, radius
+    if step < 1.0:
+        return False, step * length
+    if math.isfinite(radius) and not inside:
+        return False, 2.0 * radius
+    return False, radius

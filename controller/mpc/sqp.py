@@ -54,7 +54,7 @@ from controller.mpc.denseqp import solve_qp
 from controller.mpc.objective import objective_terms
 from controller.mpc.problem import MPCData, MPCProblem
 from controller.mpc.result import MPCResult, Status
-from controller.mpc.shooting import ShootingObjective
+from controller.mpc.shooting import ShootingObjective, trust_region
 
 # The stopping tests are relative to max(|objective|, this), in USD: a plan that costs next to nothing (a
 # mild evening coasting on the tank, only the pump's cubic power left to trim) would otherwise chase changes
@@ -382,11 +382,12 @@ class SQPSolver(ShootingObjective):
                 step *= 0.5
             if accepted is not None and step == 1.0 and not math.isfinite(radius):
                 accepted = self._extrapolate(data, u, terms["total"], cand, accepted, pred)
+            pred_small = abs(pred) <= opts.tol * scale
             if accepted is None:
-                if abs(pred) <= opts.tol * scale and inside:
+                kkt, radius = trust_region(radius, length, None, inside, pred_small, False)
+                if kkt:
                     status = Status.KKT
                     break
-                radius = 0.25 * length
                 if radius < 1e-9:
                     message = "trust region collapsed"
                     break
@@ -394,13 +395,10 @@ class SQPSolver(ShootingObjective):
             change = abs(terms["total"] - accepted[1]["total"]) / scale
             u, terms, traj = accepted
             best = accepted
-            if change <= opts.tol and abs(pred) <= opts.tol * scale and inside:
+            kkt, radius = trust_region(radius, length, step, inside, pred_small, change <= opts.tol)
+            if kkt:
                 status = Status.KKT
                 break
-            if step < 1.0:
-                radius = step * length
-            elif math.isfinite(radius) and not inside:
-                radius *= 2.0
         if best is None:  # never feasible (an iteration cap or a deadline before the first QP)
             return MPCResult(u=u, status=Status.STALLED, success=False, objective=terms["total"],
                              terms={k: v for k, v in terms.items() if k != "total"}, iterations=qp_iters,
