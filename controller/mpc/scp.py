@@ -177,15 +177,8 @@ class SCPSolver(ShootingObjective):
             # predicted decrease of the convex model (<= 0; 0 exactly at a KKT point)
             pred = (float(objective_terms(self.prob, qdata, cand, np.asarray(res.zone_temps))["total"])
                     - float(objective_terms(self.prob, qdata, u, np.asarray(traj.zones)[0])["total"]))
-            step, accepted = 1.0, None
-            while step >= opts.min_step:
-                trial = self.within_capacity(data, u + step * (cand - u))
-                tr = self.simulate(data, trial)
-                tt = self.terms(data, trial, tr)
-                if tt["total"] <= terms["total"] + opts.armijo * step * min(pred, 0.0):
-                    accepted = (trial, tt, tr)
-                    break
-                step *= 0.5
+            step, accepted = self.line_search(data, u, cand, terms["total"], pred, opts.armijo, opts.min_step,
+                                              project=lambda v: self.within_capacity(data, v))
             scale = max(abs(terms["total"]), 1e-9)
             length = float(np.max(np.abs(cand - u)))
             inside = not math.isfinite(radius) or length < 0.99 * radius

@@ -11,6 +11,7 @@ Pure array code (host NumPy): no clocks, no I/O.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -40,6 +41,25 @@ class ShootingObjective:
         t["energy"] = self.energy(data, traj)
         t["total"] = t["energy"] + t["comfort"] + t["peak"] + t["move"]
         return t
+
+    def line_search(self, data: MPCData, u: np.ndarray, cand: np.ndarray, total: float, pred: float,
+                    armijo: float, min_step: float, project: Callable[[np.ndarray], np.ndarray] | None = None
+                    ) -> tuple[float, tuple | None]:
+        """Backtracking from plan u (true objective `total`) towards cand, halving the step until the true
+        objective falls by at least armijo x step x the model's predicted decrease `pred` (<= 0). `project`
+        maps each trial plan into what the devices can deliver. Returns (the last step tried, (plan, terms,
+        trajectory) of the accepted one, or None when no step down to min_step was)."""
+        step = 1.0
+        while step >= min_step:
+            trial = u + step * (cand - u)
+            if project is not None:
+                trial = project(trial)
+            tr = self.simulate(data, trial)
+            tt = self.terms(data, trial, tr)
+            if tt["total"] <= total + armijo * step * min(pred, 0.0):
+                return step, (trial, tt, tr)
+            step *= 0.5
+        return step, None
 
     def rated_bounds(self, data: MPCData, traj: Any) -> tuple[np.ndarray, np.ndarray]:
         """Bounds tightened by rated devices' full-load capacity at the temperatures along the simulated plan

@@ -369,17 +369,9 @@ class SQPSolver(ShootingObjective):
                 terms, feasible = self.terms(data, u, traj), True
                 best = (u, terms, traj)
                 continue
-            step, accepted = 1.0, None
             if opts.trace:
                 trace.append((terms["total"], pred, length, radius, qp.iterations, qp.converged))
-            while step >= opts.min_step:
-                trial = u + step * (cand - u)
-                tr = self.simulate(data, trial)
-                tt = self.terms(data, trial, tr)
-                if tt["total"] <= terms["total"] + opts.armijo * step * min(pred, 0.0):
-                    accepted = (trial, tt, tr)
-                    break
-                step *= 0.5
+            step, accepted = self.line_search(data, u, cand, terms["total"], pred, opts.armijo, opts.min_step)
             if accepted is not None and step == 1.0 and not math.isfinite(radius):
                 accepted = self._extrapolate(data, u, terms["total"], cand, accepted, pred)
             pred_small = abs(pred) <= opts.tol * scale
